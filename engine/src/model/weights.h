@@ -1,0 +1,56 @@
+// The seam between the forward pass and residency: the forward pass asks for a layer's weights
+// right before it computes the layer and gives them back right after. Whether the bytes were
+// resident all along, streamed from disk with prefetch, or mapped is the provider's business.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flea/status.h"
+#include "gguf/gguf.h"
+
+namespace flea {
+
+enum class LayerTensor : int {
+  kAttnNorm = 0, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
+};
+constexpr int kLayerTensorCount = 9;
+// "attn_norm", "attn_q", ... as in `blk.N.<suffix>.weight`.
+const char* layer_tensor_name(LayerTensor t);
+
+enum class GlobalTensor : int { kTokenEmbd = 0, kOutputNorm, kOutput };
+constexpr int kGlobalTensorCount = 3;
+
+// Where each tensor of the model lives in the file. `output` may be null (tied embeddings).
+struct ModelLayout {
+  std::array<const gguf::TensorInfo*, kGlobalTensorCount> globals{};
+  std::vector<std::array<const gguf::TensorInfo*, kLayerTensorCount>> layers;
+  // Byte totals, for planners and reports.
+  uint64_t global_bytes() const;
+  uint64_t layer_bytes(int il) const;
+};
+
+// Finds every LLaMA tensor in `file` (validated by llama_hparams in model/llama.h first).
+StatusOr<ModelLayout> model_layout(const gguf::File& file, int n_layer);
+
+struct LayerWeights {
+  std::array<const uint8_t*, kLayerTensorCount> data{};  // tensor bytes, valid until release()
+  const uint8_t* operator[](LayerTensor t) const { return data[static_cast<int>(t)]; }
+};
+
+class WeightProvider {
+ public:
+  virtual ~WeightProvider() = default;
+  // Bytes of a global tensor (token_embd, output_norm, output); resident for the provider's life.
+  virtual const uint8_t* global(GlobalTensor t) = 0;
+  // Blocks until layer `il` is staged; pointers stay valid until release(il).
+  virtual StatusOr<LayerWeights> acquire(int il) = 0;
+  // The forward pass is done with layer `il`; the provider may evict it.
+  virtual void release(int il) = 0;
+  virtual std::string name() const = 0;
+};
+
+}  // namespace flea

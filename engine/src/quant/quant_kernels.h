@@ -1,0 +1,51 @@
+// Internal to quant/: the per-ISA dot kernel sets (defined in quant_avx2.cpp / quant_avx512.cpp,
+// which alone are compiled with ISA flags) and small helpers shared by every level.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "quant/quant.h"
+
+namespace flea::quant::internal {
+
+struct KernelSet {
+  VecDotFn q4_0_q8_0;
+  VecDotFn q8_0_q8_0;
+  VecDotFn q4_k_q8_k;
+  VecDotFn q5_k_q8_k;
+  VecDotFn q6_k_q8_k;
+  VecDotFn f16_f16;
+  VecDotFn bf16_bf16;
+  VecDotFn f32_f32;
+};
+
+const KernelSet& scalar_kernels();
+const KernelSet& avx2_kernels();    // call only when the CPU has AVX2+FMA+F16C
+const KernelSet& avx512_kernels();  // call only when the CPU has AVX-512 F/BW/VL/VNNI/BF16
+
+// Unpacks the 12-byte Q4_K/Q5_K scale field into 8 six-bit scales and 8 six-bit mins.
+// Bytes 0-3: low 6 bits = scale 0-3, top 2 bits = high bits of scale 4-7; bytes 4-7 likewise for
+// the mins; bytes 8-11: low nibble = low 4 bits of scale 4-7, high nibble = low 4 bits of min 4-7.
+inline void unpack_k_scales(const uint8_t* packed, uint8_t* sc, uint8_t* m) {
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  const uint32_t s03 = u[0] & 0x3f3f3f3fu;
+  const uint32_t m03 = u[1] & 0x3f3f3f3fu;
+  const uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+  const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+  std::memcpy(sc, &s03, 4);
+  std::memcpy(sc + 4, &s47, 4);
+  std::memcpy(m, &m03, 4);
+  std::memcpy(m + 4, &m47, 4);
+}
+
+// Round to nearest, ties to even (what the SIMD round instructions and ggml's nearest_int do).
+inline int nearest_int(float v) {
+  float shifted = v + 12582912.f;  // 1.5 * 2^23: pushes the fraction out of the mantissa
+  int32_t bits;
+  std::memcpy(&bits, &shifted, 4);
+  return (bits & 0x007fffff) - 0x00400000;
+}
+
+}  // namespace flea::quant::internal

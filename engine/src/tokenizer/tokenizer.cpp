@@ -1,0 +1,468 @@
+#include "tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdio>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+
+#include "gguf/gguf.h"
+
+namespace flea {
+
+namespace {
+
+constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581 "▁", SentencePiece's space
+constexpr std::string_view kUnknownPiece = "\xE2\x96\x85";  // U+2585 "▅", what llama.cpp shows for <unk>
+constexpr int32_t kMaxTokenType = static_cast<int32_t>(TokenType::kByte);
+
+constexpr const char* kKeyModel = "tokenizer.ggml.model";
+constexpr const char* kKeyTokens = "tokenizer.ggml.tokens";
+constexpr const char* kKeyScores = "tokenizer.ggml.scores";
+constexpr const char* kKeyTypes = "tokenizer.ggml.token_type";
+constexpr const char* kKeyBos = "tokenizer.ggml.bos_token_id";
+constexpr const char* kKeyEos = "tokenizer.ggml.eos_token_id";
+constexpr const char* kKeyUnk = "tokenizer.ggml.unknown_token_id";
+constexpr const char* kKeyAddSpacePrefix = "tokenizer.ggml.add_space_prefix";
+constexpr const char* kKeyAddBos = "tokenizer.ggml.add_bos_token";
+
+// Byte length of the UTF-8 sequence a lead byte announces, from its high nibble. Continuation and
+// invalid lead bytes count as 1; 0xF8..0xFF count as 4. This is deliberately the same crude rule
+// llama.cpp uses, so invalid UTF-8 is grouped (and then byte-encoded) exactly as it does.
+size_t utf8_len(uint8_t lead) {
+  static constexpr uint8_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+  return kLen[lead >> 4];
+}
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  size_t pos = 0;
+  while (true) {
+    size_t hit = s.find(from, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(s.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(s.substr(pos));
+  return out;
+}
+
+// "<0xAB>" -> 0xAB; -1 when the text is not of that form.
+int parse_byte_token(const std::string& text) {
+  if (text.size() != 6 || text[0] != '<' || text[1] != '0' || text[2] != 'x' || text[5] != '>') return -1;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  int hi = hex(text[3]), lo = hex(text[4]);
+  if (hi < 0 || lo < 0) return -1;
+  return hi * 16 + lo;
+}
+
+std::string printable(const std::string& s, size_t max_len = 40) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+// A candidate merge of two adjacent symbols. `size` is the byte length the pair had when the
+// candidate was made; a candidate whose symbols have since changed is stale and skipped.
+struct Bigram {
+  float score;
+  int32_t left;
+  int32_t right;
+  size_t size;
+};
+
+// Max-heap order: higher score first, then the leftmost pair.
+struct BigramLess {
+  bool operator()(const Bigram& a, const Bigram& b) const {
+    return a.score < b.score || (a.score == b.score && a.left > b.left);
+  }
+};
+
+// A run of bytes of the text being merged; prev/next link the live symbols, len 0 = absorbed.
+struct Symbol {
+  int32_t prev;
+  int32_t next;
+  size_t start;
+  size_t len;
+};
+
+}  // namespace
+
+struct Tokenizer::Data {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<TokenType> types;
+  std::vector<std::string> pieces;  // decoded bytes per token (see piece())
+  // Views into `tokens`, which never change after construction. Later duplicates win, as in llama.cpp.
+  std::unordered_map<std::string_view, int32_t> text_to_id;
+  std::array<int32_t, 256> byte_to_id{};
+  std::vector<int32_t> user_defined;  // matched literally in the text, longest first
+  int32_t bos = 1;
+  int32_t eos = 2;
+  int32_t unk = 0;
+  bool add_space_prefix = true;
+  bool add_bos = true;
+};
+
+StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
+  const size_t n = vocab.tokens.size();
+  if (n == 0) return invalid_argument(std::string(kKeyTokens) + " is empty: a vocabulary needs at least one token");
+  if (n > static_cast<size_t>(INT32_MAX)) {
+    return out_of_range(std::string(kKeyTokens) + " has " + std::to_string(n) + " entries, more than int32 ids allow");
+  }
+  if (vocab.scores.size() != n) {
+    return invalid_argument(std::string(kKeyScores) + " has " + std::to_string(vocab.scores.size()) +
+                            " entries but " + kKeyTokens + " has " + std::to_string(n));
+  }
+  if (vocab.types.size() != n) {
+    return invalid_argument(std::string(kKeyTypes) + " has " + std::to_string(vocab.types.size()) +
+                            " entries but " + kKeyTokens + " has " + std::to_string(n));
+  }
+  auto data = std::make_shared<Data>();
+  data->types.resize(n);
+  data->pieces.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(vocab.scores[i])) {
+      return invalid_argument(std::string(kKeyScores) + "[" + std::to_string(i) + "] is not finite");
+    }
+    int32_t t = vocab.types[i];
+    if (t < 0 || t > kMaxTokenType) {
+      return out_of_range(std::string(kKeyTypes) + "[" + std::to_string(i) + "] = " + std::to_string(t) +
+                          ", allowed 0..6 (undefined, normal, unknown, control, user-defined, unused, byte)");
+    }
+    data->types[i] = static_cast<TokenType>(t);
+    const std::string& text = vocab.tokens[i];
+    switch (data->types[i]) {
+      case TokenType::kNormal:
+        data->pieces[i] = replace_all(text, kSpaceMarker, " ");
+        break;
+      case TokenType::kByte: {
+        int b = parse_byte_token(text);
+        if (b < 0) {
+          return invalid_argument(std::string(kKeyTypes) + "[" + std::to_string(i) + "] is byte (6) but " +
+                                  kKeyTokens + "[" + std::to_string(i) + "] = '" + printable(text) +
+                                  "' is not of the form <0xNN>");
+        }
+        data->pieces[i] = std::string(1, static_cast<char>(b));
+        break;
+      }
+      case TokenType::kUnknown:
+        data->pieces[i] = std::string(kUnknownPiece);
+        break;
+      case TokenType::kUserDefined:
+        data->pieces[i] = text;
+        if (!text.empty()) data->user_defined.push_back(static_cast<int32_t>(i));
+        break;
+      case TokenType::kUndefined:
+      case TokenType::kControl:
+      case TokenType::kUnused:
+        break;  // contribute no text
+    }
+  }
+  const int32_t n_vocab = static_cast<int32_t>(n);
+  struct Special {
+    const char* key;
+    int32_t id;
+    int32_t* dst;
+  };
+  for (const Special& s : {Special{kKeyBos, vocab.bos_id, &data->bos}, Special{kKeyEos, vocab.eos_id, &data->eos},
+                           Special{kKeyUnk, vocab.unk_id, &data->unk}}) {
+    if (s.id < 0 || s.id >= n_vocab) {
+      return out_of_range(std::string(s.key) + " = " + std::to_string(s.id) + " is outside the vocabulary [0, " +
+                          std::to_string(n_vocab) + ")");
+    }
+    *s.dst = s.id;
+  }
+  data->add_space_prefix = vocab.add_space_prefix;
+  data->add_bos = vocab.add_bos;
+  data->tokens = std::move(vocab.tokens);
+  data->scores = std::move(vocab.scores);
+  data->text_to_id.reserve(n * 2);
+  for (int32_t i = 0; i < n_vocab; ++i) data->text_to_id[std::string_view(data->tokens[i])] = i;
+
+  // Byte fallback: <0xNN>, else the single byte as text, else <unk>.
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
+    auto it = data->text_to_id.find(std::string_view(buf));
+    if (it == data->text_to_id.end()) {
+      char c = static_cast<char>(b);
+      it = data->text_to_id.find(std::string_view(&c, 1));
+    }
+    data->byte_to_id[b] = it != data->text_to_id.end() ? it->second : data->unk;
+  }
+  // Longest first so that a user-defined token wins over its own prefixes (llama.cpp's order).
+  std::stable_sort(data->user_defined.begin(), data->user_defined.end(), [&](int32_t a, int32_t b) {
+    return data->tokens[a].size() > data->tokens[b].size();
+  });
+  return Tokenizer(std::move(data));
+}
+
+StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
+  const gguf::Value* model = file.find(kKeyModel);
+  if (!model) return not_found(std::string(kKeyModel) + " is missing: the file has no tokenizer");
+  if (model->type != gguf::ValueType::STRING) {
+    return invalid_argument(std::string(kKeyModel) + " has type " + gguf::value_type_name(model->type) +
+                            ", expected STRING");
+  }
+  if (model->s != "llama") {
+    return unimplemented(std::string(kKeyModel) + " = '" + printable(model->s) +
+                         "' is not supported (only 'llama' SentencePiece vocabularies)");
+  }
+  auto array_of = [&](const char* key, std::initializer_list<gguf::ValueType> allowed,
+                      const gguf::Value** out) -> Status {
+    const gguf::Value* v = file.find(key);
+    if (!v) return not_found(std::string(key) + " is missing");
+    if (v->type != gguf::ValueType::ARRAY) {
+      return invalid_argument(std::string(key) + " has type " + gguf::value_type_name(v->type) + ", expected ARRAY");
+    }
+    if (std::find(allowed.begin(), allowed.end(), v->array_type) == allowed.end()) {
+      return invalid_argument(std::string(key) + " is an array of " + gguf::value_type_name(v->array_type) +
+                              ", expected " + gguf::value_type_name(*allowed.begin()));
+    }
+    *out = v;
+    return ok_status();
+  };
+  using VT = gguf::ValueType;
+  const gguf::Value* tokens = nullptr;
+  const gguf::Value* scores = nullptr;
+  const gguf::Value* types = nullptr;
+  FLEA_RETURN_IF_ERROR(array_of(kKeyTokens, {VT::STRING}, &tokens));
+  FLEA_RETURN_IF_ERROR(array_of(kKeyScores, {VT::FLOAT32, VT::FLOAT64}, &scores));
+  FLEA_RETURN_IF_ERROR(array_of(kKeyTypes, {VT::INT32, VT::UINT32, VT::INT8, VT::UINT8, VT::INT16, VT::UINT16,
+                                            VT::INT64, VT::UINT64}, &types));
+
+  Vocab vocab;
+  vocab.tokens = tokens->arr_str;
+  vocab.scores.reserve(scores->arr_float.size());
+  for (double s : scores->arr_float) vocab.scores.push_back(static_cast<float>(s));
+  vocab.types.reserve(types->arr_int.size());
+  for (size_t i = 0; i < types->arr_int.size(); ++i) {
+    int64_t t = types->arr_int[i];
+    if (t < 0 || t > kMaxTokenType) {
+      return out_of_range(std::string(kKeyTypes) + "[" + std::to_string(i) + "] = " + std::to_string(t) +
+                          ", allowed 0..6");
+    }
+    vocab.types.push_back(static_cast<int32_t>(t));
+  }
+
+  auto special = [&](const char* key, int32_t* dst) -> Status {
+    const gguf::Value* v = file.find(key);
+    if (!v) return ok_status();  // keep the SentencePiece default
+    int64_t id = 0;
+    if (!v->as_int(&id)) {
+      return invalid_argument(std::string(key) + " has type " + gguf::value_type_name(v->type) +
+                              ", expected an integer");
+    }
+    if (id < 0 || id >= static_cast<int64_t>(vocab.tokens.size())) {
+      return out_of_range(std::string(key) + " = " + std::to_string(id) + " is outside the vocabulary [0, " +
+                          std::to_string(vocab.tokens.size()) + ")");
+    }
+    *dst = static_cast<int32_t>(id);
+    return ok_status();
+  };
+  FLEA_RETURN_IF_ERROR(special(kKeyBos, &vocab.bos_id));
+  FLEA_RETURN_IF_ERROR(special(kKeyEos, &vocab.eos_id));
+  FLEA_RETURN_IF_ERROR(special(kKeyUnk, &vocab.unk_id));
+
+  auto flag = [&](const char* key, bool* dst) -> Status {
+    const gguf::Value* v = file.find(key);
+    if (!v) return ok_status();
+    int64_t x = 0;
+    if (v->type == VT::BOOL) {
+      *dst = v->i != 0;
+    } else if (v->as_int(&x)) {
+      *dst = x != 0;
+    } else {
+      return invalid_argument(std::string(key) + " has type " + gguf::value_type_name(v->type) + ", expected BOOL");
+    }
+    return ok_status();
+  };
+  FLEA_RETURN_IF_ERROR(flag(kKeyAddSpacePrefix, &vocab.add_space_prefix));
+  FLEA_RETURN_IF_ERROR(flag(kKeyAddBos, &vocab.add_bos));
+  return from_vocab(std::move(vocab));
+}
+
+void Tokenizer::encode_spm(std::string_view text, std::vector<int32_t>* out) const {
+  const Data& d = *data_;
+  if (text.empty()) return;
+  std::vector<Symbol> symbols;
+  symbols.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    size_t len = std::min(text.size() - pos, utf8_len(static_cast<uint8_t>(text[pos])));
+    int32_t idx = static_cast<int32_t>(symbols.size());
+    symbols.push_back(Symbol{idx - 1, static_cast<int32_t>(pos + len < text.size() ? idx + 1 : -1), pos, len});
+    pos += len;
+  }
+
+  std::vector<Bigram> heap;
+  heap.reserve(symbols.size());
+  auto try_add = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const size_t size = symbols[left].len + symbols[right].len;
+    auto it = d.text_to_id.find(text.substr(symbols[left].start, size));
+    if (it == d.text_to_id.end()) return;
+    heap.push_back(Bigram{d.scores[it->second], left, right, size});
+    std::push_heap(heap.begin(), heap.end(), BigramLess());
+  };
+  for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) try_add(i - 1, i);
+
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), BigramLess());
+    const Bigram bg = heap.back();
+    heap.pop_back();
+    Symbol& left = symbols[bg.left];
+    Symbol& right = symbols[bg.right];
+    if (left.len == 0 || right.len == 0 || left.len + right.len != bg.size) continue;  // stale
+    left.len += right.len;
+    right.len = 0;
+    left.next = right.next;
+    if (right.next >= 0) symbols[right.next].prev = bg.left;
+    try_add(left.prev, bg.left);
+    try_add(bg.left, left.next);
+  }
+
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) {
+    const Symbol& s = symbols[i];
+    std::string_view piece = text.substr(s.start, s.len);
+    auto it = d.text_to_id.find(piece);
+    if (it != d.text_to_id.end()) {
+      out->push_back(it->second);
+      continue;
+    }
+    for (char c : piece) out->push_back(d.byte_to_id[static_cast<uint8_t>(c)]);
+  }
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
+  const Data& d = *data_;
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 2 + 2);
+  if (add_bos) out.push_back(d.bos);
+
+  // Fragments: raw text runs and user-defined tokens found literally in the text.
+  struct Fragment {
+    int32_t token;  // -1 for raw text
+    size_t start;
+    size_t len;
+  };
+  std::vector<Fragment> fragments;
+  if (!text.empty()) fragments.push_back(Fragment{-1, 0, text.size()});
+  for (int32_t id : d.user_defined) {
+    const std::string& needle = d.tokens[id];
+    std::vector<Fragment> next;
+    next.reserve(fragments.size());
+    for (const Fragment& f : fragments) {
+      if (f.token >= 0) {
+        next.push_back(f);
+        continue;
+      }
+      std::string_view raw = text.substr(f.start, f.len);
+      size_t pos = 0;
+      while (pos < raw.size()) {
+        size_t hit = raw.find(needle, pos);
+        if (hit == std::string_view::npos) break;
+        if (hit > pos) next.push_back(Fragment{-1, f.start + pos, hit - pos});
+        next.push_back(Fragment{id, f.start + hit, needle.size()});
+        pos = hit + needle.size();
+      }
+      if (pos < raw.size()) next.push_back(Fragment{-1, f.start + pos, raw.size() - pos});
+    }
+    fragments.swap(next);
+  }
+
+  bool prev_special = true;  // the start of the text counts as "after a special token"
+  std::string escaped;
+  for (const Fragment& f : fragments) {
+    if (f.token >= 0) {
+      out.push_back(f.token);
+      prev_special = true;
+      continue;
+    }
+    std::string_view raw = text.substr(f.start, f.len);
+    escaped.clear();
+    if (d.add_space_prefix && prev_special) escaped.append(kSpaceMarker);
+    for (char c : raw) {
+      if (c == ' ') {
+        escaped.append(kSpaceMarker);
+      } else {
+        escaped.push_back(c);
+      }
+    }
+    encode_spm(escaped, &out);
+    prev_special = false;
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  const Data& d = *data_;
+  std::string out;
+  bool strip_space = d.add_space_prefix;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= n_vocab()) continue;
+    const std::string& p = d.pieces[id];
+    if (p.empty()) continue;  // control tokens (BOS) do not count as the first piece
+    if (strip_space && p[0] == ' ') {
+      out.append(p, 1, std::string::npos);
+    } else {
+      out.append(p);
+    }
+    strip_space = false;
+  }
+  return out;
+}
+
+std::string Tokenizer::piece(int32_t id) const {
+  if (id < 0 || id >= n_vocab()) return std::string();
+  return data_->pieces[id];
+}
+
+const std::string& Tokenizer::token_text(int32_t id) const {
+  static const std::string kEmpty;
+  if (id < 0 || id >= n_vocab()) return kEmpty;
+  return data_->tokens[id];
+}
+
+TokenType Tokenizer::token_type(int32_t id) const {
+  if (id < 0 || id >= n_vocab()) return TokenType::kUndefined;
+  return data_->types[id];
+}
+
+float Tokenizer::score(int32_t id) const {
+  if (id < 0 || id >= n_vocab()) return 0.0f;
+  return data_->scores[id];
+}
+
+int32_t Tokenizer::find(std::string_view text) const {
+  auto it = data_->text_to_id.find(text);
+  return it == data_->text_to_id.end() ? -1 : it->second;
+}
+
+int32_t Tokenizer::bos() const { return data_->bos; }
+int32_t Tokenizer::eos() const { return data_->eos; }
+int32_t Tokenizer::unk() const { return data_->unk; }
+int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(data_->tokens.size()); }
+bool Tokenizer::add_bos_default() const { return data_->add_bos; }
+
+}  // namespace flea

@@ -1,0 +1,85 @@
+// SentencePiece-BPE tokenizer for GGUF LLaMA vocabularies (tokenizer.ggml.model = "llama"), matching
+// llama.cpp's SPM tokenizer: the text gets a leading space, spaces become U+2581 "▁", the UTF-8
+// characters are merged pairwise (highest-scoring vocab piece first, leftmost on ties) and whatever
+// stays without a piece falls back to its bytes <0xNN>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "flea/status.h"
+
+namespace flea::gguf {
+struct File;
+}
+
+namespace flea {
+
+// tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+enum class TokenType : int32_t {
+  kUndefined = 0,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+
+class Tokenizer {
+ public:
+  // Reads tokenizer.ggml.{model,tokens,scores,token_type,bos_token_id,eos_token_id,
+  // unknown_token_id,add_space_prefix,add_bos_token}. Errors name the offending key.
+  static StatusOr<Tokenizer> from_gguf(const gguf::File& file);
+
+  // Builds a vocabulary directly (tests, synthetic models). Same validation as from_gguf.
+  struct Vocab {
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;  // TokenType values
+    int32_t bos_id = 1;
+    int32_t eos_id = 2;
+    int32_t unk_id = 0;
+    bool add_space_prefix = true;
+    bool add_bos = true;
+  };
+  static StatusOr<Tokenizer> from_vocab(Vocab vocab);
+
+  // Text -> ids. Like llama_tokenize(add_special = add_bos, parse_special = false): special-token
+  // spellings are ordinary text; user-defined tokens are matched literally.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+
+  // Ids -> text: "▁" -> " ", byte tokens -> raw bytes, control and unused tokens omitted, unknown
+  // -> "▅"; the space the encoder prepended is removed from the first piece after any leading
+  // control tokens (BOS), so decode(encode(t, b)) == t for valid UTF-8. Ids out of range are skipped.
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+  // The bytes one token contributes to the text (no leading-space stripping; a byte token is one
+  // possibly incomplete UTF-8 byte). Empty for control tokens and ids out of range.
+  std::string piece(int32_t id) const;
+  // The vocabulary spelling ("▁Hello", "<0x0A>", "<s>"). Empty for ids out of range.
+  const std::string& token_text(int32_t id) const;
+  TokenType token_type(int32_t id) const;
+  float score(int32_t id) const;
+
+  int32_t bos() const;
+  int32_t eos() const;
+  int32_t unk() const;
+  int32_t n_vocab() const;
+  bool add_bos_default() const;
+  // Exact vocab lookup, -1 when the text is not a token.
+  int32_t find(std::string_view text) const;
+
+ private:
+  struct Data;
+  explicit Tokenizer(std::shared_ptr<const Data> data) : data_(std::move(data)) {}
+  // One run of raw text (no user-defined tokens inside), already space-prefixed and escaped.
+  void encode_spm(std::string_view escaped, std::vector<int32_t>* out) const;
+
+  std::shared_ptr<const Data> data_;  // immutable, shared by copies
+};
+
+}  // namespace flea

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a first result:
+#   installs what is missing (apt), builds Release into build/, generates a synthetic model and runs
+#   run_lab_harness --config scenarios/quickstart.yaml, printing a summary.
+# Idempotent: a second run installs nothing, rebuilds only what changed, reuses the cached model.
+#   scripts/setup.sh            deps + build + quickstart
+#   scripts/setup.sh --deps     only install missing packages
+#   scripts/setup.sh --build    deps + build, no quickstart
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(build-essential cmake ninja-build pkg-config git
+          libyaml-cpp-dev nlohmann-json3-dev libhwloc-dev liburing-dev libcli11-dev
+          libgtest-dev libgmock-dev libbenchmark-dev fio
+          python3 python3-numpy python3-matplotlib python3-yaml python3-pytest python3-jsonschema)
+
+install_deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all ${#PACKAGES[@]} packages present"
+    return
+  fi
+  echo "setup: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+BUILD_DIR=${FLEA_BUILD_DIR:-build}
+
+build() {
+  local gen=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release ${FLEA_CMAKE_ARGS:-}
+  fi
+  cmake --build "$BUILD_DIR" -j "$(nproc)"
+}
+
+case "${1:-}" in
+  --deps) install_deps; exit 0 ;;
+  --build) install_deps; build; exit 0 ;;
+  ""|--quickstart) ;;
+  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+  *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+esac
+
+install_deps
+build
+mkdir -p results/runs
+"$BUILD_DIR/bin/run_lab_harness" --config scenarios/quickstart.yaml --out results/runs

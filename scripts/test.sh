@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs missing packages, builds (Release, build/), runs the C++ tests
+# (ctest: GoogleTest) and the report/ tests (pytest under /usr/bin/python3).
+#   scripts/test.sh                 everything (tests that need a GPU, io_uring or fio skip with a reason)
+#   scripts/test.sh -L unit         only ctest tests with that label (extra args go to ctest)
+# Idempotent and incremental: nothing is rebuilt when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --build
+BUILD_DIR=${FLEA_BUILD_DIR:-build}
+
+echo "== ctest"
+(cd "$BUILD_DIR" && ctest --output-on-failure -j "$(nproc)" --timeout 900 "$@")
+
+echo "== pytest report/"
+if [ -d report/tests ]; then
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider report/tests
+fi
+echo "== all tests passed"

@@ -1,0 +1,71 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+namespace flea::test {
+
+std::string reference_dir() {
+  if (const char* env = std::getenv("FLEA_REFERENCE_DIR")) return env;
+  return FLEA_REFERENCE_DIR;
+}
+
+bool reference_available() {
+  return std::filesystem::exists(reference_dir() + "/manifest.json");
+}
+
+std::string source_dir() { return FLEA_SOURCE_DIR; }
+std::string bin_dir() { return FLEA_BIN_DIR; }
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base ? base : "/tmp") + "/flea-test-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+std::vector<float> read_f32(const std::string& path) {
+  std::vector<uint8_t> b = read_bytes(path);
+  std::vector<float> v(b.size() / 4);
+  std::copy(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(v.size() * 4),
+            reinterpret_cast<uint8_t*>(v.data()));
+  return v;
+}
+
+int run_command(const std::string& cmd, std::string* out) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  int st = pclose(p);
+  if (out) *out = text;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace flea::test

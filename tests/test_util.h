@@ -1,0 +1,37 @@
+// Helpers shared by the GoogleTest suites: where the reference data and binaries are, temp files.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flea::test {
+
+// ../shared/reference (override with FLEA_REFERENCE_DIR in the environment).
+std::string reference_dir();
+bool reference_available();
+std::string source_dir();
+std::string bin_dir();  // <build>/bin, where `flea` and `run_lab_harness` live
+
+// A fresh directory under $TMPDIR, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
+std::vector<uint8_t> read_bytes(const std::string& path);
+std::vector<float> read_f32(const std::string& path);
+
+// Runs a shell command, returns its exit status; stdout goes to *out when given.
+int run_command(const std::string& cmd, std::string* out = nullptr);
+
+}  // namespace flea::test
