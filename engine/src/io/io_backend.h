@@ -32,8 +32,8 @@ const char* fault_kind_name(FaultKind k);
 
 struct Fault {
   FaultKind kind = FaultKind::kEio;
-  // Fires on read attempts whose range [off, off+len) contains this file offset. For kTruncate
-  // the backend reports the file size as `offset` from the first read at or after it onwards.
+  // Fires on read attempts whose range [off, off+len) contains this file offset. kTruncate: from
+  // the first such attempt on, the file looks `offset` bytes long (reads stop there, stat says so).
   uint64_t offset = 0;
   int times = 1;  // how many attempts it affects (kTruncate: ignored, it is permanent)
 };

@@ -36,3 +36,70 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& file);
 std::string describe(const LlamaHparams& hp);
 
 }  // namespace flea
+
+// ---- the model and a decoding session ----------------------------------------------------------
+
+#include <memory>
+#include <vector>
+
+#include "model/weights.h"
+
+namespace flea {
+namespace cpu { class ThreadPool; }
+
+// An opened GGUF LLaMA model: validated header, hyperparameters and where each tensor lives.
+// Holds no tensor data; a WeightProvider supplies the bytes.
+struct Model {
+  gguf::File file;
+  LlamaHparams hp;
+  ModelLayout layout;  // points into `file`: a Model is not copyable
+
+  static StatusOr<std::unique_ptr<Model>> open(const std::string& path);
+  Model() = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+};
+
+// Per-layer timings the forward pass reports (acquire = time blocked waiting for the weights).
+struct ForwardStats {
+  std::vector<int64_t> acquire_ns;  // [n_layer]
+  std::vector<int64_t> compute_ns;  // [n_layer]
+  int64_t forward_calls = 0;
+  void reset(int64_t n_layer);
+};
+
+// A sequence being decoded: KV cache (F32, resident in host memory) plus scratch buffers.
+class Session {
+ public:
+  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx);
+
+  // Evaluates `tokens` at positions n_past() .. n_past() + n - 1 in one batch and appends their keys
+  // and values to the cache. With `logits` non-null it receives [n × n_vocab] (all_logits) or
+  // [n_vocab] (last position only).
+  Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits);
+  void reset() { n_past_ = 0; }
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  const ForwardStats& stats() const { return stats_; }
+  ForwardStats& stats() { return stats_; }
+
+ private:
+  void ensure_scratch(int64_t n_tokens);
+
+  const Model& model_;
+  WeightProvider* weights_;
+  cpu::ThreadPool* pool_;
+  int64_t n_ctx_;
+  int64_t n_past_ = 0;
+  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_ctx × n_embd_kv]
+  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_ctx × n_embd_kv]
+  // Scratch, sized for the largest batch seen: every buffer is [n_tokens × width].
+  std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, scores_;
+  int64_t scratch_tokens_ = 0;
+  ForwardStats stats_;
+};
+
+// Greedy argmax, lowest id on ties.
+int32_t argmax(const float* logits, int64_t n);
+
+}  // namespace flea

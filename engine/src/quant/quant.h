@@ -72,6 +72,10 @@ using DequantizeFn = void (*)(const void* src, float* dst, int64_t n);  // n mul
 using QuantizeFn = void (*)(const float* src, void* dst, int64_t n);    // float -> this type's blocks
 // w: n elements of the weight type, a: n elements of its vec_dot_type.
 using VecDotFn = float (*)(int64_t n, const void* w, const void* a);
+// One weight row against kVecDotTokens activation rows `a_stride` bytes apart: out[t] = dot(w, a_t).
+// Bit-identical to calling the same level's VecDotFn per token; the batch shares weight unpacking.
+using VecDotX4Fn = void (*)(int64_t n, const void* w, const void* a, size_t a_stride, float* out);
+constexpr int kVecDotTokens = 4;
 
 struct QuantOps {
   GgmlType type;
@@ -80,6 +84,7 @@ struct QuantOps {
   GgmlType vec_dot_type;   // Q8_0 for Q4_0/Q8_0, Q8_K for k-quants, F16/BF16/F32 for floats
   VecDotFn vec_dot;        // fastest kernel for this CPU (or the level forced by force_simd_level)
   VecDotFn vec_dot_scalar; // portable reference kept for tests
+  VecDotX4Fn vec_dot_x4;   // batched form of vec_dot; nullptr when this type/level has none
 };
 
 // nullptr when the type has no compute support.

@@ -18,6 +18,14 @@ struct KernelSet {
   VecDotFn f16_f16;
   VecDotFn bf16_bf16;
   VecDotFn f32_f32;
+  // 4-token forms (nullptr where the level has none).
+  VecDotX4Fn q4_0_q8_0_x4;
+  VecDotX4Fn q8_0_q8_0_x4;
+  VecDotX4Fn q4_k_q8_k_x4;
+  VecDotX4Fn q6_k_q8_k_x4;
+  // Activation quantizers (bit-identical across levels).
+  QuantizeFn act_q8_0;
+  QuantizeFn act_q8_k;
 };
 
 const KernelSet& scalar_kernels();

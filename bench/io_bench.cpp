@@ -1,0 +1,198 @@
+// I/O backend throughput: GB/s reading a temp file sequentially, by backend, request size and
+// (io_uring) queue depth, with the page cache dropped before every pass where the kernel allows
+// it (counter `cold` = fraction of passes that started cold). Environment:
+//   FLEA_IO_BENCH_FILE  read this file instead of creating one (kept)
+//   FLEA_IO_BENCH_MB    size of the created temp file (default 256)
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "io/aligned_buffer.h"
+#include "io/io_backend.h"
+#include "io/page_cache.h"
+#include "residency/provider.h"
+
+namespace {
+
+using flea::io::AlignedBuffer;
+
+struct BenchFile {
+  std::string path;
+  uint64_t bytes = 0;
+  bool owned = false;
+  BenchFile() {
+    if (const char* p = std::getenv("FLEA_IO_BENCH_FILE")) {
+      path = p;
+      FILE* f = std::fopen(p, "rb");
+      if (f != nullptr) {
+        std::fseek(f, 0, SEEK_END);
+        bytes = static_cast<uint64_t>(std::ftell(f));
+        std::fclose(f);
+      }
+      return;
+    }
+    const char* mb = std::getenv("FLEA_IO_BENCH_MB");
+    bytes = static_cast<uint64_t>(mb != nullptr ? std::atoll(mb) : 256) << 20;
+    const char* tmp = std::getenv("TMPDIR");
+    path = std::string(tmp != nullptr ? tmp : "/tmp") + "/flea-io-bench-" + std::to_string(getpid()) + ".bin";
+    owned = true;
+    FILE* f = std::fopen(path.c_str(), "wb");
+    std::vector<uint8_t> chunk(1 << 20);
+    for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<uint8_t>(i * 131 + 7);
+    for (uint64_t p = 0; p < bytes; p += chunk.size()) std::fwrite(chunk.data(), 1, chunk.size(), f);
+    std::fclose(f);
+  }
+  ~BenchFile() {
+    if (owned) std::remove(path.c_str());
+  }
+};
+
+BenchFile& bench_file() {
+  static BenchFile f;
+  return f;
+}
+
+// args: block KiB, queue depth
+void run(benchmark::State& state, const std::string& backend) {
+  BenchFile& file = bench_file();
+  const uint64_t block = static_cast<uint64_t>(state.range(0)) * 1024;
+  flea::io::IoBackendOptions o;
+  o.block_bytes = block;
+  o.queue_depth = static_cast<int>(state.range(1));
+  if (auto b = flea::io::make_io_backend(backend, o); !b.ok()) {
+    state.SkipWithError(b.status().message().c_str());
+    return;
+  }
+  // io_uring gets the whole file as one request so its queue keeps `qd` chunks in flight; the
+  // synchronous backends are called once per block (what their I/O thread does per span).
+  const bool whole = backend == "io_uring";
+  AlignedBuffer buf(whole ? flea::io::align_up(file.bytes) : block);
+  int cold = 0, passes = 0;
+  for (auto _ : state) {
+    // A fresh backend per pass: a live mapping would keep its pages from being dropped.
+    state.PauseTiming();
+    auto b = flea::io::make_io_backend(backend, o);
+    cold += flea::io::drop_page_cache(file.path) ? 1 : 0;
+    ++passes;
+    if (auto st = (*b)->open(file.path); !st.ok()) {
+      state.SkipWithError(st.message().c_str());
+      break;
+    }
+    state.ResumeTiming();
+    if (whole) {
+      auto got = (*b)->read({0, flea::io::align_up(file.bytes), buf.data(), 0});
+      if (!got.ok()) state.SkipWithError(got.status().message().c_str());
+    } else {
+      for (uint64_t off = 0; off < file.bytes; off += block) {
+        auto got = (*b)->read({off, block, buf.data(), 0});
+        if (!got.ok()) {
+          state.SkipWithError(got.status().message().c_str());
+          break;
+        }
+      }
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * file.bytes));
+  state.counters["cold"] = passes > 0 ? static_cast<double>(cold) / passes : 0;
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations() * file.bytes) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
+// The streamer's own path (plan spans, staging ring, I/O thread, prefetch) over the bench file seen
+// as a 32-layer model: what `flea bench --compute none` measures. args: block KiB, qd, prefetch.
+struct FakeModel {
+  flea::gguf::File file;
+  flea::ModelLayout layout;
+};
+
+FakeModel* fake_model() {
+  static FakeModel* m = [] {
+    auto* fm = new FakeModel;
+    BenchFile& bf = bench_file();
+    constexpr int kLayers = 32;
+    const uint64_t region = bf.bytes / (kLayers + 2) / 4096 * 4096;
+    const uint64_t matrix = (region - 2 * 4096) / 7 / 4096 * 4096;
+    fm->file.path = bf.path;
+    fm->file.file_size = bf.bytes;
+    fm->file.tensors.reserve(3 + kLayers * flea::kLayerTensorCount);
+    uint64_t off = 0;
+    auto add = [&](uint64_t n) {
+      flea::gguf::TensorInfo t;
+      t.name = "t" + std::to_string(fm->file.tensors.size());
+      t.file_offset = off;
+      t.n_bytes = n;
+      fm->file.tensors.push_back(t);
+      off += n;
+      return &fm->file.tensors.back();
+    };
+    fm->layout.globals = {add(region), add(4096), add(region - 4096)};
+    fm->layout.layers.resize(kLayers);
+    for (int il = 0; il < kLayers; ++il)
+      for (int t = 0; t < flea::kLayerTensorCount; ++t)
+        fm->layout.layers[il][t] = add(t == 0 || t == 5 ? 4096 : matrix);
+    return fm;
+  }();
+  return m;
+}
+
+void run_streamer(benchmark::State& state, const std::string& backend) {
+  FakeModel* m = fake_model();
+  flea::ResidencyOptions o;
+  o.residency = "transient";
+  o.io = backend;
+  o.io_block_kb = state.range(0);
+  o.queue_depth = static_cast<int>(state.range(1));
+  o.prefetch = static_cast<int>(state.range(2));
+  auto plan = flea::plan_residency(m->file, m->layout, o, nullptr);
+  if (!plan.ok()) {
+    state.SkipWithError(plan.status().message().c_str());
+    return;
+  }
+  uint64_t bytes = 0;
+  int cold = 0, passes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    cold += flea::io::drop_page_cache(m->file.path) ? 1 : 0;
+    ++passes;
+    state.ResumeTiming();
+    auto r = flea::run_io_only(m->file.path, m->file, m->layout, *plan, o, 1, nullptr);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().message().c_str());
+      break;
+    }
+    bytes += r->read_bytes;
+    state.SetIterationTime(static_cast<double>(r->elapsed_ns) / 1e9);  // token reads only, not start-up
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["cold"] = passes > 0 ? static_cast<double>(cold) / passes : 0;
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsRate);
+}
+
+void register_all() {
+  for (const char* be : {"pread", "odirect", "io_uring", "mmap"}) {
+    if (std::string(be) == "io_uring" && !flea::io::io_uring_available()) continue;
+    auto* bm = benchmark::RegisterBenchmark((std::string("streamer/") + be).c_str(),
+                                            [be](benchmark::State& s) { run_streamer(s, be); });
+    for (int prefetch : {0, 1, 2}) bm->Args({1024, 4, prefetch});
+    bm->ArgNames({"block_kb", "qd", "prefetch"})->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
+  }
+  for (const char* be : {"pread", "odirect", "mmap"}) {
+    auto* bm = benchmark::RegisterBenchmark((std::string("io/") + be).c_str(), [be](benchmark::State& s) { run(s, be); });
+    for (int kb : {64, 1024, 4096}) bm->Args({kb, 1});
+    bm->ArgNames({"block_kb", "qd"})->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  if (flea::io::io_uring_available()) {
+    auto* bm = benchmark::RegisterBenchmark("io/io_uring", [](benchmark::State& s) { run(s, "io_uring"); });
+    for (int kb : {64, 1024, 4096})
+      for (int qd : {1, 4, 16}) bm->Args({kb, qd});
+    bm->ArgNames({"block_kb", "qd"})->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+}
+
+const int kRegistered = (register_all(), 0);
+
+}  // namespace

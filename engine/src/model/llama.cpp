@@ -1,0 +1,233 @@
+// The LLaMA forward pass, top to bottom like the math. One call evaluates a batch of T tokens:
+//
+//   x = embed(tokens)                                  (T, E)
+//   for each layer:
+//     h = rmsnorm(x) * attn_norm                       (T, E)
+//     q, k, v = h Wq, h Wk, h Wv                       (T, E), (T, KV), (T, KV)
+//     rope(q), rope(k) at their positions; k, v appended to the cache
+//     x += softmax(q k^T / sqrt(d) + causal mask) v Wo  (T, E)
+//     h = rmsnorm(x) * ffn_norm
+//     x += (silu(h Wgate) * (h Wup)) Wdown             (T, E)
+//   logits = (rmsnorm(x) * output_norm) Wout           (T, V)
+//
+// E = n_embd, KV = n_embd_kv (grouped-query attention shares each K/V head across n_gqa query
+// heads), F = n_ff, V = n_vocab. Weights come from a WeightProvider one layer at a time.
+#include "model/llama.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "compute/cpu/matmul.h"
+#include "compute/cpu/thread_pool.h"
+
+namespace flea {
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+cpu::WeightView view(const gguf::TensorInfo& t, const uint8_t* data) {
+  return cpu::WeightView{t.type, t.ne[0], t.n_rows(), data};
+}
+
+// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, for each of the T rows of width n.
+void rmsnorm(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float scale = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+    float* o = out + t * n;
+    for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * scale * w[i];
+  }
+}
+
+// RoPE as GGUF LLaMA files expect it ("normal", not NeoX): within each head, the pair
+// (x[2i], x[2i+1]) is rotated by pos * base^(-2i / n_rot) for 2i < n_rot.
+void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos0,
+          float freq_base, float freq_scale) {
+  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
+  for (int64_t t = 0; t < T; ++t) {
+    float theta = static_cast<float>(pos0 + t) * freq_scale;
+    for (int64_t i = 0; i < n_rot; i += 2) {
+      const float c = std::cos(theta), s = std::sin(theta);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* p = x + (t * n_heads + h) * head_dim + i;
+        const float x0 = p[0], x1 = p[1];
+        p[0] = x0 * c - x1 * s;
+        p[1] = x0 * s + x1 * c;
+      }
+      theta *= theta_scale;
+    }
+  }
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+void ForwardStats::reset(int64_t n_layer) {
+  acquire_ns.assign(static_cast<size_t>(n_layer), 0);
+  compute_ns.assign(static_cast<size_t>(n_layer), 0);
+  forward_calls = 0;
+}
+
+StatusOr<std::unique_ptr<Model>> Model::open(const std::string& path) {
+  auto m = std::make_unique<Model>();
+  FLEA_ASSIGN_OR_RETURN(m->file, gguf::read_file(path));
+  FLEA_ASSIGN_OR_RETURN(m->hp, llama_hparams(m->file));
+  for (const auto& t : m->file.tensors) {
+    if (!type_info(t.type).compute_supported) {
+      return unimplemented(path + ": tensor '" + t.name + "' has type " + type_info(t.type).name +
+                           ", which this engine cannot compute (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K)");
+    }
+  }
+  FLEA_ASSIGN_OR_RETURN(m->layout, model_layout(m->file, static_cast<int>(m->hp.n_layer)));
+  return m;
+}
+
+int32_t argmax(const float* logits, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) if (logits[i] > logits[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
+Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx)
+    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx) {
+  const auto& hp = model_.hp;
+  k_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(static_cast<size_t>(n_ctx * hp.n_embd_kv())));
+  v_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(static_cast<size_t>(n_ctx * hp.n_embd_kv())));
+  stats_.reset(hp.n_layer);
+}
+
+void Session::ensure_scratch(int64_t T) {
+  if (T <= scratch_tokens_) return;
+  const auto& hp = model_.hp;
+  const auto n = [&](int64_t w) { return static_cast<size_t>(T * w); };
+  x_.resize(n(hp.n_embd));
+  xn_.resize(n(hp.n_embd));
+  q_.resize(n(hp.n_embd));
+  k_.resize(n(hp.n_embd_kv()));
+  v_.resize(n(hp.n_embd_kv()));
+  att_.resize(n(hp.n_embd));
+  gate_.resize(n(hp.n_ff));
+  up_.resize(n(hp.n_ff));
+  scratch_tokens_ = T;
+}
+
+Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) {
+  const auto& hp = model_.hp;
+  const auto& L = model_.layout;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t E = hp.n_embd, KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
+  const int64_t D = hp.head_dim(), H = hp.n_head, G = hp.n_gqa();
+  const float eps = static_cast<float>(hp.rms_eps);
+  if (T == 0) return invalid_argument("eval: no tokens");
+  if (n_past_ + T > n_ctx_) {
+    return out_of_range("eval: " + std::to_string(n_past_ + T) + " positions exceed the context of " +
+                        std::to_string(n_ctx_));
+  }
+  for (int32_t tok : tokens) {
+    if (tok < 0 || tok >= V) {
+      return out_of_range("token id " + std::to_string(tok) + " outside the vocabulary [0, " +
+                          std::to_string(V) + ")");
+    }
+  }
+  ensure_scratch(T);
+  ++stats_.forward_calls;
+
+  // x = embed(tokens): dequantize one row of token_embd per token.
+  const cpu::WeightView embd = view(*L.globals[static_cast<int>(GlobalTensor::kTokenEmbd)],
+                                    weights_->global(GlobalTensor::kTokenEmbd));
+  for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, tokens[static_cast<size_t>(t)], &x_[static_cast<size_t>(t * E)]);
+
+  const float kq_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    const int64_t t_acquire = now_ns();
+    FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(static_cast<int>(il)));
+    const int64_t t_compute = now_ns();
+    const auto& lt = L.layers[static_cast<size_t>(il)];
+    auto W = [&](LayerTensor which) { return view(*lt[static_cast<int>(which)], w[which]); };
+
+    // ---- attention block
+    rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnNorm]), xn_.data(), T, E, eps);
+    cpu::matmul(W(LayerTensor::kAttnQ), xn_.data(), T, q_.data(), pool_);   // (T, E)
+    cpu::matmul(W(LayerTensor::kAttnK), xn_.data(), T, k_.data(), pool_);   // (T, KV)
+    cpu::matmul(W(LayerTensor::kAttnV), xn_.data(), T, v_.data(), pool_);   // (T, KV)
+    rope(q_.data(), T, H, D, hp.n_rot, n_past_, static_cast<float>(hp.rope_freq_base),
+         static_cast<float>(hp.rope_freq_scale));
+    rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, n_past_, static_cast<float>(hp.rope_freq_base),
+         static_cast<float>(hp.rope_freq_scale));
+    float* kc = k_cache_[static_cast<size_t>(il)].data();  // (n_ctx, KV)
+    float* vc = v_cache_[static_cast<size_t>(il)].data();  // (n_ctx, KV)
+    std::copy(k_.begin(), k_.begin() + T * KV, kc + n_past_ * KV);
+    std::copy(v_.begin(), v_.begin() + T * KV, vc + n_past_ * KV);
+
+    // One task per (token, head): scores over positions 0..pos, softmax, weighted sum of values.
+    const int64_t n_kv = n_past_ + T;
+    pool_->parallel_for(T * H, [&](int64_t begin, int64_t end) {
+      std::vector<float> score(static_cast<size_t>(n_kv));
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t t = job / H, h = job % H, kvh = h / G;
+        const int64_t pos = n_past_ + t;  // causal: attend to 0..pos
+        const float* qh = &q_[static_cast<size_t>(t * E + h * D)];
+        float mx = -INFINITY;
+        for (int64_t p = 0; p <= pos; ++p) {
+          const float* kp = kc + p * KV + kvh * D;
+          float s = 0.0f;
+          for (int64_t d = 0; d < D; ++d) s += qh[d] * kp[d];
+          score[static_cast<size_t>(p)] = s * kq_scale;
+          mx = std::max(mx, score[static_cast<size_t>(p)]);
+        }
+        double sum = 0.0;
+        for (int64_t p = 0; p <= pos; ++p) {
+          const float e = std::exp(score[static_cast<size_t>(p)] - mx);
+          score[static_cast<size_t>(p)] = e;
+          sum += e;
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        float* out = &att_[static_cast<size_t>(t * E + h * D)];
+        std::fill(out, out + D, 0.0f);
+        for (int64_t p = 0; p <= pos; ++p) {
+          const float a = score[static_cast<size_t>(p)] * inv;
+          const float* vp = vc + p * KV + kvh * D;
+          for (int64_t d = 0; d < D; ++d) out[d] += a * vp[d];
+        }
+      }
+    });
+    cpu::matmul(W(LayerTensor::kAttnOutput), att_.data(), T, xn_.data(), pool_);  // (T, E)
+    for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
+
+    // ---- feed-forward block (SwiGLU)
+    rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kFfnNorm]), xn_.data(), T, E, eps);
+    cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
+    cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)
+    for (int64_t i = 0; i < T * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
+    cpu::matmul(W(LayerTensor::kFfnDown), gate_.data(), T, xn_.data(), pool_);  // (T, E)
+    for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
+
+    weights_->release(static_cast<int>(il));
+    const int64_t t_done = now_ns();
+    stats_.acquire_ns[static_cast<size_t>(il)] += t_compute - t_acquire;
+    stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute;
+  }
+  n_past_ += T;
+  if (!logits) return ok_status();
+
+  // logits = rmsnorm(x) Wout, for every row or only the last one.
+  const int64_t first = all_logits ? 0 : T - 1;
+  const int64_t rows = T - first;
+  rmsnorm(&x_[static_cast<size_t>(first * E)],
+          reinterpret_cast<const float*>(weights_->global(GlobalTensor::kOutputNorm)),
+          &xn_[static_cast<size_t>(first * E)], rows, E, eps);
+  const GlobalTensor out_tensor = hp.tied_embeddings ? GlobalTensor::kTokenEmbd : GlobalTensor::kOutput;
+  logits->resize(static_cast<size_t>(rows * V));
+  cpu::matmul(view(*L.globals[static_cast<int>(out_tensor)], weights_->global(out_tensor)),
+              &xn_[static_cast<size_t>(first * E)], rows, logits->data(), pool_);
+  return ok_status();
+}
+
+}  // namespace flea

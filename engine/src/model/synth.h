@@ -1,0 +1,88 @@
+// Deterministic synthetic LLaMA-architecture GGUF models at real shapes (`flea synth`).
+//
+// The tensor table (names, GGUF shapes, order) follows llama.cpp's LLaMA files and the per-tensor
+// type mix follows llama.cpp's quantizer (llama_tensor_get_type) for the chosen file type, so file
+// sizes match real models. Weights are random but shaped like trained ones: every matrix element has
+// mean ~0 and std ~1/sqrt(fan_in), token embeddings std ~1, norm weights 1 ± 0.1, so a forward pass
+// stays finite with varying logits. Quantized blocks are written directly (random quants plus
+// chosen scale fields); nothing is quantized from floats. Every block's bytes are a pure function
+// of (seed, tensor name, block index), so output does not depend on chunking or threads, and the
+// file is streamed in chunks: memory stays a few tens of MB at any model size.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "flea/status.h"
+#include "quant/types.h"
+
+namespace flea::synth {
+
+struct SynthShape {
+  std::string name = "custom";
+  int64_t n_embd = 0;
+  int64_t n_ff = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t n_vocab = 0;
+  int64_t n_ctx = 2048;            // llama.context_length
+  double rope_freq_base = 10000.0;
+  double rms_eps = 1e-5;
+  bool tied = false;               // no output.weight; token_embd doubles as the output matrix
+
+  int64_t head_dim() const { return n_head > 0 ? n_embd / n_head : 0; }
+  int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
+};
+
+// Presets: tiny, pub, 1b, 7b, 13b, 70b, llama3-8b. NotFound (listing the names) otherwise.
+StatusOr<SynthShape> synth_preset(const std::string& name);
+std::vector<std::string> synth_preset_names();
+// InvalidArgument naming the field when a shape cannot form a valid llama.cpp LLaMA model.
+Status validate_shape(const SynthShape& shape);
+
+enum class FileType { F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K };
+StatusOr<FileType> parse_file_type(const std::string& name);
+const char* file_type_name(FileType t);
+std::vector<std::string> file_type_names();
+uint32_t llama_ftype_id(FileType t);  // general.file_type: llama.cpp's LLAMA_FTYPE_MOSTLY_* number
+
+struct SynthTensor {
+  std::string name;
+  GgmlType type = GgmlType::F32;
+  std::vector<int64_t> ne;  // GGUF order, ne[0] first
+  bool is_norm = false;     // 1 + 0.1·noise instead of zero-mean noise
+  float stddev = 0.0f;      // target element std (zero-mean tensors)
+};
+
+// The tensor table in file order with llama.cpp's type choice for `type`.
+StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& shape, FileType type);
+// The SentencePiece-style vocab: <unk>, <s>, </s>, <0x00>..<0xFF>, then made-up pieces.
+std::vector<std::string> synth_vocab(int64_t n_vocab);
+
+struct SynthOptions {
+  SynthShape shape;
+  FileType file_type = FileType::Q4_K_M;
+  std::string out_path;
+  uint64_t seed = 0;
+  std::string model_name;  // general.name; "flea-synth-<shape name>" when empty
+  int threads = 2;         // generator threads besides the writing thread (0 = generate inline)
+  const std::atomic<bool>* cancel = nullptr;  // when set and true, stop with kCancelled
+};
+
+struct SynthProgress {
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+  double elapsed_s = 0.0;
+};
+using ProgressFn = std::function<void(const SynthProgress&)>;
+
+// Exact size of the file synth_model would write, computed without writing anything.
+StatusOr<uint64_t> synth_planned_bytes(const SynthOptions& options);
+// Writes the model to options.out_path (via a temporary name; nothing is left behind on error).
+Status synth_model(const SynthOptions& options, const ProgressFn& progress = nullptr);
+
+}  // namespace flea::synth

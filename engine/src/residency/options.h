@@ -1,0 +1,38 @@
+// The residency/io flags shared by `flea logits`, `generate` and `bench`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "flea/status.h"
+#include "io/io_backend.h"
+
+namespace CLI { class App; }
+
+namespace flea {
+
+struct ResidencyOptions {
+  std::string residency = "full";   // full | transient | auto
+  std::string io = "pread";         // pread | odirect | io_uring | mmap (or a composed io spec, see io_backend.h)
+  int prefetch = 1;                 // 0 = load then compute, 1 = double buffer, N = N layers ahead
+  int64_t vram_budget_mb = 0;       // 0 = unlimited; on CPU this is the weight-memory budget
+  int64_t ram_budget_mb = 0;        // 0 = unlimited (and no cache); host RAM for staging + cache
+  double throttle_gb_s = 0;         // > 0 wraps the backend in throttled()
+  int io_threads = 1;
+  int queue_depth = 4;              // io_uring reads in flight
+  int64_t io_block_kb = 1024;       // odirect/io_uring request size; 0 = whole layer span per request
+  std::string fault_plan;           // tests only: wraps the backend in faulty() (see FaultPlan::parse)
+};
+
+// --residency --io --prefetch --vram-budget-mb --ram-budget-mb --throttle-gb-s --io-threads
+// --queue-depth --io-block-kb, with help text and allowed values.
+void add_residency_flags(CLI::App& app, ResidencyOptions* opts);
+
+// Range and name checks (the CLI validators do the same; this is for the harness and tests).
+Status validate_residency_options(const ResidencyOptions& opts);
+
+io::IoBackendOptions io_backend_options(const ResidencyOptions& opts);
+// The backend the options describe (throttled/faulty wrappers applied), not yet opened.
+StatusOr<std::unique_ptr<io::IoBackend>> make_backend(const ResidencyOptions& opts);
+
+}  // namespace flea

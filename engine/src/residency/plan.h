@@ -1,0 +1,96 @@
+// ResidencyPlanner: decides, before anything is read, which tensors stay resident and which layers
+// stream through the staging ring, and predicts the bytes and time per token. Deterministic: the
+// same file, layout and options always give the same plan, byte for byte.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "flea/status.h"
+#include "gguf/gguf.h"
+#include "model/weights.h"
+#include "residency/options.h"
+
+namespace flea {
+
+enum class Placement { kResident, kStreamed, kCached };
+const char* placement_name(Placement p);  // "resident" "streamed" "cached"
+
+// One read request: a 4096-aligned file range landing at `buffer_offset` in the layer's buffer.
+struct ReadSpan {
+  uint64_t file_offset = 0;
+  uint64_t length = 0;
+  uint64_t buffer_offset = 0;
+};
+
+constexpr uint64_t kNotInBuffer = UINT64_MAX;
+
+struct LayerPlan {
+  int layer = 0;
+  Placement placement = Placement::kResident;
+  uint64_t weight_bytes = 0;  // all nine tensors
+  uint64_t norm_bytes = 0;    // attn_norm + ffn_norm: always resident
+  uint64_t stream_bytes = 0;  // weight_bytes - norm_bytes: what has to come from the file
+  std::vector<ReadSpan> spans;  // cover the non-norm tensors; usually one span per layer
+  uint64_t buffer_bytes = 0;    // sum of span lengths (aligned): the layer's buffer size
+  uint64_t read_bytes = 0;      // bytes one load reads: buffer_bytes less what lies past EOF
+  // Where each tensor starts inside the layer buffer (kNotInBuffer for the norms).
+  std::array<uint64_t, kLayerTensorCount> buffer_offset{};
+};
+
+// Bandwidths measured in the same run (fio, memcpy); 0 = unknown, the planner's defaults apply.
+struct MeasuredBandwidth {
+  double disk_gb_s = 0;
+  double mem_gb_s = 0;
+  std::string source;  // "fio odirect bs=1M qd=4", ...
+};
+constexpr double kDefaultDiskGbS = 2.0;   // a mid-range NVMe SSD
+constexpr double kDefaultMemGbS = 10.0;   // what a CPU GEMV sustains on 2-4 cores
+
+struct Plan {
+  std::string residency, io;
+  int prefetch = 0;
+  int n_layer = 0;
+  std::vector<LayerPlan> layers;
+
+  uint64_t model_bytes = 0;           // every tensor the forward pass uses
+  uint64_t global_bytes = 0;          // token_embd + output_norm + output
+  uint64_t norm_bytes = 0;            // all layers' norms
+  uint64_t resident_layer_bytes = 0;  // buffer_bytes of resident layers
+  uint64_t weight_memory_bytes = 0;   // global + norms + resident layers (the --vram-budget-mb side)
+  int ring_slots = 0;                 // staging buffers for streamed layers
+  uint64_t slot_bytes = 0;            // each = the largest streamed layer's buffer_bytes
+  uint64_t ring_bytes = 0;            // ring_slots * slot_bytes
+  uint64_t cache_bytes = 0;           // buffer_bytes of cached layers
+  uint64_t host_staging_bytes = 0;    // ring + cache (the --ram-budget-mb side)
+  uint64_t vram_budget_bytes = 0, ram_budget_bytes = 0;  // 0 = unlimited
+  int n_resident = 0, n_streamed = 0, n_cached = 0;
+
+  uint64_t streamed_bytes_per_token = 0;  // steady state: streamed layers' read_bytes
+  uint64_t first_token_bytes = 0;         // + cached layers, read once
+  double disk_gb_s = 0, mem_gb_s = 0;
+  std::string bandwidth_source;
+  double predicted_io_ms = 0;         // streamed bytes / disk bandwidth
+  double predicted_compute_ms = 0;    // model bytes / memory bandwidth (GEMV is bandwidth-bound)
+  double predicted_ms_per_token = 0;  // max(io, compute) with prefetch, their sum without
+
+  std::string to_string() const;
+  std::string to_json() const;
+};
+
+// Placement rules: token_embd, output, output_norm and every layer's norms are always resident;
+// `full` keeps every layer resident, `transient` streams every layer, `auto` keeps whole layers
+// resident in order 0, 1, ... while they fit --vram-budget-mb (unlimited = all) and streams the
+// rest. Streamed layers go through prefetch+1 staging slots (capped at the number of streamed
+// layers); a positive --ram-budget-mb bounds ring + cache, and streamed layers are cached (kept
+// in RAM after their first read), in order, while they fit it. An impossible budget is an error
+// that states the minimum.
+StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
+                              const ResidencyOptions& opts, const MeasuredBandwidth* bw);
+
+// Spans that cover `tensors` (sorted by offset, 4096-aligned, merged when the gap is small).
+std::vector<ReadSpan> plan_spans(std::vector<std::pair<uint64_t, uint64_t>> offset_and_bytes);
+
+}  // namespace flea

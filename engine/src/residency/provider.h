@@ -1,0 +1,41 @@
+// WeightProviders over a residency plan: resident layers read once at start, streamed layers read
+// through a ring of aligned staging buffers by dedicated I/O threads N layers ahead of compute
+// (or, with --io mmap, faulted in ahead and dropped behind), cached layers kept after first use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "flea/status.h"
+#include "gguf/gguf.h"
+#include "model/weights.h"
+#include "residency/options.h"
+#include "residency/plan.h"
+#include "residency/telemetry.h"
+
+namespace flea {
+
+// The forward pass visits layers 0..L-1 and wraps to 0 for the next token, so prefetch predicts
+// that order cyclically; any other order still works (a misprediction costs a prefetch miss).
+// `telemetry` may be null; it must outlive the provider otherwise.
+StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path, const gguf::File& file,
+                                                        const ModelLayout& layout, const Plan& plan,
+                                                        const ResidencyOptions& opts, Telemetry* telemetry);
+
+// `flea bench --compute none`: exactly the plan's reads for n_tokens tokens (acquire + release
+// of every layer in order), without computing.
+struct IoOnlyResult {
+  int n_tokens = 0;
+  uint64_t read_bytes = 0;  // during the timed tokens (not the resident set read at start-up)
+  int64_t elapsed_ns = 0;
+  double read_gb_s = 0;     // read_bytes / elapsed (1 GB = 1e9 bytes)
+};
+StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& file, const ModelLayout& layout,
+                                   const Plan& plan, const ResidencyOptions& opts, int n_tokens,
+                                   Telemetry* telemetry);
+
+// See io/page_cache.h.
+bool drop_page_cache(const std::string& path);
+
+}  // namespace flea

@@ -1,0 +1,528 @@
+// The Streamer: one WeightProvider for every plan and backend.
+//
+// Layer life cycle (telemetry records each step):
+//   transient --(prefetch or demand)--> loading --(reads done)--> staged --acquire--> active
+//   --release--> evicted (slot back to the ring) | cached (kept in its own buffer)
+// Resident layers are read once at construction and go active <-> resident.
+//
+// Memory: globals + norms (one buffer), resident layers (one buffer each), cached layers (one
+// buffer each), ring_slots staging buffers of slot_bytes. With --io mmap nothing is copied: the
+// "buffers" are the mapping, loading means faulting the layer's pages in on an I/O thread, and
+// eviction is MADV_DONTNEED, so the ring bounds how much of the file is mapped-in at once.
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+#include "io/aligned_buffer.h"
+#include "io/page_cache.h"
+#include "residency/provider.h"
+
+namespace flea {
+
+namespace {
+
+enum class Rt { kIdle, kQueued, kLoading, kStaged, kActive, kCachedReady, kError };
+
+struct LayerRuntime {
+  Rt state = Rt::kIdle;
+  int slot = -1;           // ring slot while queued/loading/staged/active (streamed layers)
+  int refs = 0;            // acquire() calls not yet released
+  bool prefetched = false; // the read was issued before acquire() asked for it
+  int64_t active_since_ns = 0;
+  Status error;
+};
+
+struct Job {
+  int layer;
+  int64_t queued_ns;
+};
+
+class StreamingProvider final : public WeightProvider {
+ public:
+  StreamingProvider(const Plan& plan, const ResidencyOptions& opts, std::unique_ptr<io::IoBackend> backend,
+                    Telemetry* telemetry)
+      : plan_(plan), opts_(opts), backend_(std::move(backend)), tel_(telemetry), rt_(plan.layers.size()) {
+    mapped_ = backend_->mapping();
+  }
+
+  ~StreamingProvider() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+  std::string name() const override { return "streamer(" + plan_.residency + "," + backend_->name() + ")"; }
+
+  Status init(const ModelLayout& layout) {
+    FLEA_RETURN_IF_ERROR(load_fixed(layout));
+    for (const LayerPlan& lp : plan_.layers) {
+      base_.push_back(nullptr);
+      if (lp.placement == Placement::kStreamed || mapped_ != nullptr) continue;
+      io::AlignedBuffer buf;
+      if (!io::AlignedBuffer::try_allocate(lp.buffer_bytes, &buf))
+        return resource_exhausted("cannot allocate " + std::to_string(lp.buffer_bytes) + " bytes for layer " +
+                                  std::to_string(lp.layer));
+      base_.back() = buf.data();
+      layer_bufs_.push_back(std::move(buf));
+    }
+    if (mapped_ == nullptr) {
+      for (int s = 0; s < plan_.ring_slots; ++s) {
+        io::AlignedBuffer buf;
+        if (!io::AlignedBuffer::try_allocate(plan_.slot_bytes, &buf))
+          return resource_exhausted("cannot allocate staging slot of " + std::to_string(plan_.slot_bytes) + " bytes");
+        slots_.push_back(std::move(buf));
+      }
+      std::vector<std::pair<uint8_t*, uint64_t>> reg;
+      for (io::AlignedBuffer& b : slots_) reg.emplace_back(b.data(), b.size());
+      if (!reg.empty()) backend_->register_buffers(reg);
+    }
+    slot_owner_.assign(plan_.ring_slots, -1);
+    // Resident layers: read now, synchronously.
+    for (const LayerPlan& lp : plan_.layers) {
+      if (lp.placement != Placement::kResident) continue;
+      tel(lp.layer, LayerState::kLoading);
+      FLEA_RETURN_IF_ERROR(load_layer(lp.layer, 0));
+      tel(lp.layer, LayerState::kResident);
+    }
+    last_acquired_ = static_cast<int>(rt_.size()) - 1;  // so layer 0 is the next one
+    const int n_threads = plan_.n_streamed + plan_.n_cached > 0 ? std::max(1, opts_.io_threads) : 0;
+    for (int i = 0; i < n_threads; ++i) threads_.emplace_back([this, i] { io_thread(i + 1); });
+    if (tel_ != nullptr) tel_->sample_rss();
+    return ok_status();
+  }
+
+  // Start reading the first layers of the first token now (with prefetch), so the first acquire
+  // does not wait for the whole read. `acquire_limit` >= 0: no reads past that many acquires.
+  void start(int64_t acquire_limit) {
+    std::lock_guard<std::mutex> lock(mu_);
+    acquire_limit_ = acquire_limit;
+    if (opts_.prefetch > 0 && !rt_.empty()) schedule_locked(0, opts_.prefetch + 1, /*inclusive=*/true);
+  }
+
+  const uint8_t* global(GlobalTensor t) override { return globals_[static_cast<int>(t)]; }
+
+  StatusOr<LayerWeights> acquire(int il) override {
+    FLEA_CHECK(il >= 0 && il < static_cast<int>(rt_.size()), "acquire: layer out of range");
+    const LayerPlan& lp = plan_.layers[il];
+    std::unique_lock<std::mutex> lock(mu_);
+    LayerRuntime& r = rt_[il];
+    if (r.state != Rt::kActive) {
+      last_acquired_ = il;
+      ++acquires_done_;
+    }
+    if (lp.placement == Placement::kResident || r.state == Rt::kActive) {
+      mark_active_locked(il);
+      return weights(il);
+    }
+    if (r.state == Rt::kCachedReady) {
+      mark_active_locked(il);
+      schedule_locked(il, opts_.prefetch, /*inclusive=*/false);
+      return weights(il);
+    }
+    if (r.state == Rt::kError) {
+      Status st = r.error;
+      reset_locked(il);
+      return st;
+    }
+    const bool hit = r.state == Rt::kQueued || r.state == Rt::kLoading || r.state == Rt::kStaged;
+    if (tel_ != nullptr) tel_->count_prefetch(hit);
+    if (!hit) {
+      FLEA_RETURN_IF_ERROR(issue_locked(lock, il, /*demand=*/true));
+    }
+    // The next layers can start loading while we wait for this one.
+    schedule_locked(il, opts_.prefetch, /*inclusive=*/false);
+    if (r.state != Rt::kStaged && r.state != Rt::kError) {
+      const int64_t t0 = now();
+      cv_.wait(lock, [&] { return r.state == Rt::kStaged || r.state == Rt::kError; });
+      if (tel_ != nullptr) tel_->add_stall(il, t0, now());
+    }
+    if (r.state == Rt::kError) {
+      Status st = r.error;
+      reset_locked(il);
+      return st;
+    }
+    mark_active_locked(il);
+    return weights(il);
+  }
+
+  void release(int il) override {
+    FLEA_CHECK(il >= 0 && il < static_cast<int>(rt_.size()), "release: layer out of range");
+    const LayerPlan& lp = plan_.layers[il];
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      LayerRuntime& r = rt_[il];
+      FLEA_CHECK(r.refs > 0, "release of layer " + std::to_string(il) + " that was not acquired");
+      if (--r.refs > 0) return;
+      if (tel_ != nullptr) tel_->add_compute(il, r.active_since_ns, now());
+      if (lp.placement == Placement::kResident) {
+        r.state = Rt::kIdle;
+        tel(il, LayerState::kResident);
+      } else if (lp.placement == Placement::kCached) {
+        r.state = Rt::kCachedReady;
+        tel(il, LayerState::kCached);
+      } else {
+        evict_locked(il);
+        // The freed slot goes to the layer prefetch+1 ahead right away.
+        if (opts_.prefetch > 0) schedule_locked(next_needing(il), opts_.prefetch + 1, /*inclusive=*/true);
+      }
+    }
+    cv_.notify_all();
+    if (tel_ != nullptr) tel_->sample_rss();
+  }
+
+ private:
+  int64_t now() const { return tel_ != nullptr ? tel_->now_ns() : 0; }
+  void tel(int layer, LayerState s, uint64_t bytes = 0) {
+    if (tel_ != nullptr) tel_->record(layer, s, bytes);
+  }
+
+  bool needs_io_locked(int il) const {
+    const Placement p = plan_.layers[il].placement;
+    if (p == Placement::kResident) return false;
+    if (p == Placement::kCached) return rt_[il].state != Rt::kCachedReady && rt_[il].state != Rt::kActive;
+    return true;
+  }
+
+  // The layer after `il` in visiting order that will need I/O (cyclic; -1 when none does).
+  int next_needing(int il) const {
+    const int n = static_cast<int>(rt_.size());
+    for (int k = 1; k <= n; ++k) {
+      const int j = (il + k) % n;
+      const Placement p = plan_.layers[j].placement;
+      if (p == Placement::kStreamed || (p == Placement::kCached && rt_[j].state != Rt::kCachedReady)) return j;
+    }
+    return -1;
+  }
+
+  // Issues reads for up to `count` layers needing I/O, in cyclic order from `from` (itself
+  // included when `inclusive`), while ring slots are free. Never blocks.
+  void schedule_locked(int from, int count, bool inclusive) {
+    if (from < 0 || count <= 0) return;
+    const int n = static_cast<int>(rt_.size());
+    int considered = 0;
+    for (int k = inclusive ? 0 : 1; k < n + (inclusive ? 0 : 1) && considered < count; ++k) {
+      const int j = (from + k) % n;
+      if (!needs_io_locked(j)) continue;
+      ++considered;
+      if (acquire_limit_ >= 0) {
+        const int off = j == last_acquired_ ? n : distance(last_acquired_, j);
+        if (acquires_done_ + off > acquire_limit_) return;
+      }
+      LayerRuntime& r = rt_[j];
+      if (r.state != Rt::kIdle) continue;  // already queued/loading/staged/active
+      if (plan_.layers[j].placement == Placement::kStreamed) {
+        const int s = free_slot_locked();
+        if (s < 0) return;
+        assign_slot_locked(j, s);
+      }
+      r.prefetched = true;
+      enqueue_locked(j, /*front=*/false);
+    }
+  }
+
+  int free_slot_locked() const {
+    for (size_t s = 0; s < slot_owner_.size(); ++s)
+      if (slot_owner_[s] < 0) return static_cast<int>(s);
+    return -1;
+  }
+  void assign_slot_locked(int il, int s) {
+    slot_owner_[s] = il;
+    rt_[il].slot = s;
+  }
+
+  void enqueue_locked(int il, bool front) {
+    rt_[il].state = Rt::kQueued;
+    if (front) queue_.push_front({il, now()});
+    else queue_.push_back({il, now()});
+    cv_.notify_all();
+  }
+
+  // Demand load of `il` (a prefetch miss): find it a slot, evicting a prefetched layer that is not
+  // in use if the ring is full (waiting for an in-flight read to finish when that is all there is).
+  Status issue_locked(std::unique_lock<std::mutex>& lock, int il, bool demand) {
+    LayerRuntime& r = rt_[il];
+    r.prefetched = false;
+    if (plan_.layers[il].placement == Placement::kStreamed) {
+      for (;;) {
+        int s = free_slot_locked();
+        if (s < 0) {
+          // Victim: queued or staged (not loading, not active), the one furthest from being used.
+          int victim = -1;
+          bool any_loading = false;
+          for (size_t k = 0; k < slot_owner_.size(); ++k) {
+            const int o = slot_owner_[k];
+            if (o < 0) continue;
+            if (rt_[o].state == Rt::kLoading) any_loading = true;
+            if (rt_[o].state == Rt::kQueued || rt_[o].state == Rt::kStaged || rt_[o].state == Rt::kError) {
+              if (victim < 0 || distance(il, o) > distance(il, victim)) victim = o;
+            }
+          }
+          if (victim >= 0) {
+            if (rt_[victim].state == Rt::kQueued) remove_from_queue_locked(victim);
+            evict_locked(victim);
+            continue;
+          }
+          if (!any_loading)
+            return resource_exhausted("layer " + std::to_string(il) + ": all " + std::to_string(slot_owner_.size()) +
+                                      " staging slots hold acquired layers; release a layer first or raise --prefetch");
+          cv_.wait(lock);
+          continue;
+        }
+        assign_slot_locked(il, s);
+        break;
+      }
+    }
+    enqueue_locked(il, /*front=*/demand);
+    return ok_status();
+  }
+
+  int distance(int from, int to) const {
+    const int n = static_cast<int>(rt_.size());
+    return ((to - from) % n + n) % n;
+  }
+
+  void remove_from_queue_locked(int il) {
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [il](const Job& j) { return j.layer == il; }),
+                 queue_.end());
+  }
+
+  void evict_locked(int il) {
+    LayerRuntime& r = rt_[il];
+    if (r.slot >= 0) slot_owner_[r.slot] = -1;
+    r.slot = -1;
+    r.state = Rt::kIdle;
+    r.refs = 0;
+    if (mapped_ != nullptr)
+      for (const ReadSpan& s : plan_.layers[il].spans) io::mmap_advise_dontneed(backend_.get(), s.file_offset, s.length);
+    tel(il, LayerState::kEvicted);
+  }
+
+  void reset_locked(int il) {
+    LayerRuntime& r = rt_[il];
+    if (r.slot >= 0) slot_owner_[r.slot] = -1;
+    r.slot = -1;
+    r.state = Rt::kIdle;
+    r.error = ok_status();
+    cv_.notify_all();
+  }
+
+  void mark_active_locked(int il) {
+    LayerRuntime& r = rt_[il];
+    if (r.refs++ == 0) {
+      r.state = Rt::kActive;
+      r.active_since_ns = now();
+      tel(il, LayerState::kActive);
+    }
+  }
+
+  uint8_t* dest_locked(int il) {
+    const LayerPlan& lp = plan_.layers[il];
+    if (lp.placement == Placement::kStreamed) return slots_.empty() ? nullptr : slots_[rt_[il].slot].data();
+    return base_[il];
+  }
+
+  void io_thread(int tid) {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      const Job job = queue_.front();
+      queue_.pop_front();
+      LayerRuntime& r = rt_[job.layer];
+      r.state = Rt::kLoading;
+      uint8_t* dst = dest_locked(job.layer);
+      lock.unlock();
+      tel(job.layer, LayerState::kLoading);
+      Status st = load_into(job.layer, dst, tid);
+      lock.lock();
+      if (st.ok()) {
+        r.state = Rt::kStaged;
+      } else {
+        r.state = Rt::kError;
+        r.error = st;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  // Reads (or, mmap, faults in) every span of layer `il` into `dst`; checks the file did not
+  // change before and after.
+  Status load_into(int il, uint8_t* dst, int tid) {
+    const LayerPlan& lp = plan_.layers[il];
+    const int64_t t0 = now();
+    uint64_t needed_end = 0;
+    for (const ReadSpan& s : lp.spans) needed_end = std::max(needed_end, s.file_offset + s.length);
+    needed_end = std::min(needed_end, backend_->opened_stat().size);
+    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
+    uint64_t bytes = 0;
+    for (const ReadSpan& s : lp.spans) {
+      if (mapped_ != nullptr) {
+        const uint64_t n = std::min(s.length, backend_->opened_stat().size - s.file_offset);
+        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, n, il));
+        bytes += n;
+        continue;
+      }
+      const io::ReadRequest req{s.file_offset, s.length, dst + s.buffer_offset, il};
+      FLEA_ASSIGN_OR_RETURN(uint64_t got, backend_->read(req));
+      const uint64_t need = std::min(s.length, backend_->opened_stat().size - s.file_offset);
+      if (got < need)
+        return data_loss(backend_->describe(req, "file ended after " + std::to_string(got) + " of " +
+                                                     std::to_string(need) + " bytes (truncated during the run?)"));
+      bytes += got;
+    }
+    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
+    if (tel_ != nullptr) {
+      tel_->add_io(il, tid, t0, now(), bytes);
+      tel_->record(il, LayerState::kStaged, bytes);
+    }
+    return ok_status();
+  }
+
+  Status load_layer(int il, int tid) { return load_into(il, base_[il], tid); }
+
+  LayerWeights weights(int il) {
+    const LayerPlan& lp = plan_.layers[il];
+    LayerWeights w;
+    const uint8_t* base = mapped_ != nullptr ? nullptr : (lp.placement == Placement::kStreamed
+                                                              ? slots_[rt_[il].slot].data() : base_[il]);
+    for (int t = 0; t < kLayerTensorCount; ++t) {
+      if (lp.buffer_offset[t] == kNotInBuffer) w.data[t] = norms_[il][t];
+      else if (mapped_ != nullptr) w.data[t] = mapped_ + tensor_offset_[il][t];
+      else w.data[t] = base + lp.buffer_offset[t];
+    }
+    return w;
+  }
+
+  // Globals and every layer's norms: one buffer (or pointers into the mapping).
+  Status load_fixed(const ModelLayout& layout) {
+    std::vector<std::pair<uint64_t, uint64_t>> tensors;
+    for (const gguf::TensorInfo* g : layout.globals)
+      if (g != nullptr) tensors.emplace_back(g->file_offset, g->n_bytes);
+    tensor_offset_.resize(layout.layers.size());
+    norms_.resize(layout.layers.size());
+    for (size_t il = 0; il < layout.layers.size(); ++il) {
+      for (int t = 0; t < kLayerTensorCount; ++t) {
+        tensor_offset_[il][t] = layout.layers[il][t]->file_offset;
+        if (plan_.layers[il].buffer_offset[t] == kNotInBuffer)
+          tensors.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
+      }
+    }
+    const std::vector<ReadSpan> spans = plan_spans(tensors);
+    uint64_t total = 0;
+    for (const ReadSpan& s : spans) total = s.buffer_offset + s.length;
+    const int64_t t0 = now();
+    uint64_t bytes = 0;
+    if (mapped_ == nullptr) {
+      if (!io::AlignedBuffer::try_allocate(total, &fixed_))
+        return resource_exhausted("cannot allocate " + std::to_string(total) + " bytes for globals and norms");
+    }
+    for (const ReadSpan& s : spans) {
+      const uint64_t end = std::min(s.file_offset + s.length, backend_->opened_stat().size);
+      if (mapped_ != nullptr) {
+        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, end - s.file_offset, -1));
+        bytes += end - s.file_offset;
+        continue;
+      }
+      const io::ReadRequest req{s.file_offset, s.length, fixed_.data() + s.buffer_offset, -1};
+      FLEA_ASSIGN_OR_RETURN(uint64_t got, backend_->read(req));
+      if (got < end - s.file_offset)
+        return data_loss(backend_->describe(req, "file ended after " + std::to_string(got) + " bytes"));
+      bytes += got;
+    }
+    if (tel_ != nullptr) tel_->add_io(-1, 0, t0, now(), bytes);
+    auto locate = [&](uint64_t off) -> const uint8_t* {
+      if (mapped_ != nullptr) return mapped_ + off;
+      for (const ReadSpan& s : spans)
+        if (off >= s.file_offset && off < s.file_offset + s.length) return fixed_.data() + s.buffer_offset + (off - s.file_offset);
+      return nullptr;
+    };
+    for (int g = 0; g < kGlobalTensorCount; ++g)
+      globals_[g] = layout.globals[g] != nullptr ? locate(layout.globals[g]->file_offset) : nullptr;
+    for (size_t il = 0; il < layout.layers.size(); ++il)
+      for (int t = 0; t < kLayerTensorCount; ++t)
+        norms_[il][t] = plan_.layers[il].buffer_offset[t] == kNotInBuffer ? locate(tensor_offset_[il][t]) : nullptr;
+    return ok_status();
+  }
+
+  const Plan plan_;
+  const ResidencyOptions opts_;
+  std::unique_ptr<io::IoBackend> backend_;
+  Telemetry* tel_;
+  const uint8_t* mapped_ = nullptr;
+
+  io::AlignedBuffer fixed_;
+  std::array<const uint8_t*, kGlobalTensorCount> globals_{};
+  std::vector<std::array<const uint8_t*, kLayerTensorCount>> norms_;
+  std::vector<std::array<uint64_t, kLayerTensorCount>> tensor_offset_;
+  std::vector<io::AlignedBuffer> layer_bufs_;  // resident + cached layers
+  std::vector<uint8_t*> base_;                 // per layer: its own buffer (resident/cached) or null
+  std::vector<io::AlignedBuffer> slots_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<LayerRuntime> rt_;
+  std::vector<int> slot_owner_;  // layer in each ring slot, -1 = free
+  std::deque<Job> queue_;
+  int last_acquired_ = 0;
+  int64_t acquires_done_ = 0;
+  int64_t acquire_limit_ = -1;  // -1 = the run goes on forever (as far as prefetch knows)
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path, const gguf::File& file,
+                                                        const ModelLayout& layout, const Plan& plan,
+                                                        const ResidencyOptions& opts, Telemetry* telemetry) {
+  if (plan.layers.size() != layout.layers.size())
+    return invalid_argument("plan has " + std::to_string(plan.layers.size()) + " layers but the model has " +
+                            std::to_string(layout.layers.size()));
+  FLEA_ASSIGN_OR_RETURN(std::unique_ptr<io::IoBackend> backend, make_backend(opts));
+  FLEA_RETURN_IF_ERROR(backend->open(path));
+  if (backend->opened_stat().size != file.file_size)
+    return data_loss("'" + path + "' is " + std::to_string(backend->opened_stat().size) + " bytes but its header was read when it had " +
+                     std::to_string(file.file_size) + "; it changed since");
+  auto p = std::make_unique<StreamingProvider>(plan, opts, std::move(backend), telemetry);
+  FLEA_RETURN_IF_ERROR(p->init(layout));
+  p->start(-1);
+  return std::unique_ptr<WeightProvider>(std::move(p));
+}
+
+StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& file, const ModelLayout& layout,
+                                   const Plan& plan, const ResidencyOptions& opts, int n_tokens,
+                                   Telemetry* telemetry) {
+  if (n_tokens < 1) return invalid_argument("run_io_only: n_tokens must be >= 1");
+  Telemetry local;
+  Telemetry* tel = telemetry != nullptr ? telemetry : &local;
+  if (plan.layers.size() != layout.layers.size())
+    return invalid_argument("plan and model disagree on the number of layers");
+  FLEA_ASSIGN_OR_RETURN(std::unique_ptr<io::IoBackend> backend, make_backend(opts));
+  FLEA_RETURN_IF_ERROR(backend->open(path));
+  auto provider = std::make_unique<StreamingProvider>(plan, opts, std::move(backend), tel);
+  FLEA_RETURN_IF_ERROR(provider->init(layout));
+  const uint64_t bytes0 = tel->read_bytes();
+  const int64_t t0 = tel->now_ns();
+  provider->start(static_cast<int64_t>(n_tokens) * static_cast<int64_t>(layout.layers.size()));
+  for (int tok = 0; tok < n_tokens; ++tok) {
+    for (int il = 0; il < static_cast<int>(layout.layers.size()); ++il) {
+      FLEA_ASSIGN_OR_RETURN(LayerWeights w, provider->acquire(il));
+      (void)w;
+      provider->release(il);
+    }
+  }
+  IoOnlyResult r;
+  r.n_tokens = n_tokens;
+  r.elapsed_ns = tel->now_ns() - t0;
+  r.read_bytes = tel->read_bytes() - bytes0;
+  r.read_gb_s = r.elapsed_ns > 0 ? static_cast<double>(r.read_bytes) / static_cast<double>(r.elapsed_ns) : 0;
+  return r;
+}
+
+bool drop_page_cache(const std::string& path) { return io::drop_page_cache(path); }
+
+}  // namespace flea
