@@ -1,0 +1,189 @@
+// flea bench: prompt processing and token generation throughput, like llama-bench, with raw
+// samples. --compute none performs exactly the plan's reads per token without computing.
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "commands.h"
+#include "engine_cli.h"
+#include "quant/quant.h"
+
+namespace flea::cli {
+namespace {
+
+double median(std::vector<int64_t> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? static_cast<double>(v[n / 2]) : 0.5 * static_cast<double>(v[n / 2 - 1] + v[n / 2]);
+}
+
+int cmd_bench(int argc, char** argv) {
+  CLI::App app("Measure prompt processing (pp) and token generation (tg) throughput with repetitions "
+               "and raw samples; prints one JSON object.", "flea bench");
+  EngineOptions opts;
+  int n_prompt = 64, n_gen = 32, reps = 5, warmup = 1;
+  uint64_t seed = 1;
+  std::string compute = "full", kv = "resident", trace_path;
+  add_engine_flags(app, &opts);
+  app.add_option("--prompt", n_prompt, "prompt tokens per pp sample (0 = skip pp)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
+  app.add_option("--gen", n_gen, "generated tokens per tg sample (0 = skip tg)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
+  app.add_option("--reps,-r", reps, "timed repetitions")->check(CLI::Range(1, 10000))->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::Range(0, 100))->capture_default_str();
+  app.add_option("--seed", seed, "seed of the random prompt token ids")->capture_default_str();
+  app.add_option("--kv", kv, "KV cache mode")->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
+  app.add_option("--compute", compute, "full, or none: only the plan's reads per token (the I/O path alone)")
+      ->check(CLI::IsMember({"full", "none"}))->capture_default_str();
+  app.add_option("--trace", trace_path, "write a Chrome trace (open in Perfetto) of the timed reps");
+  if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
+
+  auto engine = open_engine(opts);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "flea bench: %s\n", engine.status().message().c_str());
+    return kExitUsage;
+  }
+  const Model& model = *engine->model;
+  nlohmann::json j;
+  j["model"] = opts.model;
+  j["file_bytes"] = model.file.file_size;
+  if (const auto* ft = model.file.find("general.file_type")) j["file_type_id"] = ft->i;
+  j["n_layer"] = model.hp.n_layer;
+  j["n_params_bytes"] = model.file.file_size - model.file.data_offset;
+  j["backend"] = opts.backend;
+  j["residency"] = opts.residency.residency;
+  j["io"] = opts.residency.io;
+  j["prefetch"] = opts.residency.prefetch;
+  j["threads"] = engine->pool->size();
+  j["simd"] = quant::simd_level();
+  j["kv"] = kv;
+  j["n_prompt"] = n_prompt;
+  j["n_gen"] = n_gen;
+  j["reps"] = reps;
+  j["warmup"] = warmup;
+  j["weights"] = engine->weights->name();
+  j["plan"] = nlohmann::json::parse(engine->plan->to_json());
+  nlohmann::json warnings = nlohmann::json::array();
+#ifndef NDEBUG
+  warnings.push_back("debug build: timings are not representative");
+#endif
+
+  if (compute == "none") {
+    const int tokens = std::max(1, n_gen) * reps;
+    auto r = run_io_only(opts.model, model.file, model.layout, *engine->plan, opts.residency, tokens,
+                         engine->telemetry.get());
+    if (!r.ok()) {
+      std::fprintf(stderr, "flea bench: %s\n", r.status().message().c_str());
+      return kExitFailure;
+    }
+    j["compute"] = "none";
+    j["read_bytes"] = r->read_bytes;
+    j["read_ns"] = r->elapsed_ns;
+    j["read_gb_s"] = r->read_gb_s;
+    j["read_bytes_per_token"] = r->read_bytes / static_cast<uint64_t>(tokens);
+    j["tokens"] = tokens;
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    j["warnings"] = warnings;
+    std::printf("%s\n", j.dump().c_str());
+    return kExitOk;
+  }
+
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(model.hp.n_vocab - 1));
+  std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
+  for (auto& t : prompt) t = pick(rng);
+
+  Session session(model, engine->weights.get(), engine->pool.get(), std::max(n_prompt, n_gen) + 1);
+  std::vector<float> logits;
+  std::vector<int64_t> pp_ns, tg_ns;
+  Status st;
+  auto run_pp = [&]() -> int64_t {
+    session.reset();
+    const int64_t t0 = now_ns();
+    st = session.eval(prompt, &logits, false);
+    return now_ns() - t0;
+  };
+  auto run_tg = [&]() -> int64_t {
+    session.reset();
+    int32_t tok = prompt.empty() ? 1 : prompt[0];
+    std::vector<int32_t> context;
+    const int64_t t0 = now_ns();
+    for (int k = 0; k < n_gen && st.ok(); ++k) {
+      context.push_back(tok);
+      if (kv == "none") {
+        session.reset();
+        st = session.eval(context, &logits, false);
+      } else {
+        st = session.eval({tok}, &logits, false);
+      }
+      if (st.ok()) tok = argmax(logits.data(), model.hp.n_vocab);
+    }
+    return now_ns() - t0;
+  };
+  for (int w = 0; w < warmup && st.ok(); ++w) {
+    if (n_prompt > 0) run_pp();
+    if (n_gen > 0 && st.ok()) run_tg();
+  }
+  engine->telemetry->reset();  // the timed reps only
+  const uint64_t bytes_before = engine->telemetry->read_bytes();
+  session.stats().reset(model.hp.n_layer);
+  for (int r = 0; r < reps && st.ok(); ++r) {
+    if (n_prompt > 0) pp_ns.push_back(run_pp());
+    if (n_gen > 0 && st.ok()) tg_ns.push_back(run_tg());
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "flea bench: %s\n", st.message().c_str());
+    return kExitFailure;
+  }
+  const uint64_t read_bytes = engine->telemetry->read_bytes() - bytes_before;
+  const int64_t timed_tokens = static_cast<int64_t>(reps) * (n_gen + (n_prompt > 0 ? 1 : 0));
+  int64_t total_ns = 0;
+  for (int64_t v : pp_ns) total_ns += v;
+  for (int64_t v : tg_ns) total_ns += v;
+  j["compute"] = "full";
+  j["pp_samples_ns"] = pp_ns;
+  j["tg_samples_ns"] = tg_ns;
+  j["pp_tok_s"] = pp_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(n_prompt / (median(pp_ns) / 1e9));
+  j["tg_tok_s"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(n_gen / (median(tg_ns) / 1e9));
+  j["tg_ms_per_token"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(tg_ns) / 1e6 / n_gen);
+  j["read_bytes"] = read_bytes;
+  j["read_bytes_per_token"] = timed_tokens > 0 ? read_bytes / static_cast<uint64_t>(timed_tokens) : 0;
+  j["read_gb_s"] = total_ns > 0 ? static_cast<double>(read_bytes) / static_cast<double>(total_ns) : 0.0;
+  int64_t stall = 0;
+  nlohmann::json layers = nlohmann::json::array();
+  for (int64_t il = 0; il < model.hp.n_layer; ++il) {
+    const auto& s = session.stats();
+    stall += s.acquire_ns[static_cast<size_t>(il)];
+    layers.push_back({{"layer", il},
+                      {"stall_ns", s.acquire_ns[static_cast<size_t>(il)]},
+                      {"compute_ns", s.compute_ns[static_cast<size_t>(il)]},
+                      {"bytes", model.layout.layer_bytes(static_cast<int>(il))}});
+  }
+  nlohmann::json tel = nlohmann::json::parse(engine->telemetry->to_json());
+  for (auto& l : layers) {
+    const int64_t il = l["layer"];
+    if (tel.contains("layers") && il < static_cast<int64_t>(tel["layers"].size())) {
+      l["load_ns"] = tel["layers"][static_cast<size_t>(il)].value("load_ns", 0);
+    }
+  }
+  j["stall_ns"] = stall;
+  j["stall_fraction"] = total_ns > 0 ? static_cast<double>(stall) / static_cast<double>(total_ns) : 0.0;
+  j["prefetch_hits"] = tel.value("prefetch_hits", 0);
+  j["prefetch_misses"] = tel.value("prefetch_misses", 0);
+  j["layers"] = layers;
+  j["peak_rss_bytes"] = peak_rss_bytes();
+  j["warnings"] = warnings;
+  if (!trace_path.empty()) {
+    if (Status ts = engine->telemetry->write_chrome_trace(trace_path); !ts.ok()) {
+      std::fprintf(stderr, "flea bench: %s\n", ts.message().c_str());
+      return kExitFailure;
+    }
+  }
+  std::printf("%s\n", j.dump().c_str());
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace flea::cli
+
+FLEA_REGISTER_COMMAND(bench, "pp/tg throughput with raw samples (JSON); --compute none for the I/O path alone", flea::cli::cmd_bench);

@@ -1,0 +1,58 @@
+// flea logits: evaluate a token sequence in one batch and write every position's logits as
+// row-major little-endian float32 [n_tokens × n_vocab].
+#include <cstdio>
+#include <fstream>
+
+#include "commands.h"
+#include "engine_cli.h"
+
+namespace flea::cli {
+namespace {
+
+int cmd_logits(int argc, char** argv) {
+  CLI::App app("Evaluate tokens in one batch; write float32 logits [n_tokens x n_vocab].", "flea logits");
+  EngineOptions opts;
+  std::string tokens_text, out_path;
+  add_engine_flags(app, &opts);
+  app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3")->required();
+  app.add_option("--out,-o", out_path, "output file (float32, little-endian)")->required();
+  if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
+
+  auto tokens = parse_token_list(tokens_text);
+  if (!tokens.ok()) {
+    std::fprintf(stderr, "flea logits: %s\n", tokens.status().message().c_str());
+    return kExitUsage;
+  }
+  auto engine = open_engine(opts);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "flea logits: %s\n", engine.status().message().c_str());
+    return kExitUsage;
+  }
+  Session session(*engine->model, engine->weights.get(), engine->pool.get(),
+                  static_cast<int64_t>(tokens->size()));
+  std::vector<float> logits;
+  if (Status st = session.eval(*tokens, &logits, /*all_logits=*/true); !st.ok()) {
+    std::fprintf(stderr, "flea logits: %s\n", st.message().c_str());
+    return st.code() == StatusCode::kOutOfRange ? kExitUsage : kExitFailure;
+  }
+  const std::string tmp = out_path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(logits.data()),
+            static_cast<std::streamsize>(logits.size() * sizeof(float)));
+    if (!f.flush()) {
+      std::fprintf(stderr, "flea logits: cannot write %s\n", tmp.c_str());
+      return kExitFailure;
+    }
+  }
+  if (std::rename(tmp.c_str(), out_path.c_str()) != 0) {
+    std::fprintf(stderr, "flea logits: cannot rename %s to %s\n", tmp.c_str(), out_path.c_str());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace flea::cli
+
+FLEA_REGISTER_COMMAND(logits, "evaluate tokens in one batch and write all positions' logits", flea::cli::cmd_logits);

@@ -1,0 +1,82 @@
+#include "engine_cli.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <thread>
+
+#include "commands.h"
+
+namespace flea::cli {
+
+void add_engine_flags(CLI::App& app, EngineOptions* opts) {
+  app.add_option("--model,-m", opts->model, "GGUF model file")->required();
+  app.add_option("--backend", opts->backend, "compute backend")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--threads,-t", opts->threads, "compute threads (0 = all hardware threads)")
+      ->check(CLI::Range(0, 1024))->capture_default_str();
+  add_residency_flags(app, &opts->residency);
+}
+
+StatusOr<Engine> open_engine(const EngineOptions& opts) {
+  if (opts.backend == "cuda") {
+#ifndef FLEA_HAVE_CUDA
+    return unimplemented("--backend cuda: this build has no CUDA backend (configure with -DFLEA_CUDA=ON and nvcc)");
+#else
+    return unimplemented("--backend cuda: the CUDA compute backend is not implemented yet");
+#endif
+  }
+  Engine e;
+  FLEA_ASSIGN_OR_RETURN(e.model, Model::open(opts.model));
+  FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(e.model->file, e.model->layout, opts.residency, nullptr));
+  e.plan = std::make_unique<Plan>(std::move(plan));
+  e.telemetry = std::make_unique<Telemetry>();
+  FLEA_ASSIGN_OR_RETURN(e.weights, make_provider(opts.model, e.model->file, e.model->layout, *e.plan,
+                                                 opts.residency, e.telemetry.get()));
+  int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
+  e.pool = std::make_unique<cpu::ThreadPool>(std::max(1, threads));
+  return e;
+}
+
+StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text) {
+  std::vector<int32_t> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno != 0 || v < 0 || v > INT32_MAX) {
+      return invalid_argument("--tokens: item " + std::to_string(out.size()) + " '" + item +
+                              "' is not a token id (expected a comma-separated list of integers >= 0)");
+    }
+    out.push_back(static_cast<int32_t>(v));
+    pos = comma + 1;
+  }
+  if (out.empty()) return invalid_argument("--tokens: empty list");
+  return out;
+}
+
+int parse_or_exit(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  return -1;
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace flea::cli

@@ -1,0 +1,47 @@
+// What logits, generate and bench share: the model/threads/backend/residency flags and opening
+// the model with the weight provider the residency plan asks for.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compute/cpu/thread_pool.h"
+#include "model/llama.h"
+#include "residency/options.h"
+#include "residency/plan.h"
+#include "residency/provider.h"
+#include "residency/telemetry.h"
+
+namespace flea::cli {
+
+struct EngineOptions {
+  std::string model;
+  std::string backend = "cpu";
+  int threads = 0;  // 0 = all hardware threads
+  ResidencyOptions residency;
+};
+
+void add_engine_flags(CLI::App& app, EngineOptions* opts);
+
+struct Engine {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Telemetry> telemetry;
+  std::unique_ptr<Plan> plan;
+  std::unique_ptr<WeightProvider> weights;
+  std::unique_ptr<cpu::ThreadPool> pool;
+};
+
+StatusOr<Engine> open_engine(const EngineOptions& opts);
+
+// "1,2,3" -> {1, 2, 3}; errors name the offending item.
+StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);
+
+// Parses argv with CLI11; returns -1 to continue, otherwise the exit code (help or usage error).
+int parse_or_exit(CLI::App& app, int argc, char** argv);
+
+int64_t peak_rss_bytes();
+int64_t now_ns();
+
+}  // namespace flea::cli
