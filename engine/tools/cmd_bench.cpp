@@ -93,7 +93,12 @@ int cmd_bench(int argc, char** argv) {
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = pick(rng);
 
-  Session session(model, engine->weights.get(), engine->pool.get(), std::max(n_prompt, n_gen) + 1);
+  auto session_or = make_session(*engine, std::max(n_prompt, n_gen) + 1);
+  if (!session_or.ok()) {
+    std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
+    return kExitUsage;
+  }
+  Evaluator& session = **session_or;
   std::vector<float> logits;
   std::vector<int64_t> pp_ns, tg_ns;
   Status st;

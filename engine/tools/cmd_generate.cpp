@@ -71,8 +71,12 @@ int cmd_generate(int argc, char** argv) {
   for (int32_t t : prompt) sampler->accept(t);  // the repetition penalty sees the prompt too
   const bool stream_text = tokenizer && !json_out;
   const int64_t V = engine->model->hp.n_vocab;
-  Session session(*engine->model, engine->weights.get(), engine->pool.get(),
-                  static_cast<int64_t>(prompt.size()) + n_gen);
+  auto session_or = make_session(*engine, static_cast<int64_t>(prompt.size()) + n_gen);
+  if (!session_or.ok()) {
+    std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
+    return kExitUsage;
+  }
+  Evaluator& session = **session_or;
   std::vector<int32_t> context = prompt, generated;
   std::vector<float> logits;
   const int64_t t0 = now_ns();

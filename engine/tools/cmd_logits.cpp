@@ -28,8 +28,12 @@ int cmd_logits(int argc, char** argv) {
     std::fprintf(stderr, "flea logits: %s\n", engine.status().message().c_str());
     return kExitUsage;
   }
-  Session session(*engine->model, engine->weights.get(), engine->pool.get(),
-                  static_cast<int64_t>(tokens->size()));
+  auto session_or = make_session(*engine, static_cast<int64_t>(tokens->size()));
+  if (!session_or.ok()) {
+    std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
+    return kExitUsage;
+  }
+  Evaluator& session = **session_or;
   std::vector<float> logits;
   if (Status st = session.eval(*tokens, &logits, /*all_logits=*/true); !st.ok()) {
     std::fprintf(stderr, "flea logits: %s\n", st.message().c_str());

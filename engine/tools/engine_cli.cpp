@@ -38,6 +38,11 @@ StatusOr<Engine> open_engine(const EngineOptions& opts) {
   return e;
 }
 
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx) {
+  return std::unique_ptr<Evaluator>(
+      std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx));
+}
+
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text) {
   std::vector<int32_t> out;
   size_t pos = 0;

@@ -26,6 +26,7 @@ struct EngineOptions {
 void add_engine_flags(CLI::App& app, EngineOptions* opts);
 
 struct Engine {
+  std::string backend = "cpu";
   std::unique_ptr<Model> model;
   std::unique_ptr<Telemetry> telemetry;
   std::unique_ptr<Plan> plan;
@@ -34,6 +35,9 @@ struct Engine {
 };
 
 StatusOr<Engine> open_engine(const EngineOptions& opts);
+
+// A decoding session on the engine's compute backend with room for n_ctx positions.
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx);
 
 // "1,2,3" -> {1, 2, 3}; errors name the offending item.
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);

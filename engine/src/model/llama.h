@@ -68,20 +68,32 @@ struct ForwardStats {
   void reset(int64_t n_layer);
 };
 
-// A sequence being decoded: KV cache (F32, resident in host memory) plus scratch buffers.
-class Session {
+// One sequence being decoded on some compute backend (CPU: Session below; CUDA: compute/cuda/).
+class Evaluator {
  public:
-  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx);
-
+  virtual ~Evaluator() = default;
   // Evaluates `tokens` at positions n_past() .. n_past() + n - 1 in one batch and appends their keys
   // and values to the cache. With `logits` non-null it receives [n × n_vocab] (all_logits) or
   // [n_vocab] (last position only).
-  Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits);
-  void reset() { n_past_ = 0; }
-  int64_t n_past() const { return n_past_; }
-  int64_t n_ctx() const { return n_ctx_; }
+  virtual Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) = 0;
+  // Forgets the cache: the next eval starts at position 0.
+  virtual void reset() = 0;
+  virtual int64_t n_past() const = 0;
+  virtual int64_t n_ctx() const = 0;
+  virtual ForwardStats& stats() = 0;
+};
+
+// The CPU backend: KV cache (F32, resident in host memory) plus scratch buffers.
+class Session : public Evaluator {
+ public:
+  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx);
+
+  Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) override;
+  void reset() override { n_past_ = 0; }
+  int64_t n_past() const override { return n_past_; }
+  int64_t n_ctx() const override { return n_ctx_; }
   const ForwardStats& stats() const { return stats_; }
-  ForwardStats& stats() { return stats_; }
+  ForwardStats& stats() override { return stats_; }
 
  private:
   void ensure_scratch(int64_t n_tokens);
