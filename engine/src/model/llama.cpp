@@ -46,12 +46,12 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t T, int64_t n, f
 }
 
 // RoPE as GGUF LLaMA files expect it ("normal", not NeoX): within each head, the pair
-// (x[2i], x[2i+1]) is rotated by pos * base^(-2i / n_rot) for 2i < n_rot.
-void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos0,
+// (x[2i], x[2i+1]) of row t is rotated by pos[t] * base^(-2i / n_rot) for 2i < n_rot.
+void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t n_rot, const int64_t* pos,
           float freq_base, float freq_scale) {
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
   for (int64_t t = 0; t < T; ++t) {
-    float theta = static_cast<float>(pos0 + t) * freq_scale;
+    float theta = static_cast<float>(pos[t]) * freq_scale;
     for (int64_t i = 0; i < n_rot; i += 2) {
       const float c = std::cos(theta), s = std::sin(theta);
       for (int64_t h = 0; h < n_heads; ++h) {
@@ -95,12 +95,29 @@ int32_t argmax(const float* logits, int64_t n) {
   return static_cast<int32_t>(best);
 }
 
-Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx)
-    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx) {
+Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq)
+    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0) {
   const auto& hp = model_.hp;
-  k_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(static_cast<size_t>(n_ctx * hp.n_embd_kv())));
-  v_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(static_cast<size_t>(n_ctx * hp.n_embd_kv())));
+  const size_t cache = static_cast<size_t>(n_ctx * hp.n_embd_kv()) * n_past_.size();
+  k_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(cache));
+  v_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(cache));
   stats_.reset(hp.n_layer);
+}
+
+Status Session::truncate(int seq, int64_t n_past) {
+  if (seq < 0 || seq >= n_seq()) return out_of_range("truncate: sequence " + std::to_string(seq) + " does not exist");
+  if (n_past < 0 || n_past > n_past_[static_cast<size_t>(seq)]) {
+    return out_of_range("truncate: " + std::to_string(n_past) + " is not in [0, " +
+                        std::to_string(n_past_[static_cast<size_t>(seq)]) + "]");
+  }
+  n_past_[static_cast<size_t>(seq)] = n_past;
+  return ok_status();
+}
+
+Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) {
+  std::vector<BatchRow> rows(tokens.size());
+  for (size_t t = 0; t < tokens.size(); ++t) rows[t] = {0, tokens[t]};
+  return eval_batch(rows, logits, all_logits);
 }
 
 void Session::ensure_scratch(int64_t T) {
@@ -118,22 +135,30 @@ void Session::ensure_scratch(int64_t T) {
   scratch_tokens_ = T;
 }
 
-Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) {
+Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) {
   const auto& hp = model_.hp;
   const auto& L = model_.layout;
-  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t T = static_cast<int64_t>(rows.size());
   const int64_t E = hp.n_embd, KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
   const int64_t D = hp.head_dim(), H = hp.n_head, G = hp.n_gqa();
   const float eps = static_cast<float>(hp.rms_eps);
   if (T == 0) return invalid_argument("eval: no tokens");
-  if (n_past_ + T > n_ctx_) {
-    return out_of_range("eval: " + std::to_string(n_past_ + T) + " positions exceed the context of " +
-                        std::to_string(n_ctx_));
-  }
-  for (int32_t tok : tokens) {
-    if (tok < 0 || tok >= V) {
-      return out_of_range("token id " + std::to_string(tok) + " outside the vocabulary [0, " +
+  // Each row's position: the next free one of its sequence.
+  pos_.resize(static_cast<size_t>(T));
+  std::vector<int64_t> next = n_past_;
+  for (int64_t t = 0; t < T; ++t) {
+    const BatchRow& r = rows[static_cast<size_t>(t)];
+    if (r.seq < 0 || r.seq >= n_seq()) {
+      return out_of_range("eval: sequence " + std::to_string(r.seq) + " outside [0, " + std::to_string(n_seq()) + ")");
+    }
+    if (r.token < 0 || r.token >= V) {
+      return out_of_range("token id " + std::to_string(r.token) + " outside the vocabulary [0, " +
                           std::to_string(V) + ")");
+    }
+    pos_[static_cast<size_t>(t)] = next[static_cast<size_t>(r.seq)]++;
+    if (pos_[static_cast<size_t>(t)] >= n_ctx_) {
+      return out_of_range("eval: " + std::to_string(pos_[static_cast<size_t>(t)] + 1) +
+                          " positions exceed the context of " + std::to_string(n_ctx_));
     }
   }
   ensure_scratch(T);
@@ -142,7 +167,7 @@ Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* log
   // x = embed(tokens): dequantize one row of token_embd per token.
   const cpu::WeightView embd = view(*L.globals[static_cast<int>(GlobalTensor::kTokenEmbd)],
                                     weights_->global(GlobalTensor::kTokenEmbd));
-  for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, tokens[static_cast<size_t>(t)], &x_[static_cast<size_t>(t * E)]);
+  for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, rows[static_cast<size_t>(t)].token, &x_[static_cast<size_t>(t * E)]);
 
   const float kq_scale = 1.0f / std::sqrt(static_cast<float>(D));
   for (int64_t il = 0; il < hp.n_layer; ++il) {
@@ -157,22 +182,30 @@ Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* log
     cpu::matmul(W(LayerTensor::kAttnQ), xn_.data(), T, q_.data(), pool_);   // (T, E)
     cpu::matmul(W(LayerTensor::kAttnK), xn_.data(), T, k_.data(), pool_);   // (T, KV)
     cpu::matmul(W(LayerTensor::kAttnV), xn_.data(), T, v_.data(), pool_);   // (T, KV)
-    rope(q_.data(), T, H, D, hp.n_rot, n_past_, static_cast<float>(hp.rope_freq_base),
+    rope(q_.data(), T, H, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
          static_cast<float>(hp.rope_freq_scale));
-    rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, n_past_, static_cast<float>(hp.rope_freq_base),
+    rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
          static_cast<float>(hp.rope_freq_scale));
-    float* kc = k_cache_[static_cast<size_t>(il)].data();  // (n_ctx, KV)
-    float* vc = v_cache_[static_cast<size_t>(il)].data();  // (n_ctx, KV)
-    std::copy(k_.begin(), k_.begin() + T * KV, kc + n_past_ * KV);
-    std::copy(v_.begin(), v_.begin() + T * KV, vc + n_past_ * KV);
+    // Cache of sequence s: (n_ctx, KV) starting at s * n_ctx * KV.
+    auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
+    auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t seq = rows[static_cast<size_t>(t)].seq;
+      const int64_t p = pos_[static_cast<size_t>(t)];
+      std::copy(&k_[static_cast<size_t>(t * KV)], &k_[static_cast<size_t>((t + 1) * KV)], kcache(seq) + p * KV);
+      std::copy(&v_[static_cast<size_t>(t * KV)], &v_[static_cast<size_t>((t + 1) * KV)], vcache(seq) + p * KV);
+    }
 
-    // One task per (token, head): scores over positions 0..pos, softmax, weighted sum of values.
-    const int64_t n_kv = n_past_ + T;
+    // One task per (row, head): scores over its sequence's positions 0..pos, softmax, weighted
+    // sum of values.
+    const int64_t n_kv = *std::max_element(pos_.begin(), pos_.end()) + 1;
     pool_->parallel_for(T * H, [&](int64_t begin, int64_t end) {
       std::vector<float> score(static_cast<size_t>(n_kv));
       for (int64_t job = begin; job < end; ++job) {
         const int64_t t = job / H, h = job % H, kvh = h / G;
-        const int64_t pos = n_past_ + t;  // causal: attend to 0..pos
+        const int64_t pos = pos_[static_cast<size_t>(t)];  // causal: attend to 0..pos
+        const float* kc = kcache(rows[static_cast<size_t>(t)].seq);
+        const float* vc = vcache(rows[static_cast<size_t>(t)].seq);
         const float* qh = &q_[static_cast<size_t>(t * E + h * D)];
         float mx = -INFINITY;
         for (int64_t p = 0; p <= pos; ++p) {
@@ -214,19 +247,19 @@ Status Session::eval(const std::vector<int32_t>& tokens, std::vector<float>* log
     stats_.acquire_ns[static_cast<size_t>(il)] += t_compute - t_acquire;
     stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute;
   }
-  n_past_ += T;
+  n_past_ = next;
   if (!logits) return ok_status();
 
   // logits = rmsnorm(x) Wout, for every row or only the last one.
   const int64_t first = all_logits ? 0 : T - 1;
-  const int64_t rows = T - first;
+  const int64_t n_out = T - first;
   rmsnorm(&x_[static_cast<size_t>(first * E)],
           reinterpret_cast<const float*>(weights_->global(GlobalTensor::kOutputNorm)),
-          &xn_[static_cast<size_t>(first * E)], rows, E, eps);
+          &xn_[static_cast<size_t>(first * E)], n_out, E, eps);
   const GlobalTensor out_tensor = hp.tied_embeddings ? GlobalTensor::kTokenEmbd : GlobalTensor::kOutput;
-  logits->resize(static_cast<size_t>(rows * V));
+  logits->resize(static_cast<size_t>(n_out * V));
   cpu::matmul(view(*L.globals[static_cast<int>(out_tensor)], weights_->global(out_tensor)),
-              &xn_[static_cast<size_t>(first * E)], rows, logits->data(), pool_);
+              &xn_[static_cast<size_t>(first * E)], n_out, logits->data(), pool_);
   return ok_status();
 }
 

@@ -39,6 +39,7 @@ std::string describe(const LlamaHparams& hp);
 
 // ---- the model and a decoding session ----------------------------------------------------------
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -68,10 +69,25 @@ struct ForwardStats {
   void reset(int64_t n_layer);
 };
 
-// One sequence being decoded on some compute backend (CPU: Session below; CUDA: compute/cuda/).
+// One row of a multi-sequence batch: `token` appended to sequence `seq`.
+struct BatchRow {
+  int32_t seq = 0;
+  int32_t token = 0;
+};
+
+// Sequences being decoded on some compute backend (CPU: Session below; CUDA: compute/cuda/).
+// eval() works on sequence 0; eval_batch() mixes rows of several sequences in one pass, so each
+// layer's weights are fetched once for all of them.
 class Evaluator {
  public:
   virtual ~Evaluator() = default;
+  // Rows of the same sequence must appear in position order; logits rows follow `rows`.
+  virtual Status eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) {
+    return unimplemented("this backend decodes one sequence at a time");
+  }
+  // Drops positions >= n_past of sequence `seq` (speculative decoding rolls back rejected drafts).
+  virtual Status truncate(int seq, int64_t n_past) { return unimplemented("truncate"); }
+  virtual int n_seq() const { return 1; }
   // Evaluates `tokens` at positions n_past() .. n_past() + n - 1 in one batch and appends their keys
   // and values to the cache. With `logits` non-null it receives [n × n_vocab] (all_logits) or
   // [n_vocab] (last position only).
@@ -86,11 +102,16 @@ class Evaluator {
 // The CPU backend: KV cache (F32, resident in host memory) plus scratch buffers.
 class Session : public Evaluator {
  public:
-  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx);
+  // Room for n_ctx positions in each of n_seq sequences.
+  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq = 1);
 
   Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) override;
-  void reset() override { n_past_ = 0; }
-  int64_t n_past() const override { return n_past_; }
+  Status eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) override;
+  Status truncate(int seq, int64_t n_past) override;
+  int n_seq() const override { return static_cast<int>(n_past_.size()); }
+  void reset() override { std::fill(n_past_.begin(), n_past_.end(), 0); }
+  int64_t n_past() const override { return n_past_[0]; }
+  int64_t n_past(int seq) const { return n_past_[static_cast<size_t>(seq)]; }
   int64_t n_ctx() const override { return n_ctx_; }
   const ForwardStats& stats() const { return stats_; }
   ForwardStats& stats() override { return stats_; }
@@ -102,9 +123,10 @@ class Session : public Evaluator {
   WeightProvider* weights_;
   cpu::ThreadPool* pool_;
   int64_t n_ctx_;
-  int64_t n_past_ = 0;
-  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_ctx × n_embd_kv]
-  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_ctx × n_embd_kv]
+  std::vector<int64_t> n_past_;              // [n_seq] positions filled per sequence
+  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_seq × n_ctx × n_embd_kv]
+  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_seq × n_ctx × n_embd_kv]
+  std::vector<int64_t> pos_;                 // [T] position of each row of the current batch
   // Scratch, sized for the largest batch seen: every buffer is [n_tokens × width].
   std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, scores_;
   int64_t scratch_tokens_ = 0;

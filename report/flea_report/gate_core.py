@@ -1,0 +1,240 @@
+"""Compare a current results file against a baseline, run point by run point.
+
+Timing metrics (raw samples_ns.tg / samples_ns.pp) need BOTH a significant Mann-Whitney U test
+(p < alpha) AND a median shift larger than min_effect to count: on a shared, noisy machine small
+but "significant" shifts are common and not worth a red CI. Deterministic metrics are compared
+exactly or within a stated tolerance.
+"""
+import numpy as np
+
+from .fields import get, is_number, per_token_divisor, point_key, point_label, run_engine, \
+    samples, varying_keys
+from .stats import mann_whitney, min_attainable_p
+
+
+def med(values):
+    return float(np.median(values))
+
+PASS, REGRESSION, IMPROVED, MISSING, SUSPECT = "PASS", "REGRESSION", "IMPROVED", "MISSING", "SUSPECT"
+
+DEFAULTS = {
+    "min_effect": 0.05,     # relative change of the median timing
+    "alpha": 0.01,          # two-sided Mann-Whitney significance
+    "mem_tolerance": 0.05,  # relative, for peak RSS / VRAM ...
+    "mem_slack_mb": 1.0,    # ... but never tighter than this (allocator noise on tiny models)
+    "bytes_tolerance": 0.0,  # read bytes per token are deterministic for a given plan
+    "nmse_factor": 2.0,     # when the run states no NMSE tolerance: current <= factor * baseline
+}
+
+
+def _line(label, metric, verdict, base, cur, unit="", p=None, effect=None, note=""):
+    return {"point": label, "metric": metric, "verdict": verdict, "base": base, "cur": cur,
+            "unit": unit, "p": p, "effect": effect, "note": note}
+
+
+def match_runs(base_doc, cur_doc):
+    """[(key, base_run | None, cur_run | None)] in baseline order, then current-only points.
+
+    A key occurring twice in one file is matched by occurrence order.
+    """
+    def keyed(runs):
+        seen, out = {}, []
+        for run in runs:
+            k = point_key(run)
+            seen[k] = seen.get(k, 0) + 1
+            out.append((f"{k}#{seen[k]}", run))
+        return out
+
+    base = keyed(base_doc["runs"])
+    cur = dict(keyed(cur_doc["runs"]))
+    pairs = [(k, b, cur.pop(k, None)) for k, b in base]
+    pairs += [(k, None, c) for k, c in cur.items()]
+    return pairs
+
+
+def timing_line(label, kind, base_run, cur_run, opts):
+    """One timing metric; None when neither run has samples of that kind."""
+    b, c = samples(base_run, kind), samples(cur_run, kind)
+    metric = f"{kind} time"
+    if not b and not c:
+        return None
+    div = per_token_divisor(cur_run, kind) or per_token_divisor(base_run, kind)
+    unit = "ms/tok" if div else "ms/sample"
+    scale = 1e6 * (div or 1)
+    if not b or not c:
+        side = "baseline" if not b else "current"
+        return _line(label, metric, MISSING, med(b) / scale if b else None,
+                     med(c) / scale if c else None, unit, note=f"no {kind} samples in {side}")
+    test = mann_whitney(b, c)
+    effect = med(c) / med(b) - 1.0
+    verdict = PASS
+    if test["p"] < opts["alpha"] and effect > opts["min_effect"]:
+        verdict = REGRESSION
+    elif test["p"] < opts["alpha"] and effect < -opts["min_effect"]:
+        verdict = SUSPECT if get(cur_run, "vs_floor.below_floor") else IMPROVED
+    note = f"n={len(b)}/{len(c)}"
+    if min_attainable_p(len(b), len(c)) >= opts["alpha"]:
+        note += f", too few samples to reach alpha={opts['alpha']:g} (need >=5 each)"
+    return _line(label, metric, verdict, med(b) / scale, med(c) / scale, unit, test["p"], effect,
+                 note)
+
+
+def _relative(base, cur):
+    return None if not (is_number(base) and is_number(cur)) or base == 0 else cur / base - 1.0
+
+
+def lower_is_better_line(label, metric, base, cur, tolerance_abs, unit=""):
+    """Deterministic 'lower is better' metric with an absolute tolerance."""
+    if base is None and cur is None:
+        return None
+    effect = _relative(base, cur)
+    if not is_number(base) or not is_number(cur):
+        return _line(label, metric, MISSING, base, cur, unit, note="null on one side")
+    if cur > base + tolerance_abs:
+        verdict = REGRESSION
+    elif cur < base - tolerance_abs:
+        verdict = IMPROVED
+    else:
+        verdict = PASS
+    note = f"tolerance ±{tolerance_abs:g}{(' ' + unit) if unit else ''}" if tolerance_abs else "exact"
+    return _line(label, metric, verdict, base, cur, unit, effect=effect, note=note)
+
+
+def memory_lines(label, base_run, cur_run, opts):
+    lines = []
+    for name in ("peak_rss_mb", "peak_vram_mb"):
+        b, c = get(base_run, f"memory.{name}"), get(cur_run, f"memory.{name}")
+        tol = max(opts["mem_tolerance"] * b, opts["mem_slack_mb"]) if is_number(b) else 0.0
+        line = lower_is_better_line(label, f"memory.{name}", b, c, tol, "MB")
+        if line:
+            line["note"] = f"tolerance {opts['mem_tolerance']:.0%} or {opts['mem_slack_mb']:g} MB"
+            lines.append(line)
+    return lines
+
+
+def io_lines(label, base_run, cur_run, opts):
+    b = get(base_run, "io.read_bytes_per_token")
+    c = get(cur_run, "io.read_bytes_per_token")
+    tol = opts["bytes_tolerance"] * b if is_number(b) else 0.0
+    line = lower_is_better_line(label, "io.read_bytes_per_token", b, c, tol, "B")
+    return [line] if line else []
+
+
+def plan_lines(label, base_run, cur_run):
+    if "plan" not in base_run and "plan" not in cur_run:
+        return []
+    same = base_run.get("plan") == cur_run.get("plan")
+    return [_line(label, "plan", PASS if same else REGRESSION, "", "",
+                  note="identical" if same else "residency plan changed")]
+
+
+def correctness_lines(label, base_run, cur_run, opts):
+    bc, cc = base_run.get("correctness"), cur_run.get("correctness")
+    if not isinstance(bc, dict) and not isinstance(cc, dict):
+        return []
+    if not isinstance(cc, dict):
+        return [_line(label, "correctness", MISSING, get(bc, "passed"), None,
+                      note="no correctness check in current")]
+    lines = []
+    bp, cp = get(bc or {}, "passed"), cc.get("passed")
+    if cp is not None or bp is not None:
+        verdict = PASS
+        if cp is False and bp is not False:
+            verdict = REGRESSION
+        elif cp is True and bp is False:
+            verdict = IMPROVED
+        elif cp is None:
+            verdict = MISSING
+        lines.append(_line(label, "correctness.passed", verdict, bp, cp, note="exact"))
+    b_nmse, c_nmse = get(bc or {}, "nmse"), cc.get("nmse")
+    if is_number(c_nmse):
+        stated = get(cc, "tolerance.nmse")
+        if is_number(stated):
+            limit, note = stated, f"stated tolerance {stated:g}"
+        elif is_number(b_nmse):
+            limit = opts["nmse_factor"] * b_nmse
+            note = f"no stated tolerance: <= {opts['nmse_factor']:g} x baseline"
+        else:
+            limit, note = None, "no tolerance and no baseline"
+        verdict = PASS if limit is None or c_nmse <= limit else REGRESSION
+        lines.append(_line(label, "correctness.nmse", verdict, b_nmse, c_nmse,
+                           effect=_relative(b_nmse, c_nmse), note=note))
+    elif is_number(b_nmse):
+        lines.append(_line(label, "correctness.nmse", MISSING, b_nmse, None, note="null in current"))
+    return lines
+
+
+def point_lines(label, base_run, cur_run, opts):
+    """Every metric line for one matched point."""
+    if base_run is None:
+        return [_line(label, "point", MISSING, None, cur_run.get("id"), note="not in baseline")]
+    if cur_run is None:
+        return [_line(label, "point", MISSING, base_run.get("id"), None,
+                      note="in baseline, missing from current")]
+    if base_run["status"] != "ok":
+        return [_line(label, "status", MISSING, base_run["status"], cur_run["status"],
+                      note="baseline run did not succeed; nothing to compare")]
+    if cur_run["status"] != "ok":
+        return [_line(label, "status", REGRESSION, "ok", cur_run["status"],
+                      note=str(cur_run.get("error") or ""))]
+    lines = [timing_line(label, kind, base_run, cur_run, opts) for kind in ("tg", "pp")]
+    lines = [ln for ln in lines if ln]
+    lines += io_lines(label, base_run, cur_run, opts)
+    lines += memory_lines(label, base_run, cur_run, opts)
+    lines += plan_lines(label, base_run, cur_run)
+    lines += correctness_lines(label, base_run, cur_run, opts)
+    if get(cur_run, "vs_floor.below_floor"):
+        lines.append(_line(label, "vs_floor", SUSPECT, get(base_run, "vs_floor.ratio"),
+                           get(cur_run, "vs_floor.ratio"),
+                           note="current is faster than the physical floor: measurement suspect"))
+    return lines
+
+
+def gate(base_doc, cur_doc, opts=None):
+    """All metric lines for two loaded results files."""
+    opts = {**DEFAULTS, **(opts or {})}
+    keys = varying_keys(base_doc["runs"] + cur_doc["runs"])
+    lines = []
+    for _, b, c in match_runs(base_doc, cur_doc):
+        run = b if b is not None else c
+        label = f"{run.get('id', '?')} [{point_label(run, keys)}]" if keys else str(run.get("id"))
+        if run_engine(run) != "flea" and not keys:
+            label += f" [{run_engine(run)}]"
+        lines.extend(point_lines(label, b, c, opts))
+    return lines
+
+
+def exit_code(lines, fail_on_missing=False):
+    if any(ln["verdict"] == REGRESSION for ln in lines):
+        return 1
+    if fail_on_missing and any(ln["verdict"] == MISSING for ln in lines):
+        return 1
+    return 0
+
+
+def _num(x, unit):
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return "—" if x is None or x == "" else str(x).lower()
+    if unit == "B":
+        return f"{x:,.0f} B"
+    if isinstance(x, float) and (abs(x) < 1e-3 and x != 0):
+        return f"{x:.3g}{(' ' + unit) if unit else ''}"
+    return f"{x:.4g}{(' ' + unit) if unit else ''}"
+
+
+def format_line(line):
+    p = "p=—" if line["p"] is None else f"p={line['p']:.2g}"
+    effect = "effect=—" if line["effect"] is None else f"effect={line['effect']:+.1%}"
+    text = (f"{line['verdict']:<10}  {line['point']}  {line['metric']}: "
+            f"base {_num(line['base'], line['unit'])}  cur {_num(line['cur'], line['unit'])}  "
+            f"{p}  {effect}")
+    return text + (f"  ({line['note']})" if line["note"] else "")
+
+
+def summary_line(lines):
+    counts = {v: sum(1 for ln in lines if ln["verdict"] == v)
+              for v in (REGRESSION, IMPROVED, MISSING, SUSPECT, PASS)}
+    n_points = len({ln["point"] for ln in lines})
+    outcome = "FAIL" if counts[REGRESSION] else "PASS"
+    parts = ", ".join(f"{n} {v.lower()}" for v, n in counts.items())
+    return f"gate: {outcome}: {n_points} points, {len(lines)} checks: {parts}"

@@ -1,0 +1,315 @@
+"""report.md: GitHub-flavoured markdown tables, warnings and plot references from loaded results."""
+import os
+
+from .compare import CONTEXT_KEYS, context_differences, context_value
+from .fields import fmt, fmt_bytes, fmt_pct, get, is_number, point_key, point_label, \
+    run_engine, samples, sort_value, tg_ms_per_token, tok_s, varying_keys
+from .load import is_partial
+from .stats import cv
+
+DEFAULT_NOISE_CV = 0.10
+RELEASE_BUILDS = ("release", "relwithdebinfo", "minsizerel")
+
+
+def cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers, rows):
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def file_labels(docs):
+    return [f"#{i + 1}" for i in range(len(docs))]
+
+
+def fio_ceiling(doc, io):
+    for entry in get(doc, "ceilings.fio") or []:
+        if entry.get("io") == io and is_number(entry.get("read_gb_s")):
+            return float(entry["read_gb_s"])
+    return None
+
+
+def fraction_of_fio(doc, run):
+    value = get(run, "io.fraction_of_fio")
+    if is_number(value):
+        return value
+    achieved, ceiling = get(run, "io.read_gb_s"), fio_ceiling(doc, get(run, "point.io"))
+    return achieved / ceiling if is_number(achieved) and ceiling else None
+
+
+def noisy_kinds(run, noise_cv):
+    """[(kind, cv)] for sample sets whose coefficient of variation exceeds noise_cv."""
+    out = []
+    for kind in ("tg", "pp"):
+        value = cv(samples(run, kind))
+        if value is not None and value > noise_cv:
+            out.append((kind, value))
+    return out
+
+
+def context_warnings(doc):
+    """The file's own warnings, plus ones derived from its context and ceilings if not stated."""
+    stated = list(get(doc, "context.warnings") or [])
+    text = " ".join(stated).lower()
+    derived = []
+    build_type = get(doc, "context.build.build_type")
+    if isinstance(build_type, str) and build_type.lower() not in RELEASE_BUILDS \
+            and "debug" not in text:
+        derived.append(f"{build_type} build: timings are not representative")
+    for entry in get(doc, "ceilings.fio") or []:
+        if entry.get("cache_dropped") is False and "page cache" not in text:
+            derived.append(f"page cache not dropped for the fio ceiling on {entry.get('path')}")
+    if not get(doc, "ceilings.fio"):
+        derived.append("no fio ceiling measured: fraction of ceiling unavailable")
+    governor = get(doc, "context.host.cpu_governor")
+    if governor not in (None, "unknown", "performance") and "governor" not in text:
+        derived.append(f"CPU frequency governor is '{governor}', not 'performance'")
+    if get(doc, "context.build.git_dirty") is True and "dirty" not in text:
+        derived.append("built from a dirty work tree (uncommitted changes)")
+    if not isinstance(doc.get("status"), dict):
+        derived.append("no status block: the file may be incomplete (harness interrupted?)")
+    elif is_partial(doc):
+        status = doc["status"]
+        planned = status.get("n_planned")
+        of = f" of {planned} planned" if is_number(planned) else ""
+        derived.append(f"partial results: {len(doc['runs'])} runs{of} recorded "
+                       "(interrupted or incomplete sweep)")
+    return stated + derived
+
+
+def run_warnings(run, noise_cv):
+    out = []
+    rid = run.get("id")
+    if run["status"] == "failed":
+        out.append(f"{rid} failed: {run.get('error')}")
+    elif run["status"] == "skipped":
+        out.append(f"{rid} skipped: {run.get('error') or 'no reason given'}")
+    if get(run, "vs_floor.below_floor"):
+        out.append(f"**SUSPECT** {rid}: {fmt(tg_ms_per_token(run, 'median'))} ms/token is below the "
+                   f"physical floor of {fmt(get(run, 'predicted.floor_ms_per_token'))} ms/token "
+                   f"(ratio {fmt(get(run, 'vs_floor.ratio'))}): a measurement error, not a win")
+    for kind, value in noisy_kinds(run, noise_cv):
+        out.append(f"{rid}: noisy {kind} samples (CV {value:.0%} > {noise_cv:.0%})")
+    if get(run, "correctness.passed") is False:
+        out.append(f"{rid}: correctness check FAILED (NMSE {fmt(get(run, 'correctness.nmse'))}, "
+                   f"tolerance {fmt(get(run, 'correctness.tolerance.nmse'))})")
+    return out
+
+
+def warnings_section(docs, noise_cv):
+    labels = file_labels(docs)
+    items = []
+    for label, doc in zip(labels, docs):
+        prefix = f"{label} " if len(docs) > 1 else ""
+        items += [f"- {prefix}{w}" for w in context_warnings(doc)]
+        for run in doc["runs"]:
+            items += [f"- {prefix}{w}" for w in run_warnings(run, noise_cv)]
+    return "## Warnings\n\n" + ("\n".join(items) if items else "None.")
+
+
+def files_section(docs):
+    rows = []
+    for label, doc in zip(file_labels(docs), docs):
+        ctx = doc["context"]
+        rev = get(ctx, "build.git_rev") or "—"
+        if get(ctx, "build.git_dirty"):
+            rev += " (dirty)"
+        profile = get(ctx, "profile.name") or "—"
+        if get(ctx, "profile.mode"):
+            profile += f" ({get(ctx, 'profile.mode')})"
+        state = "partial" if is_partial(doc) else "complete"
+        n_ok = sum(1 for r in doc["runs"] if r["status"] == "ok")
+        rows.append([label, os.path.basename(doc.get("_path", "?")), ctx.get("run_id") or "—",
+                     get(ctx, "scenario.name") or "—", ctx.get("time") or "—",
+                     get(ctx, "host.hostname") or "—", context_value(doc, "gpu.name") or "—",
+                     rev, get(ctx, "build.build_type") or "—", profile,
+                     f"{state}, {n_ok} ok / {len(doc['runs'])} runs"])
+    headers = ["", "file", "run id", "scenario", "time", "host", "GPU", "git rev", "build",
+               "profile", "status"]
+    return "## Results files\n\n" + md_table(headers, rows)
+
+
+def context_section(docs):
+    if len(docs) < 2:
+        return None
+    diffs = context_differences(docs)
+    if not diffs:
+        return ("## Context differences\n\nAll files share the same host, git revision, build "
+                "type and profile.")
+    key_labels = [label for label, _ in CONTEXT_KEYS[:4]]
+    called = [label for label, _ in diffs if label in key_labels]
+    intro = ("**Comparisons across these files mix " + ", ".join(called) + ".**"
+             if called else "Host, git revision, build type and profile are the same.")
+    rows = [[label] + ["—" if v is None else str(v) for v in values] for label, values in diffs]
+    return ("## Context differences\n\n" + intro + "\n\n"
+            + md_table(["differs"] + file_labels(docs), rows))
+
+
+def ceilings_section(docs):
+    rows = []
+    for label, doc in zip(file_labels(docs), docs):
+        for entry in get(doc, "ceilings.fio") or []:
+            dropped = entry.get("cache_dropped")
+            rows.append([label, "fio " + str(entry.get("io")), os.path.basename(str(entry.get("path"))),
+                         fmt(entry.get("read_gb_s"), " GB/s"),
+                         fmt_bytes(entry.get("block_bytes")) + f" × qd {entry.get('iodepth', '—')}",
+                         "—" if dropped is None else ("yes" if dropped else "**no**")])
+        for key, value in (get(doc, "ceilings.h2d") or {}).items():
+            rows.append([label, f"H2D {key.replace('_gb_s', '')}", "—", fmt(value, " GB/s"), "—", "—"])
+        mem = get(doc, "ceilings.memory_bw_gb_s")
+        if is_number(mem):
+            rows.append([label, "memory bandwidth", "—", fmt(mem, " GB/s"), "—", "—"])
+    if not rows:
+        return "## Ceilings (same run)\n\nNo ceilings recorded."
+    headers = ["", "ceiling", "file", "read", "block", "page cache dropped"]
+    if len(docs) < 2:
+        headers, rows = headers[1:], [r[1:] for r in rows]
+    return "## Ceilings (same run)\n\n" + md_table(headers, rows)
+
+
+def correctness_cell(run):
+    corr = run.get("correctness")
+    if not isinstance(corr, dict):
+        return "—"
+    nmse = fmt(corr.get("nmse"))
+    if corr.get("passed") is True:
+        return f"pass (NMSE {nmse})"
+    if corr.get("passed") is False:
+        return f"**FAIL** (NMSE {nmse} > {fmt(get(corr, 'tolerance.nmse'))})"
+    return f"NMSE {nmse}"
+
+
+def flags_cell(run, noise_cv):
+    flags = []
+    if run["status"] != "ok":
+        flags.append(f"**{run['status']}**: {run.get('error') or ''}".rstrip(": "))
+    if get(run, "vs_floor.below_floor"):
+        flags.append(f"**SUSPECT** (below floor, ×{fmt(get(run, 'vs_floor.ratio'))})")
+    flags += [f"noisy {kind} (CV {value:.0%})" for kind, value in noisy_kinds(run, noise_cv)]
+    return "; ".join(flags)
+
+
+def ratio_cell(numerator, denominator):
+    if not (is_number(numerator) and is_number(denominator)) or denominator == 0:
+        return "—"
+    return f"{numerator / denominator:.2f}×"
+
+
+def baseline_cell(run):
+    ratio, engine = get(run, "baseline.ratio"), get(run, "baseline.engine")
+    if not is_number(ratio):
+        return "—"
+    if get(run, "vs_floor.below_floor"):
+        return "n/a (SUSPECT)"  # a below-floor measurement must never read as a speed-up
+    return f"{ratio:.2f}× {engine or 'baseline'}"
+
+
+def run_row(doc, run, keys, noise_cv):
+    point = run.get("point") or {}
+    med = tg_ms_per_token(run, "median")
+    pred = get(run, "predicted.ms_per_token")
+    med_cell = fmt(med) + (" (SUSPECT)" if get(run, "vs_floor.below_floor") else "")
+    return [point.get(k, "—") for k in keys] + [
+        med_cell, fmt(tg_ms_per_token(run, "p95")), fmt(tok_s(run, "tg")), fmt(tok_s(run, "pp")),
+        fmt(get(run, "io.read_gb_s")), fmt_pct(fraction_of_fio(doc, run)),
+        fmt(get(run, "memory.peak_rss_mb")), fmt(get(run, "memory.peak_vram_mb")), fmt(pred),
+        ratio_cell(med, pred), baseline_cell(run), correctness_cell(run), flags_cell(run, noise_cv)]
+
+
+RUN_HEADERS = ["ms/tok median", "ms/tok p95", "tg tok/s", "pp tok/s", "read GB/s", "of fio",
+               "peak RAM MB", "peak VRAM MB", "predicted ms/tok", "measured/predicted",
+               "vs baseline", "correctness", "flags"]
+
+
+def ordered_entries(docs):
+    """[(file index, doc, run)] sorted so that the same point from different files is adjacent."""
+    all_runs = [r for d in docs for r in d["runs"]]
+    keys = varying_keys(all_runs)
+    entries = [(i, d, r) for i, d in enumerate(docs) for r in d["runs"]]
+
+    def order(entry):
+        i, _, run = entry
+        point = run.get("point") or {}
+        return ([sort_value(point.get(k)) for k in keys], run_engine(run), i, str(run.get("id")))
+
+    return sorted(entries, key=order), keys
+
+
+def runs_section(docs, noise_cv):
+    entries, keys = ordered_entries(docs)
+    multi = len(docs) > 1
+    engines = {run_engine(r) for _, _, r in entries}
+    rows = []
+    for i, doc, run in entries:
+        row = [run.get("id", "?")] + ([run_engine(run)] if len(engines) > 1 else [])
+        row = ([f"#{i + 1}"] if multi else []) + row + run_row(doc, run, keys, noise_cv)
+        rows.append(row)
+    headers = (["file"] if multi else []) + ["run"] + (["engine"] if len(engines) > 1 else []) \
+        + keys + RUN_HEADERS
+    fixed = shared_point_values(entries, keys)
+    text = "## Runs\n\n"
+    if fixed:
+        text += "Fixed for every run: " + ", ".join(f"`{k}={v}`" for k, v in fixed) + ".\n\n"
+    return text + md_table(headers, rows) if rows else text + "No runs recorded."
+
+
+def shared_point_values(entries, keys):
+    if not entries:
+        return []
+    first = entries[0][2].get("point") or {}
+    return [(k, v) for k, v in first.items() if k not in keys]
+
+
+def side_by_side_section(docs):
+    if len(docs) < 2:
+        return None
+    entries, keys = ordered_entries(docs)
+    by_point = {}
+    for i, _, run in entries:
+        if run["status"] == "ok":
+            by_point.setdefault(point_key(run), {})[i] = run
+    labels = file_labels(docs)
+    rows = []
+    for runs in by_point.values():
+        if len(runs) < 2:
+            continue
+        any_run = next(iter(runs.values()))
+        meds = [tg_ms_per_token(runs[i], "median") if i in runs else None for i in range(len(docs))]
+        ref = next((m for m in meds if is_number(m)), None)
+        ratios = [ratio_cell(m, ref) for m in meds[1:]]
+        suspect = any(get(r, "vs_floor.below_floor") for r in runs.values())
+        rows.append([point_label(any_run, keys)] + [fmt(m) for m in meds] + ratios
+                    + ["**SUSPECT**" if suspect else ""])
+    title = "## Side by side (ms/token median; ratio > 1 means slower than the first file)\n\n"
+    if not rows:
+        return title + "No run point appears in more than one file."
+    headers = ["point"] + [f"{lb} ms/tok" for lb in labels] \
+        + [f"{lb} / {labels[0]}" for lb in labels[1:]] + ["note"]
+    return title + md_table(headers, rows)
+
+
+def plots_section(plots):
+    parts = ["## Plots"]
+    for plot in plots:
+        if plot.get("file"):
+            note = f"\n\n{plot['note']}" if plot.get("note") else ""
+            parts.append(f"### {plot['title']}\n\n![{plot['title']}]({plot['file']}){note}")
+        else:
+            parts.append(f"### {plot['title']}\n\n_Skipped: {plot['note']}._")
+    return "\n\n".join(parts)
+
+
+def build_report(docs, plots, noise_cv=DEFAULT_NOISE_CV, title="Flea-Flicker Lab report"):
+    n_runs = sum(len(d["runs"]) for d in docs)
+    intro = (f"# {title}\n\n{len(docs)} results file(s), {n_runs} run(s). Timings are per generated "
+             "token (median and p95 over repetitions); bandwidth is compared with the fio ceiling "
+             "measured in the same invocation. Runs flagged **SUSPECT** measured faster than the "
+             "machine's physical floor and are not results.")
+    sections = [intro, files_section(docs), context_section(docs), warnings_section(docs, noise_cv),
+                ceilings_section(docs), runs_section(docs, noise_cv), side_by_side_section(docs),
+                plots_section(plots)]
+    return "\n\n".join(s for s in sections if s) + "\n"

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from flea_report.fields import percentile
+from flea_report.stats import cv, exact_u_counts, mann_whitney, min_attainable_p
+
+
+def test_exact_distribution_is_a_distribution():
+    counts = exact_u_counts(4, 6)
+    assert counts.sum() == 210  # C(10, 4)
+    assert np.allclose(counts, counts[::-1])  # symmetric about n1*n2/2
+    assert counts[0] == 1 and counts[-1] == 1
+
+
+def test_complete_separation_exact_p():
+    r = mann_whitney([1, 2, 3], [4, 5, 6])
+    assert r["method"] == "exact" and r["u"] == 0
+    assert r["p"] == pytest.approx(2 / 20)
+    r = mann_whitney(range(5), range(10, 15))
+    assert r["p"] == pytest.approx(2 / 252)
+    assert min_attainable_p(5, 5) == pytest.approx(2 / 252)
+
+
+def test_identical_samples_give_p_one():
+    assert mann_whitney([5, 5, 5], [5, 5, 5])["p"] == 1.0
+
+
+def test_normal_approximation_close_to_exact():
+    rng = np.random.default_rng(3)
+    for shift in (0.3, 0.8):
+        x, y = rng.normal(0, 1, 20), rng.normal(shift, 1, 20)
+        exact = mann_whitney(x, y, method="exact")
+        approx = mann_whitney(x, y, method="normal")
+        assert exact["method"] == "exact" and approx["method"] == "normal"
+        assert approx["p"] == pytest.approx(exact["p"], rel=0.1)
+    assert mann_whitney([1, 1, 2], [3, 4, 4])["method"] == "normal"  # ties
+
+
+def test_agrees_with_scipy_when_available():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(5)
+    for n1, n2, tie in ((5, 5, False), (7, 12, False), (30, 30, False), (15, 15, True)):
+        x, y = rng.normal(0, 1, n1), rng.normal(0.6, 1, n2)
+        if tie:
+            x, y = np.round(x), np.round(y)
+        ours = mann_whitney(x, y)
+        method = "exact" if ours["method"] == "exact" else "asymptotic"
+        ref = stats.mannwhitneyu(x, y, alternative="two-sided", method=method)
+        assert ours["u"] == pytest.approx(ref.statistic)
+        assert ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_cv_and_percentile():
+    assert cv([1.0, 1.0]) is None
+    assert cv([9.0, 10.0, 11.0]) == pytest.approx(0.1)
+    values = sorted([3.0, 1.0, 2.0, 4.0])
+    assert percentile(values, 50) == pytest.approx(np.percentile(values, 50))
+    assert percentile(values, 95) == pytest.approx(np.percentile(values, 95))

@@ -1,0 +1,103 @@
+// Batched and speculative decoding must produce exactly the plain greedy tokens.
+#include <gtest/gtest.h>
+
+#include "compute/cpu/thread_pool.h"
+#include "model/decode.h"
+#include "model/memory_provider.h"
+#include "test_util.h"
+
+namespace flea {
+namespace {
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<MemoryProvider> weights;
+};
+
+Loaded load(const std::string& name) {
+  Loaded l;
+  auto m = Model::open(test::reference_dir() + "/" + name);
+  EXPECT_TRUE(m.ok()) << m.status().to_string();
+  l.model = std::move(*m);
+  auto w = MemoryProvider::load(*l.model);
+  EXPECT_TRUE(w.ok());
+  l.weights = std::move(*w);
+  return l;
+}
+
+std::vector<int32_t> plain_greedy(Loaded& l, cpu::ThreadPool* pool, const std::vector<int32_t>& prompt, int n) {
+  Session s(*l.model, l.weights.get(), pool, 256);
+  std::vector<float> logits;
+  EXPECT_TRUE(s.eval(prompt, &logits, false).ok());
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(argmax(logits.data(), l.model->hp.n_vocab));
+    EXPECT_TRUE(s.eval({out.back()}, &logits, false).ok());
+  }
+  return out;
+}
+
+class DecodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  }
+  cpu::ThreadPool pool_{2};
+};
+
+TEST_F(DecodeTest, BatchedGreedyEqualsEachSequenceAlone) {
+  Loaded l = load("pub-Q4_K_M.gguf");
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7}, {100, 3}, {900, 800, 700, 600}, {42}};
+  Session s(*l.model, l.weights.get(), &pool_, 64, 4);
+  auto r = batched_greedy(s, prompts, 10, l.model->hp.n_vocab);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  for (size_t q = 0; q < prompts.size(); ++q) {
+    EXPECT_EQ(r->tokens[q], plain_greedy(l, &pool_, prompts[q], 10)) << "sequence " << q;
+  }
+  EXPECT_EQ(r->steps, 9);
+}
+
+TEST_F(DecodeTest, SpeculativeWithAnotherQuantAsDraftEqualsTargetGreedy) {
+  Loaded target = load("pub-F16.gguf");
+  Loaded draft = load("pub-Q4_0.gguf");  // same network, coarser weights: mostly, not always, agrees
+  const std::vector<int32_t> prompt = {17, 400, 23, 99, 5};
+  const int n = 24;
+  const auto want = plain_greedy(target, &pool_, prompt, n);
+  for (int k : {1, 3, 5}) {
+    Session ts(*target.model, target.weights.get(), &pool_, 256);
+    Session ds(*draft.model, draft.weights.get(), &pool_, 256);
+    auto r = speculative_greedy(ts, ds, prompt, n, k, target.model->hp.n_vocab);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->tokens, want) << "k=" << k;
+    EXPECT_GT(r->accepted, 0);
+    EXPECT_LT(r->target_passes, n - 1) << "verification should take fewer passes than tokens";
+  }
+}
+
+TEST_F(DecodeTest, SpeculativeWithAWrongDraftStillEqualsTargetGreedy) {
+  Loaded target = load("pub-Q8_0.gguf");
+  Loaded draft = load("pub-Q8_0.gguf");
+  const std::vector<int32_t> prompt = {3, 4, 5};
+  const auto want = plain_greedy(target, &pool_, prompt, 12);
+  Session ts(*target.model, target.weights.get(), &pool_, 256);
+  // A draft that has seen a different prompt proposes mostly wrong tokens.
+  Session ds(*draft.model, draft.weights.get(), &pool_, 256);
+  ASSERT_TRUE(ds.eval({700, 701, 702, 703}, nullptr, false).ok());
+  auto r = speculative_greedy(ts, ds, prompt, 12, 4, target.model->hp.n_vocab);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens, want);
+}
+
+TEST_F(DecodeTest, TruncateRejectsPositionsNotFilled) {
+  Loaded l = load("pub-Q8_0.gguf");
+  Session s(*l.model, l.weights.get(), &pool_, 16, 2);
+  ASSERT_TRUE(s.eval({1, 2, 3}, nullptr, false).ok());
+  EXPECT_FALSE(s.truncate(0, 4).ok());
+  EXPECT_FALSE(s.truncate(2, 0).ok());
+  EXPECT_TRUE(s.truncate(0, 1).ok());
+  EXPECT_EQ(s.n_past(), 1);
+  EXPECT_FALSE(s.eval_batch({{5, 1}}, nullptr, false).ok());
+}
+
+}  // namespace
+}  // namespace flea
