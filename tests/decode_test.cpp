@@ -1,6 +1,8 @@
 // Batched and speculative decoding must produce exactly the plain greedy tokens.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "compute/cpu/thread_pool.h"
 #include "model/decode.h"
 #include "model/memory_provider.h"
@@ -97,6 +99,28 @@ TEST_F(DecodeTest, TruncateRejectsPositionsNotFilled) {
   EXPECT_TRUE(s.truncate(0, 1).ok());
   EXPECT_EQ(s.n_past(), 1);
   EXPECT_FALSE(s.eval_batch({{5, 1}}, nullptr, false).ok());
+}
+
+}  // namespace
+}  // namespace flea
+
+namespace flea {
+namespace {
+
+TEST(DecodeCli, DraftAndBatchPrintTheTargetGreedyTokens) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  const std::string flea = test::bin_dir() + "/flea generate -m " + test::reference_dir() +
+                           "/pub-F16.gguf --tokens 17,400,23 --n 10 --threads 1";
+  std::string plain, spec, batch, err;
+  ASSERT_EQ(test::run_command(flea, &plain), 0);
+  ASSERT_EQ(test::run_command(flea + " --draft " + test::reference_dir() + "/pub-Q4_0.gguf --draft-k 3", &spec), 0);
+  ASSERT_EQ(test::run_command(flea + " --batch 3 --residency transient", &batch), 0);
+  const auto want = nlohmann::json::parse(plain)["tokens"];
+  EXPECT_EQ(nlohmann::json::parse(spec)["tokens"], want);
+  EXPECT_GT(nlohmann::json::parse(spec)["acceptance_rate"].get<double>(), 0.0);
+  for (const auto& seq : nlohmann::json::parse(batch)["batch_tokens"]) EXPECT_EQ(seq, want);
+  EXPECT_EQ(test::run_command(flea + " --batch 2 --temp 0.7 2>&1", &err), 2);
+  EXPECT_NE(err.find("greedily"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -4,11 +4,62 @@
 
 #include "commands.h"
 #include "engine_cli.h"
+#include "model/decode.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace flea::cli {
 namespace {
+
+// --batch N and --draft M: greedy decoding loops from model/decode.h; prints JSON.
+int run_multi(Engine& engine, const EngineOptions& opts, const std::vector<int32_t>& prompt, int n_gen,
+              int batch, const std::string& draft_path, int draft_k) {
+  const int64_t V = engine.model->hp.n_vocab;
+  const int64_t n_ctx = static_cast<int64_t>(prompt.size()) + n_gen + draft_k + 1;
+  nlohmann::json j;
+  if (draft_path.empty()) {
+    auto s = make_session(engine, n_ctx, batch);
+    if (!s.ok()) { std::fprintf(stderr, "flea generate: %s\n", s.status().message().c_str()); return kExitUsage; }
+    auto r = batched_greedy(**s, std::vector<std::vector<int32_t>>(static_cast<size_t>(batch), prompt), n_gen, V);
+    if (!r.ok()) { std::fprintf(stderr, "flea generate: %s\n", r.status().message().c_str()); return kExitFailure; }
+    j["tokens"] = r->tokens[0];
+    j["batch"] = batch;
+    j["batch_tokens"] = r->tokens;
+    j["prompt_ms"] = r->prompt_ns / 1e6;
+    j["ms_per_step"] = r->steps ? r->decode_ns / 1e6 / static_cast<double>(r->steps) : 0.0;
+    j["ms_per_token"] = r->steps ? r->decode_ns / 1e6 / static_cast<double>(r->steps * batch) : 0.0;
+  } else {
+    EngineOptions dopts = opts;
+    dopts.model = draft_path;
+    dopts.residency = ResidencyOptions{};  // the draft stays resident
+    auto draft = open_engine(dopts);
+    if (!draft.ok()) { std::fprintf(stderr, "flea generate: --draft: %s\n", draft.status().message().c_str()); return kExitUsage; }
+    if (draft->model->hp.n_vocab != V) {
+      std::fprintf(stderr, "flea generate: --draft: vocabulary of %lld tokens, the model has %lld\n",
+                   static_cast<long long>(draft->model->hp.n_vocab), static_cast<long long>(V));
+      return kExitUsage;
+    }
+    auto ts = make_session(engine, n_ctx);
+    auto ds = make_session(*draft, n_ctx);
+    if (!ts.ok() || !ds.ok()) { std::fprintf(stderr, "flea generate: cannot create sessions\n"); return kExitUsage; }
+    auto r = speculative_greedy(**ts, **ds, prompt, n_gen, draft_k, V);
+    if (!r.ok()) { std::fprintf(stderr, "flea generate: %s\n", r.status().message().c_str()); return kExitFailure; }
+    j["tokens"] = r->tokens;
+    j["draft"] = draft_path;
+    j["draft_k"] = draft_k;
+    j["drafted"] = r->drafted;
+    j["accepted"] = r->accepted;
+    j["acceptance_rate"] = r->acceptance_rate();
+    j["target_passes"] = r->target_passes;
+    j["ms_per_token"] = r->tokens.size() > 1 ? r->elapsed_ns / 1e6 / static_cast<double>(r->tokens.size() - 1) : 0.0;
+  }
+  j["n_prompt"] = prompt.size();
+  j["kv"] = "resident";
+  j["weights"] = engine.weights->name();
+  j["peak_rss_bytes"] = peak_rss_bytes();
+  std::printf("%s\n", j.dump().c_str());
+  return kExitOk;
+}
 
 int cmd_generate(int argc, char** argv) {
   CLI::App app("Generate tokens after a prompt. With --tokens prints JSON {\"tokens\": [...], "
@@ -34,6 +85,13 @@ int cmd_generate(int argc, char** argv) {
   app.add_option("--min-p", sc.min_p, "min-p (0 = off)")->capture_default_str();
   app.add_option("--repeat-penalty", sc.repeat_penalty, "repetition penalty (1 = off)")->capture_default_str();
   app.add_option("--seed", sc.seed, "sampling seed")->capture_default_str();
+  int batch = 1, draft_k = 4;
+  std::string draft_path;
+  app.add_option("--batch", batch, "decode this many copies of the prompt together (greedy): each layer is "
+                                   "fetched once per step for all of them")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--draft", draft_path, "speculative decoding (greedy): a small draft model, kept resident, "
+                                        "proposes --draft-k tokens that this model verifies in one pass");
+  app.add_option("--draft-k", draft_k, "tokens the draft proposes per step")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_flag("--json", json_out, "with --prompt: print the JSON summary instead of the text");
   if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
   if (tokens_text.empty() && prompt_text.empty()) {
@@ -68,6 +126,12 @@ int cmd_generate(int argc, char** argv) {
     }
     prompt = std::move(*t);
   }
+  if ((batch > 1 || !draft_path.empty()) && (sc.temperature != 0.0f || kv != "resident")) {
+    std::fprintf(stderr, "flea generate: --batch and --draft decode greedily with the resident KV cache "
+                         "(drop --temp/--kv)\n");
+    return kExitUsage;
+  }
+  if (batch > 1 || !draft_path.empty()) return run_multi(*engine, opts, prompt, n_gen, batch, draft_path, draft_k);
   for (int32_t t : prompt) sampler->accept(t);  // the repetition penalty sees the prompt too
   const bool stream_text = tokenizer && !json_out;
   const int64_t V = engine->model->hp.n_vocab;

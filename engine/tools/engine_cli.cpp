@@ -38,9 +38,9 @@ StatusOr<Engine> open_engine(const EngineOptions& opts) {
   return e;
 }
 
-StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx) {
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq) {
   return std::unique_ptr<Evaluator>(
-      std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx));
+      std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx, n_seq));
 }
 
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text) {

@@ -36,8 +36,9 @@ struct Engine {
 
 StatusOr<Engine> open_engine(const EngineOptions& opts);
 
-// A decoding session on the engine's compute backend with room for n_ctx positions.
-StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx);
+// A decoding session on the engine's compute backend with room for n_ctx positions in each of
+// n_seq sequences.
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq = 1);
 
 // "1,2,3" -> {1, 2, 3}; errors name the offending item.
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);
