@@ -26,6 +26,7 @@ int cmd_bench(int argc, char** argv) {
   int n_prompt = 64, n_gen = 32, reps = 5, warmup = 1;
   uint64_t seed = 1;
   std::string compute = "full", kv = "resident", trace_path;
+  int batch = 1;
   add_engine_flags(app, &opts);
   app.add_option("--prompt", n_prompt, "prompt tokens per pp sample (0 = skip pp)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
   app.add_option("--gen", n_gen, "generated tokens per tg sample (0 = skip tg)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
@@ -35,8 +36,14 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--kv", kv, "KV cache mode")->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
   app.add_option("--compute", compute, "full, or none: only the plan's reads per token (the I/O path alone)")
       ->check(CLI::IsMember({"full", "none"}))->capture_default_str();
+  app.add_option("--batch", batch, "sequences decoded together in tg (each layer fetched once per step for all); "
+                                   "tg_tok_s counts every sequence's tokens")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--trace", trace_path, "write a Chrome trace (open in Perfetto) of the timed reps");
   if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
+  if (batch > 1 && kv != "resident") {
+    std::fprintf(stderr, "flea bench: --batch needs --kv resident\n");
+    return kExitUsage;
+  }
 
   auto engine = open_engine(opts);
   if (!engine.ok()) {
@@ -93,7 +100,7 @@ int cmd_bench(int argc, char** argv) {
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = pick(rng);
 
-  auto session_or = make_session(*engine, std::max(n_prompt, n_gen) + 1);
+  auto session_or = make_session(*engine, std::max(n_prompt, n_gen) + 1, batch);
   if (!session_or.ok()) {
     std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
     return kExitUsage;
@@ -115,7 +122,11 @@ int cmd_bench(int argc, char** argv) {
     const int64_t t0 = now_ns();
     for (int k = 0; k < n_gen && st.ok(); ++k) {
       context.push_back(tok);
-      if (kv == "none") {
+      if (batch > 1) {
+        std::vector<BatchRow> rows;
+        for (int q = 0; q < batch; ++q) rows.push_back({q, tok});
+        st = session.eval_batch(rows, &logits, false);
+      } else if (kv == "none") {
         session.reset();
         st = session.eval(context, &logits, false);
       } else {
@@ -141,7 +152,8 @@ int cmd_bench(int argc, char** argv) {
     return kExitFailure;
   }
   const uint64_t read_bytes = engine->telemetry->read_bytes() - bytes_before;
-  const int64_t timed_tokens = static_cast<int64_t>(reps) * (n_gen + (n_prompt > 0 ? 1 : 0));
+  // Tokens the timed reps produced: each pp rep yields one, each tg rep n_gen per sequence.
+  const int64_t timed_tokens = static_cast<int64_t>(reps) * (static_cast<int64_t>(n_gen) * batch + (n_prompt > 0 ? 1 : 0));
   int64_t total_ns = 0;
   for (int64_t v : pp_ns) total_ns += v;
   for (int64_t v : tg_ns) total_ns += v;
@@ -149,8 +161,9 @@ int cmd_bench(int argc, char** argv) {
   j["pp_samples_ns"] = pp_ns;
   j["tg_samples_ns"] = tg_ns;
   j["pp_tok_s"] = pp_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(n_prompt / (median(pp_ns) / 1e9));
-  j["tg_tok_s"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(n_gen / (median(tg_ns) / 1e9));
-  j["tg_ms_per_token"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(tg_ns) / 1e6 / n_gen);
+  j["batch"] = batch;
+  j["tg_tok_s"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(batch * n_gen / (median(tg_ns) / 1e9));
+  j["tg_ms_per_token"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(tg_ns) / 1e6 / n_gen / batch);
   j["read_bytes"] = read_bytes;
   j["read_bytes_per_token"] = timed_tokens > 0 ? read_bytes / static_cast<uint64_t>(timed_tokens) : 0;
   j["read_gb_s"] = total_ns > 0 ? static_cast<double>(read_bytes) / static_cast<double>(total_ns) : 0.0;
