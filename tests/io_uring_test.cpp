@@ -1,4 +1,4 @@
-// ctest-labels: unit io_uring
+// ctest-labels: io_uring
 // io_uring specifics: every queue depth and chunk size reads the same bytes, registered (fixed)
 // staging buffers are used without changing the result, several threads share one backend.
 #include <gtest/gtest.h>

@@ -79,6 +79,13 @@ TEST_P(StreamerTest, TransientMatchesFileBytesWithWrapAround) {
     EXPECT_EQ(tel.prefetch_misses(), 0);
     EXPECT_EQ(tel.prefetch_hits(), 2 * kTokens);
   }
+  // Reads follow the forward pass's order and wrap around: 0 1 0 1 0 1 (then maybe 0 1 ahead).
+  std::vector<int> load_order;
+  for (const Transition& t : tel.transitions())
+    if (t.state == LayerState::kLoading) load_order.push_back(t.layer);
+  ASSERT_GE(load_order.size(), 2u * kTokens);
+  ASSERT_LE(load_order.size(), 2u * (kTokens + 1));
+  for (size_t i = 0; i < load_order.size(); ++i) EXPECT_EQ(load_order[i], static_cast<int>(i % 2)) << i;
   // Per layer, states cycle loading -> staged -> active -> evicted.
   for (int il = 0; il < 2; ++il) {
     std::vector<LayerState> seq;

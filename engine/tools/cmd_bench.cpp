@@ -45,7 +45,7 @@ int cmd_bench(int argc, char** argv) {
     return kExitUsage;
   }
 
-  auto engine = open_engine(opts);
+  auto engine = open_engine(opts, /*with_weights=*/compute != "none");
   if (!engine.ok()) {
     std::fprintf(stderr, "flea bench: %s\n", engine.status().message().c_str());
     return kExitUsage;
@@ -68,7 +68,7 @@ int cmd_bench(int argc, char** argv) {
   j["n_gen"] = n_gen;
   j["reps"] = reps;
   j["warmup"] = warmup;
-  j["weights"] = engine->weights->name();
+  j["weights"] = engine->weights ? engine->weights->name() : "io-only";
   j["plan"] = nlohmann::json::parse(engine->plan->to_json());
   nlohmann::json warnings = nlohmann::json::array();
 #ifndef NDEBUG

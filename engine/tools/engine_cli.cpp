@@ -18,7 +18,7 @@ void add_engine_flags(CLI::App& app, EngineOptions* opts) {
   add_residency_flags(app, &opts->residency);
 }
 
-StatusOr<Engine> open_engine(const EngineOptions& opts) {
+StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
   if (opts.backend == "cuda") {
 #ifndef FLEA_HAVE_CUDA
     return unimplemented("--backend cuda: this build has no CUDA backend (configure with -DFLEA_CUDA=ON and nvcc)");
@@ -31,8 +31,10 @@ StatusOr<Engine> open_engine(const EngineOptions& opts) {
   FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(e.model->file, e.model->layout, opts.residency, nullptr));
   e.plan = std::make_unique<Plan>(std::move(plan));
   e.telemetry = std::make_unique<Telemetry>();
-  FLEA_ASSIGN_OR_RETURN(e.weights, make_provider(opts.model, e.model->file, e.model->layout, *e.plan,
-                                                 opts.residency, e.telemetry.get()));
+  if (with_weights) {
+    FLEA_ASSIGN_OR_RETURN(e.weights, make_provider(opts.model, e.model->file, e.model->layout, *e.plan,
+                                                   opts.residency, e.telemetry.get()));
+  }
   int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
   e.pool = std::make_unique<cpu::ThreadPool>(std::max(1, threads));
   return e;

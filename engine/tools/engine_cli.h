@@ -34,7 +34,9 @@ struct Engine {
   std::unique_ptr<cpu::ThreadPool> pool;
 };
 
-StatusOr<Engine> open_engine(const EngineOptions& opts);
+// Opens the model, plans residency and (unless with_weights is false: `bench --compute none`
+// builds its own reader) creates the weight provider.
+StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights = true);
 
 // A decoding session on the engine's compute backend with room for n_ctx positions in each of
 // n_seq sequences.

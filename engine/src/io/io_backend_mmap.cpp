@@ -126,8 +126,8 @@ class MmapBackend final : public IoBackend {
       return io_error("mmap of '" + path + "' (" + std::to_string(map_bytes_) + " bytes) failed: " +
                       std::strerror(errno));
     }
-    // Pages are dropped behind us explicitly; kernel read-around would only double the I/O.
-    madvise(map_, map_bytes_, MADV_RANDOM);
+    // No MADV_RANDOM: it also disables MADV_WILLNEED read-ahead on this kernel (measured 0.05 GB/s
+    // vs ~3 GB/s with the default policy, faulting a 124 MB layer in from a cold cache).
     install_handler();
     slot_ = register_mapping(static_cast<const uint8_t*>(map_), map_bytes_, path);
     return ok_status();
@@ -137,8 +137,7 @@ class MmapBackend final : public IoBackend {
     if (offset >= opened_.size) return {0, 0};
     const uint64_t n = std::min(length, opened_.size - offset);
     const uint8_t* src = static_cast<const uint8_t*>(map_) + offset;
-    // The mapping is MADV_RANDOM (no read-around): ask for the whole range up front instead of
-    // taking one synchronous 4 KiB fault per page.
+    // Ask for the whole range up front rather than relying on fault-time read-around.
     advise(offset, n, MADV_WILLNEED);
     if (!guarded([&] { std::memcpy(dst, src, n); })) return {0, EIO};
     return {static_cast<ssize_t>(n), 0};

@@ -1,6 +1,8 @@
 // Scalar reference implementations of every block format, the quantizers, and the dispatch table.
 #include "quant/quant.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -488,9 +490,15 @@ float dot_q6_k_q8_k_scalar(int64_t n, const void* w, const void* a) {
 
 enum class Level { kScalar, kAvx2, kAvx512 };
 
+// F16C is CPUID.1:ECX bit 29; asked directly because clang's __builtin_cpu_supports lacks "f16c".
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  return (ecx >> 29) & 1u;
+}
+
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 bool cpu_has_avx512() {
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "flea/status.h"
 #include "gguf/gguf.h"
@@ -18,7 +19,9 @@ namespace flea {
 
 // The forward pass visits layers 0..L-1 and wraps to 0 for the next token, so prefetch predicts
 // that order cyclically; any other order still works (a misprediction costs a prefetch miss).
-// `telemetry` may be null; it must outlive the provider otherwise.
+// `telemetry` may be null; it must outlive the provider otherwise. release(il) must follow a
+// successful acquire(il) (FLEA_CHECK); at most ring_slots streamed layers can be held at once
+// (more is a ResourceExhausted error from acquire).
 StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path, const gguf::File& file,
                                                         const ModelLayout& layout, const Plan& plan,
                                                         const ResidencyOptions& opts, Telemetry* telemetry);
@@ -37,5 +40,8 @@ StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& fi
 
 // See io/page_cache.h.
 bool drop_page_cache(const std::string& path);
+
+// What the user should be told about a provider's I/O (e.g. "O_DIRECT refused, buffered reads").
+std::vector<std::string> provider_warnings(const WeightProvider* p);
 
 }  // namespace flea

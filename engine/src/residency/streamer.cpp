@@ -56,6 +56,7 @@ class StreamingProvider final : public WeightProvider {
   }
 
   std::string name() const override { return "streamer(" + plan_.residency + "," + backend_->name() + ")"; }
+  std::vector<std::string> warnings() const { return backend_->warnings(); }
 
   Status init(const ModelLayout& layout) {
     FLEA_RETURN_IF_ERROR(load_fixed(layout));
@@ -161,12 +162,14 @@ class StreamingProvider final : public WeightProvider {
       if (lp.placement == Placement::kResident) {
         r.state = Rt::kIdle;
         tel(il, LayerState::kResident);
-      } else if (lp.placement == Placement::kCached) {
-        r.state = Rt::kCachedReady;
-        tel(il, LayerState::kCached);
       } else {
-        evict_locked(il);
-        // The freed slot goes to the layer prefetch+1 ahead right away.
+        if (lp.placement == Placement::kCached) {
+          r.state = Rt::kCachedReady;
+          tel(il, LayerState::kCached);
+        } else {
+          evict_locked(il);
+        }
+        // A freed slot goes to the layer prefetch+1 ahead right away.
         if (opts_.prefetch > 0) schedule_locked(next_needing(il), opts_.prefetch + 1, /*inclusive=*/true);
       }
     }
@@ -524,5 +527,10 @@ StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& fi
 }
 
 bool drop_page_cache(const std::string& path) { return io::drop_page_cache(path); }
+
+std::vector<std::string> provider_warnings(const WeightProvider* p) {
+  const auto* s = dynamic_cast<const StreamingProvider*>(p);
+  return s != nullptr ? s->warnings() : std::vector<std::string>{};
+}
 
 }  // namespace flea

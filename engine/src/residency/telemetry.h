@@ -3,6 +3,7 @@
 // misses, peak RSS. Thread-safe: the I/O threads and the compute thread record concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -75,7 +76,7 @@ class Telemetry {
  private:
   LayerStats& layer_locked(int layer);
   mutable std::mutex mu_;
-  int64_t t0_ns_;
+  std::atomic<int64_t> t0_ns_;  // read without mu_ by now_ns()
   std::vector<Transition> transitions_;
   std::vector<Span> spans_;
   std::vector<LayerStats> layers_;

@@ -1,0 +1,308 @@
+// Sweep expansion and ordering, profile emulate/predict math, claim verdicts, summary statistics,
+// logit comparison: the harness's arithmetic, checked exactly on known inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "profile.h"
+#include "runner.h"
+#include "sha256.h"
+#include "stats.h"
+#include "sweep.h"
+#include "test_util.h"
+
+namespace fh = flea::harness;
+
+namespace {
+
+fh::Scenario scenario(const std::string& text) {
+  auto d = fh::parse_yaml_doc("s.yaml", text, fh::scenario_keys());
+  EXPECT_TRUE(d.ok()) << d.status().message();
+  fh::Scenario s;
+  s.path = "s.yaml";
+  s.dir = "/scen";
+  s.name = "s";
+  s.settings = d->value;
+  s.requested = d->requested;
+  return s;
+}
+
+std::vector<fh::RunSpec> expand(const std::string& text, const fh::SweepOptions& o = {}) {
+  fh::SweepOptions opts = o;
+  if (opts.cache_dir.empty()) opts.cache_dir = "/cache";
+  auto r = fh::expand_sweep(scenario(text), opts);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? *r : std::vector<fh::RunSpec>{};
+}
+
+fh::Profile profile(const std::string& text) {
+  auto p = fh::parse_profile("p.yaml", text);
+  EXPECT_TRUE(p.ok()) << p.status().message();
+  return *p;
+}
+
+const char* kGpuProfile =
+    "name: t\ngpu: {name: G, vram_gb: 10, mem_bw_gb_s: 500}\npcie: {gen: 4, width: 16}\n"
+    "storage: {device: d, read_gb_s: 5}\nram_gb: 20\nram_bw_gb_s: 50\n";
+const char* kCpuProfile = "name: c\nstorage: {device: d, read_gb_s: 2}\nram_gb: 8\nram_bw_gb_s: 10\n";
+
+}  // namespace
+
+TEST(HarnessSweep, CartesianProductInTableOrderModelOutermost) {
+  auto runs = expand("model: [a.gguf, b.gguf]\nio: [pread, odirect]\nprefetch: [0, 1, 2]\n");
+  ASSERT_EQ(runs.size(), 12u);
+  EXPECT_EQ(runs[0].id, "r0001");
+  EXPECT_EQ(runs[11].id, "r0012");
+  // model, then io (table order: io before prefetch), prefetch fastest.
+  EXPECT_EQ(runs[0].point["model"], "a.gguf");
+  EXPECT_EQ(runs[0].point["io"], "pread");
+  EXPECT_EQ(runs[0].point["prefetch"], 0);
+  EXPECT_EQ(runs[1].point["prefetch"], 1);
+  EXPECT_EQ(runs[3].point["io"], "odirect");
+  EXPECT_EQ(runs[6].point["model"], "b.gguf");
+  EXPECT_EQ(runs[0].model.path, "/scen/a.gguf");
+  // Every point carries every sweep axis with defaults filled in.
+  for (const auto& k : fh::point_keys()) EXPECT_TRUE(runs[5].point.contains(k)) << k;
+  EXPECT_EQ(runs[5].point["reps"], 5);
+}
+
+TEST(HarnessSweep, ExplicitPointsInheritAndExpandRemainingLists) {
+  auto runs = expand("model: m.gguf\nthreads: [1, 2]\npoints:\n  - {residency: full}\n  - {residency: transient, threads: 4}\n");
+  ASSERT_EQ(runs.size(), 3u);
+  EXPECT_EQ(runs[0].point["residency"], "full");
+  EXPECT_EQ(runs[0].point["threads"], 1);
+  EXPECT_EQ(runs[1].point["threads"], 2);
+  EXPECT_EQ(runs[2].point["residency"], "transient");
+  EXPECT_EQ(runs[2].point["threads"], 4);
+}
+
+TEST(HarnessSweep, OrderedToReuseModelsAndDeduplicated) {
+  auto runs = expand("points:\n  - {model: a.gguf, io: pread}\n  - {model: b.gguf, io: pread}\n"
+                     "  - {model: a.gguf, io: mmap}\n  - {model: a.gguf, io: pread}\n");
+  ASSERT_EQ(runs.size(), 3u);  // the repeated point runs once
+  EXPECT_EQ(runs[0].point["model"], "a.gguf");
+  EXPECT_EQ(runs[1].point["model"], "a.gguf");
+  EXPECT_EQ(runs[1].point["io"], "mmap");
+  EXPECT_EQ(runs[2].point["model"], "b.gguf");
+}
+
+TEST(HarnessSweep, BaselinesFollowTheRunsTheyServe) {
+  auto runs = expand("model: m.gguf\nprefetch: [1, 2]\nbaselines:\n  - {engine: load-then-compute}\n  - {engine: llama-bench}\n");
+  // flea p1, ltc, llama-bench, flea p2 (ltc point identical → shared; llama-bench shared).
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0].engine, "flea");
+  EXPECT_EQ(runs[1].engine, "load-then-compute");
+  EXPECT_EQ(runs[1].point["prefetch"], 0);
+  EXPECT_EQ(runs[2].engine, "llama-bench");
+  EXPECT_FALSE(runs[2].point.contains("io"));
+  EXPECT_EQ(runs[3].engine, "flea");
+  EXPECT_EQ(runs[1].serves, (std::vector<std::string>{"r0001", "r0004"}));
+  EXPECT_EQ(runs[2].serves, (std::vector<std::string>{"r0001", "r0004"}));
+}
+
+TEST(HarnessSweep, SynthAndReferenceModels) {
+  auto runs = expand("model: synth:tiny:Q4_K_M:7\n");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_TRUE(runs[0].model.synth);
+  EXPECT_EQ(runs[0].model.path, "/cache/synth-tiny-Q4_K_M-s7.gguf");
+  EXPECT_FALSE(fh::resolve_model("synth:tiny:Q4K", "/s", "", "/c").ok());
+  EXPECT_FALSE(fh::resolve_model("synth:tiny", "/s", "", "/c").ok());
+  fh::SweepOptions o;
+  o.reference_dir = "/ref";
+  o.reference_models = {"pub-F16.gguf", "pub-Q4_0.gguf"};
+  auto ref = expand("model: reference\nresidency: [full, transient]\n", o);
+  ASSERT_EQ(ref.size(), 4u);
+  EXPECT_EQ(ref[0].point["model"], "reference:pub-F16.gguf");
+  EXPECT_EQ(ref[0].model.path, "/ref/pub-F16.gguf");
+  EXPECT_EQ(ref[2].model.path, "/ref/pub-Q4_0.gguf");
+}
+
+TEST(HarnessSweep, EmulateCapsBudgetsAndThrottles) {
+  fh::Profile p = profile(kGpuProfile);
+  fh::SweepOptions o;
+  o.emulate = &p;
+  auto runs = expand("model: m.gguf\nvram_budget_mb: [0, 4000, 20000]\nthrottle_gb_s: [0, 1]\n", o);
+  // Requests that cap to the same effective point run once: {0, 20000} → cap; 4000 stays.
+  ASSERT_EQ(runs.size(), 4u);
+  const int64_t cap = static_cast<int64_t>(std::floor(10e9 / 1048576.0));  // 9536 MiB
+  EXPECT_EQ(fh::emulated_vram_budget_mb(p), cap);
+  EXPECT_EQ(runs[0].point["vram_budget_mb"], cap);   // 0 = unlimited → the profile's VRAM
+  EXPECT_EQ(runs[0].point["throttle_gb_s"], 5.0);    // the profile's storage
+  EXPECT_EQ(runs[1].point["throttle_gb_s"], 1.0);    // a slower request stays
+  EXPECT_EQ(runs[2].point["vram_budget_mb"], 4000);
+  EXPECT_EQ(runs[0].requested_point["vram_budget_mb"], 0);
+  EXPECT_EQ(runs[0].point["ram_budget_mb"], static_cast<int64_t>(std::floor(20e9 / 1048576.0)));
+}
+
+TEST(HarnessProfile, PcieRates) {
+  EXPECT_DOUBLE_EQ(fh::pcie_raw_gb_s(4, 16), 1.969 * 16);
+  EXPECT_DOUBLE_EQ(fh::pcie_raw_gb_s(4, 8), 1.969 * 8);
+  EXPECT_DOUBLE_EQ(fh::pcie_raw_gb_s(5, 16), 3.938 * 16);
+  EXPECT_EQ(fh::pcie_raw_gb_s(9, 16), 0);
+}
+
+TEST(HarnessProfile, PredictGpuStreaming) {
+  fh::Profile p = profile(kGpuProfile);
+  fh::PredictInput in;
+  in.model_bytes = 30e9;
+  in.backend = "cuda";
+  in.residency = "auto";
+  in.io = "odirect";
+  in.prefetch = 1;
+  // VRAM 10 GB → 20 GB streamed; O_DIRECT: no page cache, all 20 GB from storage at 5 GB/s = 4000 ms;
+  // PCIe 20/31.504 = 634.8 ms; compute 30/500 = 60 ms → io bound, max = 4000 ms.
+  fh::Prediction r = fh::predict(p, in);
+  EXPECT_DOUBLE_EQ(r.streamed_bytes, 20e9);
+  EXPECT_DOUBLE_EQ(r.storage_bytes, 20e9);
+  EXPECT_NEAR(r.ms_per_token, 4000.0, 1e-9);
+  EXPECT_EQ(r.bound, "io");
+  // Floor: host RAM (20 GB) may cache the 20 GB beyond VRAM → storage 0; PCIe 20 GB binds.
+  EXPECT_NEAR(r.floor_ms_per_token, 20.0 / (1.969 * 16) * 1e3, 1e-9);
+  EXPECT_EQ(r.floor_link, "pcie");
+  // prefetch 0 serialises: storage + PCIe + compute.
+  in.prefetch = 0;
+  EXPECT_NEAR(fh::predict(p, in).ms_per_token, 4000.0 + 20.0 / (1.969 * 16) * 1e3 + 60.0, 1e-9);
+  // Buffered reads with the streamed set fitting in RAM: nothing from storage.
+  in.prefetch = 1;
+  in.io = "pread";
+  fh::Prediction b = fh::predict(p, in);
+  EXPECT_EQ(b.storage_bytes, 0);
+  EXPECT_NEAR(b.ms_per_token, 20.0 / (1.969 * 16) * 1e3, 1e-9);
+}
+
+TEST(HarnessProfile, PredictCpuAndCacheFloor) {
+  fh::Profile p = profile(kCpuProfile);
+  fh::PredictInput in;
+  in.model_bytes = 1e9;
+  in.residency = "full";
+  fh::Prediction r = fh::predict(p, in);
+  EXPECT_NEAR(r.ms_per_token, 100.0, 1e-9);  // 1 GB / 10 GB/s
+  EXPECT_EQ(r.bound, "compute");
+  EXPECT_NEAR(r.floor_ms_per_token, 100.0, 1e-9);
+  EXPECT_EQ(r.floor_link, "host_memory");
+  in.model_bytes = 1e6;
+  in.cache_bytes = 32e6;  // fits in the CPU cache: no DRAM floor claimed
+  EXPECT_EQ(fh::predict(p, in).floor_ms_per_token, 0);
+  // Larger than RAM, transient: 12 GB per token from storage (2 GB/s) = 6000 ms; floor only what
+  // RAM cannot hold: (12 - 8) / 2 = 2000 ms.
+  in.model_bytes = 12e9;
+  in.cache_bytes = 0;
+  in.residency = "transient";
+  fh::Prediction big = fh::predict(p, in);
+  EXPECT_NEAR(big.ms_per_token, 6000.0, 1e-9);
+  EXPECT_NEAR(big.floor_ms_per_token, 2000.0, 1e-9);
+  EXPECT_EQ(big.floor_link, "storage");
+}
+
+TEST(HarnessProfile, CapBudget) {
+  EXPECT_EQ(fh::cap_budget_mb(0, 100), 100);
+  EXPECT_EQ(fh::cap_budget_mb(50, 100), 50);
+  EXPECT_EQ(fh::cap_budget_mb(500, 100), 100);
+  EXPECT_EQ(fh::cap_budget_mb(500, 0), 500);
+}
+
+TEST(HarnessClaims, VerdictsWithExactArithmetic) {
+  auto claim = [](double gb, double ms) {
+    return fh::Json{{"name", "c"}, {"model_gb", gb}, {"profile", "t"}, {"claimed_ms_per_token", ms}, {"host_cache", true}};
+  };
+  fh::Profile p = profile(kGpuProfile);
+  const double pcie = 1.969 * 16;
+  // 30 GB: 20 GB streamed over PCIe (floor 634.8 ms), storage 0 (RAM caches 20 GB).
+  fh::ClaimVerdict v = fh::evaluate_claim(claim(30, 300), p);
+  EXPECT_NEAR(v.floor_ms, 20.0 / pcie * 1e3, 1e-9);
+  EXPECT_EQ(v.verdict, "impossible");
+  EXPECT_NE(v.arithmetic.find("PCIe 4.0 x16: 20.00 GB / 31.50 GB/s = 634.8 ms"), std::string::npos) << v.arithmetic;
+  EXPECT_NE(v.arithmetic.find("IMPOSSIBLE"), std::string::npos);
+  EXPECT_EQ(fh::evaluate_claim(claim(30, 700), p).verdict, "tight");  // < 1.25 × 634.8
+  EXPECT_EQ(fh::evaluate_claim(claim(30, 800), p).verdict, "plausible");
+  // 45 GB: 35 streamed, RAM caches 20 → 15 GB from storage at 5 GB/s = 3000 ms binds.
+  fh::ClaimVerdict s = fh::evaluate_claim(claim(45, 2000), p);
+  EXPECT_NEAR(s.storage_gb, 15.0, 1e-12);
+  EXPECT_NEAR(s.floor_ms, 3000.0, 1e-9);
+  EXPECT_EQ(s.verdict, "impossible");
+  // Without the host cache every streamed byte comes from storage: 35 / 5 = 7000 ms.
+  fh::Json nc = claim(45, 2000);
+  nc["host_cache"] = false;
+  EXPECT_NEAR(fh::evaluate_claim(nc, p).floor_ms, 7000.0, 1e-9);
+  // Fits in VRAM: GPU memory bandwidth binds, 8 GB / 500 GB/s = 16 ms.
+  EXPECT_NEAR(fh::evaluate_claim(claim(8, 100), p).floor_ms, 16.0, 1e-9);
+}
+
+TEST(HarnessClaims, ShippedClaimsMatchTheirExpectations) {
+  auto s = fh::load_scenario(flea::test::source_dir() + "/scenarios/claims.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  int impossible = 0;
+  for (const auto& c : s->settings["claims"]) {
+    auto p = fh::load_profile(c["profile"].get<std::string>(), flea::test::source_dir() + "/hardware_profiles");
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    fh::ClaimVerdict v = fh::evaluate_claim(c, *p);
+    EXPECT_TRUE(v.expect_ok) << v.name << ": " << v.arithmetic;
+    impossible += v.verdict == "impossible";
+  }
+  EXPECT_GE(impossible, 2);
+}
+
+TEST(HarnessProfile, ShippedProfilesParse) {
+  for (const char* n : {"rtx4060-990pro", "rtx4090-pm1735", "a6000-raid0", "h100-node", "ci-cpu"}) {
+    auto p = fh::load_profile(n, flea::test::source_dir() + "/hardware_profiles");
+    ASSERT_TRUE(p.ok()) << n << ": " << p.status().message();
+    EXPECT_EQ(p->name, n);
+    EXPECT_GT(p->storage_gb_s, 0);
+  }
+  auto bad = fh::parse_profile("p.yaml", "name: x\nstorage: {device: d, read_gb_s: 1}\nram_gb: 8\nram_bw_gb_s: 10\nvram_gb: 8\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "p.yaml:5:1: unknown key 'vram_gb' (did you mean 'ram_gb'?)");
+  EXPECT_FALSE(fh::load_profile("no-such-profile", flea::test::source_dir() + "/hardware_profiles").ok());
+}
+
+TEST(HarnessStats, SummaryExactOnKnownSamples) {
+  fh::Summary s = fh::summarize({5, 1, 4, 2, 3});
+  EXPECT_EQ(s.n, 5);
+  EXPECT_DOUBLE_EQ(s.median, 3);
+  EXPECT_DOUBLE_EQ(s.min, 1);
+  EXPECT_DOUBLE_EQ(s.max, 5);
+  EXPECT_DOUBLE_EQ(s.p95, 4.8);   // rank 0.95 × 4 = 3.8 → 4 + 0.8 × (5 − 4)
+  EXPECT_DOUBLE_EQ(s.p99, 4.96);
+  EXPECT_DOUBLE_EQ(s.mad, 1);     // |x − 3| = {2,1,0,1,2} → median 1
+  EXPECT_DOUBLE_EQ(s.mean, 3);
+  fh::Summary e = fh::summarize({10, 20, 30, 40});
+  EXPECT_DOUBLE_EQ(e.median, 25);
+  EXPECT_DOUBLE_EQ(e.mad, 10);    // {15,5,5,15} → 10
+  EXPECT_EQ(fh::summarize({}).n, 0);
+  fh::Summary one = fh::summarize({7});
+  EXPECT_DOUBLE_EQ(one.p99, 7);
+  EXPECT_DOUBLE_EQ(one.mad, 0);
+}
+
+TEST(HarnessStats, LogitComparison) {
+  // Two rows of 3 logits.
+  std::vector<float> ref = {1, 2, 3, 3, 2, 1};
+  auto same = fh::compare_logits(ref, ref, 3);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->nmse, 0);
+  EXPECT_EQ(same->max_abs, 0);
+  EXPECT_EQ(same->top1, 1);
+  EXPECT_NEAR(same->kl, 0, 1e-15);
+  std::vector<float> got = {1, 2, 3, 3, 2, 4};  // row 1 argmax moves; one element off by 3
+  auto c = fh::compare_logits(got, ref, 3);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NEAR(c->nmse, 9.0 / 28.0, 1e-12);
+  EXPECT_EQ(c->max_abs, 3);
+  EXPECT_EQ(c->top1, 0.5);
+  // KL(p‖q) of row 1 with p = softmax(3,2,1), q = softmax(3,2,4), averaged over 2 rows.
+  const double zp = std::exp(3) + std::exp(2) + std::exp(1), zq = std::exp(3) + std::exp(2) + std::exp(4);
+  double kl = 0;
+  const double lp[3] = {3 - std::log(zp), 2 - std::log(zp), 1 - std::log(zp)};
+  const double lq[3] = {3 - std::log(zq), 2 - std::log(zq), 4 - std::log(zq)};
+  for (int i = 0; i < 3; ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
+  EXPECT_NEAR(c->kl, kl / 2, 1e-12);
+  EXPECT_FALSE(fh::compare_logits({1, 2}, ref, 3).ok());
+  EXPECT_DOUBLE_EQ(fh::nmse_tolerance("Q8_0"), 2e-4);
+  EXPECT_DOUBLE_EQ(fh::nmse_tolerance("Q4_K_M"), 2e-3);
+}
+
+TEST(HarnessStats, Sha256KnownVectors) {
+  EXPECT_EQ(fh::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(fh::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(fh::sha256_hex(std::string(1000, 'a')).substr(0, 16), "41edece42d63e8d9");
+}

@@ -1,0 +1,286 @@
+// run_lab_harness end to end against tests/fixtures/harness/fake_flea.py (a stand-in engine that
+// prints contract-conforming JSON with known numbers): results file, schema, summaries, failures,
+// baselines, correctness, dry run, SIGINT + --resume.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "test_util.h"
+
+using Json = nlohmann::json;
+
+namespace {
+
+std::string fake() { return flea::test::source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
+std::string harness() { return flea::test::bin_dir() + "/run_lab_harness"; }
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+std::string read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+int count_lines(const std::string& path, const std::string& needle) {
+  std::istringstream in(read(path));
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
+  return n;
+}
+
+// The single results file in dir (not the trace).
+std::string results_file(const std::string& dir) {
+  std::string out;
+  flea::test::run_command("ls " + dir + "/*.json 2>/dev/null | grep -v trace.json", &out);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+struct HarnessResult {
+  int rc;
+  std::string out;
+};
+
+HarnessResult harness_run(const std::string& env, const std::string& args) {
+  HarnessResult r;
+  r.rc = flea::test::run_command(env + " " + harness() + " --flea " + fake() + " " + args + " 2>&1", &r.out);
+  return r;
+}
+
+// Validates with results/results.schema.json when /usr/bin/python3 has jsonschema; "" when valid,
+// "skip" when it cannot check, else the errors.
+std::string schema_errors(const std::string& file) {
+  std::string out;
+  const std::string schema = flea::test::source_dir() + "/results/results.schema.json";
+  const int rc = flea::test::run_command(
+      "/usr/bin/python3 -c \"import json,sys\ntry:\n import jsonschema\nexcept ImportError:\n print('skip'); sys.exit(0)\n"
+      "s=json.load(open('" + schema + "'))\nv=jsonschema.Draft202012Validator(s)\n"
+      "errs=[list(e.path).__str__()+': '+e.message for e in v.iter_errors(json.load(open('" + file + "')))]\n"
+      "print('\\n'.join(errs))\" 2>&1", &out);
+  if (rc != 0) return "skip";
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+class HarnessRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = dir_.file("m.gguf");
+    write(model_, std::string(8192, 'x'));
+    log_ = dir_.file("engine.log");
+    out_ = dir_.file("out");
+    env_ = "FAKE_FLEA_LOG=" + log_ + " FLEA_CACHE_DIR=" + dir_.file("cache");
+  }
+  std::string scenario(const std::string& body) {
+    const std::string p = dir_.file("s.yaml");
+    write(p, "model: m.gguf\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
+    return p;
+  }
+  flea::test::TempDir dir_;
+  std::string model_, log_, out_, env_;
+};
+
+}  // namespace
+
+TEST_F(HarnessRun, SweepWritesSchemaValidResultsWithExactSummaries) {
+  const std::string s = scenario("gen: 4\nprompt: 2\nreps: 3\nresidency: [full, transient]\n"
+                                 "baselines:\n  - {engine: load-then-compute}\n");
+  // tg samples for 4 tokens: 8, 10, 12 ms → 2, 2.5, 3 ms/token.
+  HarnessResult r = harness_run(env_ + " FAKE_FLEA_TG_NS=8000000,10000000,12000000", "--config " + s + " --out " + out_);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string f = results_file(out_);
+  ASSERT_FALSE(f.empty()) << r.out;
+  Json j = Json::parse(read(f));
+  // Key order of FORMAT.md (checked on the text: nlohmann::json sorts keys).
+  const std::string raw = read(f);
+  EXPECT_LT(raw.find("\"context\""), raw.find("\"ceilings\""));
+  EXPECT_LT(raw.find("\"ceilings\""), raw.find("\"runs\""));
+  EXPECT_LT(raw.find("\"runs\""), raw.find("\"status\": {"));
+  EXPECT_EQ(j["context"]["schema_version"], 1);
+  EXPECT_EQ(j["status"]["complete"], true);
+  EXPECT_EQ(j["status"]["partial"], false);
+  ASSERT_EQ(j["runs"].size(), 4u);  // full, its load-then-compute baseline, transient, its baseline
+  const Json& r0 = j["runs"][0];
+  EXPECT_EQ(r0["engine"], "flea");
+  EXPECT_EQ(r0["status"], "ok");
+  const Json& tg = r0["summary"]["tg_ms_per_token"];
+  EXPECT_DOUBLE_EQ(tg["median"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(tg["min"].get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(tg["max"].get<double>(), 3.0);
+  EXPECT_DOUBLE_EQ(tg["mad"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(tg["p95"].get<double>(), 2.95);
+  EXPECT_DOUBLE_EQ(r0["summary"]["tg_tok_s"].get<double>(), 400.0);
+  EXPECT_EQ(r0["samples_ns"]["tg"], Json::array({8000000, 10000000, 12000000}));
+  EXPECT_TRUE(r0["io"]["prefetch_misses"].is_null());  // the engine reported null: stays null
+  EXPECT_EQ(r0["io"]["read_bytes_per_token"], 4000000);
+  EXPECT_TRUE(r0["memory"]["peak_rss_mb"].get<double>() > 0);
+  EXPECT_EQ(r0["layers"].size(), 4u);
+  EXPECT_TRUE(r0["predicted"]["ms_per_token"].is_number());
+  EXPECT_EQ(r0["baseline"]["engine"], "load-then-compute");
+  EXPECT_DOUBLE_EQ(r0["baseline"]["ratio"].get<double>(), 1.0);  // same fake samples
+  EXPECT_EQ(j["runs"][1]["engine"], "load-then-compute");
+  EXPECT_EQ(j["runs"][1]["point"]["prefetch"], 0);
+  EXPECT_TRUE(j["runs"][0]["harness"]["overhead_fraction"].is_number());
+  EXPECT_NE(r.out.find("harness overhead:"), std::string::npos);
+  // The engine got the point's flags.
+  EXPECT_EQ(count_lines(log_, "bench --model " + model_), 4);
+  EXPECT_EQ(count_lines(log_, "--residency transient"), 2);
+  EXPECT_EQ(count_lines(log_, "--prefetch 0"), 2);
+  // Chrome trace with the engine's events re-homed per run.
+  Json trace = Json::parse(read(f.substr(0, f.size() - 5) + ".trace.json"));
+  int engine_events = 0;
+  for (const auto& e : trace["traceEvents"]) engine_events += e.value("name", "") == "load L0";
+  EXPECT_EQ(engine_events, 4);
+  const std::string errs = schema_errors(f);
+  if (errs != "skip") EXPECT_EQ(errs, "") << f;
+}
+
+TEST_F(HarnessRun, FailedAndCrashedRunsAreRecordedAndExitOne) {
+  const std::string s = scenario("gen: 2\nprompt: 0\nreps: 1\nio: [pread, mmap, odirect]\n");
+  HarnessResult r = harness_run(env_ + " FAKE_FLEA_FAIL_ON='--io mmap' FAKE_FLEA_CRASH_ON='--io odirect'", "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  Json j = Json::parse(read(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 3u);
+  EXPECT_EQ(j["runs"][0]["status"], "ok");
+  EXPECT_EQ(j["runs"][1]["status"], "failed");
+  EXPECT_NE(j["runs"][1]["error"].get<std::string>().find("exited 1: flea: injected failure"), std::string::npos);
+  EXPECT_FALSE(j["runs"][1].contains("summary"));  // no made-up numbers
+  EXPECT_NE(j["runs"][2]["error"].get<std::string>().find("killed by signal 11"), std::string::npos);
+  EXPECT_EQ(j["status"]["n_failed"], 2);
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") EXPECT_EQ(errs, "");
+}
+
+TEST_F(HarnessRun, MissingBaselineIsAnErrorOrAWarningWhenOptional) {
+  std::string s = scenario("gen: 2\nreps: 1\nbaselines:\n  - {engine: llama-bench, path: /nonexistent/llama-bench}\n");
+  HarnessResult r = harness_run(env_, "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("no executable at /nonexistent/llama-bench"), std::string::npos) << r.out;
+  EXPECT_NE(access(log_.c_str(), F_OK), 0);  // nothing ran
+  s = scenario("gen: 2\nreps: 1\nbaselines:\n  - {engine: llama-bench, path: /nonexistent/llama-bench, optional: true}\n");
+  r = harness_run(env_, "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 0) << r.out;
+  Json j = Json::parse(read(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  EXPECT_EQ(j["runs"][1]["status"], "skipped");
+  bool warned = false;
+  for (const auto& w : j["context"]["warnings"]) warned |= w.get<std::string>().find("/nonexistent/llama-bench") != std::string::npos;
+  EXPECT_TRUE(warned);
+}
+
+TEST_F(HarnessRun, DryRunPrintsRunsAndDurationWithoutRunning) {
+  const std::string s = scenario("io: [pread, odirect]\nprefetch: [0, 1]\n");
+  HarnessResult r = harness_run(env_, "--config " + s + " --dry-run --profile ci-cpu");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("4 runs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("r0004 flea model=m.gguf io=odirect prefetch=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("predicted duration: ~"), std::string::npos) << r.out;
+  EXPECT_NE(access(log_.c_str(), F_OK), 0);
+}
+
+TEST_F(HarnessRun, CorrectnessAgainstReferenceLogits) {
+  // A one-case reference set: 2 tokens × 4 vocab.
+  flea::test::run_command("mkdir -p " + dir_.file("ref/logits"));
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 0.0f, 1.0f, 0.0f, 3.0f, -2.0f};
+  std::string bytes(reinterpret_cast<const char*>(logits.data()), logits.size() * 4);
+  write(dir_.file("ref/logits/a.f32"), bytes);
+  write(dir_.file("ref/m.gguf"), "GGUF");
+  write(dir_.file("ref/manifest.json"),
+        R"({"producer": {"commit": "abc"}, "cases": [{"model": "m.gguf", "file_type": "Q4_K_M", "n_vocab": 4,
+            "prompts": [{"tokens": [5, 6], "logits": "logits/a.f32", "n_vocab": 4}]}]})");
+  const std::string s = dir_.file("c.yaml");
+  write(s, "reference: ref\nmodel: reference\nresidency: [full, transient]\ngen: 1\nreps: 1\nwarmup: 0\n"
+           "ceilings: {fio: false, memory: false}\n");
+  const std::string env = env_ + " FAKE_FLEA_LOGITS_REF=" + dir_.file("ref/logits/a.f32") + " FAKE_FLEA_N_VOCAB=4";
+  HarnessResult r = harness_run(env, "--config " + s + " --out " + out_);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  Json j = Json::parse(read(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  const Json& c = j["runs"][1]["correctness"];
+  EXPECT_EQ(c["passed"], true);
+  EXPECT_EQ(c["nmse"], 0.0);
+  EXPECT_EQ(c["top1_agreement"], 1.0);
+  EXPECT_EQ(c["reference_commit"], "abc");
+  EXPECT_EQ(count_lines(log_, "logits --model"), 2);
+  EXPECT_EQ(count_lines(log_, "--tokens 5,6"), 2);
+  // Row 0 shifted by +1 everywhere keeps argmax and KL but not NMSE: 4 / (Σref² = 19.25).
+  flea::test::run_command("rm -rf " + out_);
+  r = harness_run(env + " FAKE_FLEA_LOGITS_NOISE=1", "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  j = Json::parse(read(results_file(out_)));
+  EXPECT_EQ(j["runs"][0]["correctness"]["passed"], false);
+  EXPECT_NEAR(j["runs"][0]["correctness"]["nmse"].get<double>(), 4.0 / 19.25, 1e-6);
+  EXPECT_NEAR(j["runs"][0]["correctness"]["kl"].get<double>(), 0.0, 1e-9);
+  EXPECT_NE(r.out.find("correctness FAIL"), std::string::npos) << r.out;
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") EXPECT_EQ(errs, "");
+}
+
+TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
+  const std::string s = scenario("gen: 2\nprompt: 0\nreps: 1\nprefetch: [0, 1, 2, 3, 4, 5]\n");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("FAKE_FLEA_LOG", log_.c_str(), 1);
+    setenv("FAKE_FLEA_SLEEP", "0.3", 1);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl(harness().c_str(), "run_lab_harness", "--config", s.c_str(), "--out", out_.c_str(), "--flea", fake().c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until two runs are on disk, then interrupt mid-sweep.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  size_t finished = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string f = results_file(out_);
+    if (!f.empty()) {
+      try {
+        finished = Json::parse(read(f))["runs"].size();
+      } catch (...) {
+        ADD_FAILURE() << "results file not valid JSON mid-sweep (not atomic?)";
+      }
+    }
+    if (finished >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(finished, 2u);
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string f = results_file(out_);
+  Json j = Json::parse(read(f));
+  EXPECT_EQ(j["status"]["partial"], true);
+  EXPECT_EQ(j["status"]["complete"], false);
+  const size_t done = j["runs"].size();
+  EXPECT_GE(done, 2u);
+  EXPECT_LT(done, 6u);
+  for (const auto& r : j["runs"]) EXPECT_EQ(r["status"], "ok");  // the interrupted run is not recorded
+  const int first_invocations = count_lines(log_, "bench ");
+  const std::string errs = schema_errors(f);
+  if (errs != "skip") EXPECT_EQ(errs, "");
+
+  HarnessResult r = harness_run(env_, "--resume " + f);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  j = Json::parse(read(f));
+  EXPECT_EQ(j["status"]["complete"], true);
+  EXPECT_EQ(j["status"]["partial"], false);
+  ASSERT_EQ(j["runs"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(j["runs"][i]["point"]["prefetch"], static_cast<int>(i));
+  EXPECT_EQ(count_lines(log_, "bench ") - first_invocations, static_cast<int>(6 - done));  // finished points skipped
+  EXPECT_EQ(j["context"]["resumed"].size(), 1u);
+}
