@@ -1,6 +1,680 @@
-// run_lab_harness: placeholder entry point, replaced by the harness implementation.
+// run_lab_harness --config scenarios/x.yaml [--profile P] [--out DIR] [--dry-run] [--resume FILE]
+// Runs a YAML scenario against the `flea` engine (one subprocess per run point) and writes
+// DIR/<run-id>.json (results/FORMAT.md) and DIR/<run-id>.trace.json (Chrome trace).
+// Exit: 0 every run ok and every correctness check passed; 1 otherwise; 2 bad input before
+// anything ran; 130/143 interrupted (the results file is written and marked partial).
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <map>
+#include <set>
+
+#include "env.h"
+#include "profile.h"
+#include "results.h"
+#include "runner.h"
+#include "scenario.h"
+#include "sweep.h"
+
+namespace fh = flea::harness;
+using fh::Json;
+
+namespace {
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "run_lab_harness: %s\n", msg.c_str());
+  return kExitUsage;
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  buf[n] = '\0';
+  std::string s(buf);
+  return s.substr(0, s.rfind('/'));
+}
+
+bool is_executable(const std::string& p) { return !p.empty() && access(p.c_str(), X_OK) == 0; }
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+std::string fmt_dur(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  const long t = static_cast<long>(s + 0.5);
+  if (t >= 3600) std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  else std::snprintf(buf, sizeof(buf), "%ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+std::string point_label(const fh::RunSpec& r, const std::vector<std::string>& keys) {
+  std::string s = r.engine;
+  for (const auto& k : keys) {
+    if (r.point.contains(k)) {
+      s += " " + k + "=" + (r.point[k].is_string() ? r.point[k].get<std::string>() : r.point[k].dump());
+    }
+  }
+  return s;
+}
+
+// Keys whose value differs between runs (what the progress line and the table show).
+std::vector<std::string> varying_keys(const std::vector<fh::RunSpec>& runs) {
+  std::vector<std::string> out;
+  for (const auto& k : fh::point_keys()) {
+    std::set<std::string> vals;
+    for (const auto& r : runs) vals.insert(r.point.contains(k) ? r.point[k].dump() : "-");
+    if (vals.size() > 1 || k == "model") out.push_back(k);
+  }
+  return out;
+}
+
+std::string fmt_num(const Json& v, const char* f = "%.3f") {
+  if (!v.is_number()) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v.get<double>());
+  return buf;
+}
+
+// Rough duration of a run for --dry-run and the first ETA: model load + (warmup + reps) passes.
+double estimate_run_s(const fh::RunSpec& r, double model_bytes, const fh::Profile& prof) {
+  fh::PredictInput in;
+  in.model_bytes = model_bytes;
+  in.backend = r.point["backend"];
+  in.residency = r.point["residency"];
+  in.io = r.point.value("io", "pread");
+  in.prefetch = static_cast<int>(r.point.value("prefetch", int64_t{1}));
+  in.vram_budget_mb = r.point.value("vram_budget_mb", int64_t{0});
+  in.ram_budget_mb = r.point.value("ram_budget_mb", int64_t{0});
+  const fh::Prediction p = fh::predict(prof, in);
+  const double tokens = static_cast<double>(r.point.value("gen", int64_t{0}) + (r.point.value("prompt", int64_t{0}) > 0 ? 1 : 0));
+  const double passes = static_cast<double>(r.point.value("warmup", int64_t{1}) + r.point.value("reps", int64_t{1}));
+  const double load_s = model_bytes / (std::max(prof.storage_gb_s, 0.1) * 1e9);
+  // Compute on a CPU is far from the memory-bandwidth bound for small models: count at least 1 ms.
+  return load_s + passes * tokens * std::max(p.ms_per_token, 1.0) / 1e3 + 0.05;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::fprintf(stderr, "run_lab_harness: not built yet\n");
-  return 2;
+  CLI::App app("Run a YAML scenario against the flea engine and write reproducible JSON results "
+               "(results/FORMAT.md) and a Chrome trace.", "run_lab_harness");
+  std::string config, profile_arg, profile_mode_arg, out_dir = "results/runs", resume, flea_arg, llama_bench_arg,
+                                                      profiles_dir;
+  bool dry_run = false, help_keys = false, no_ceilings = false, quiet = false;
+  app.add_option("--config,-c", config, "scenario YAML (scenarios/*.yaml)");
+  app.add_option("--profile,-p", profile_arg, "hardware profile name (hardware_profiles/<name>.yaml) or path");
+  app.add_option("--profile-mode", profile_mode_arg, "none|predict|emulate|validate (default: the scenario's profile_mode)")
+      ->check(CLI::IsMember({"none", "predict", "emulate", "validate"}));
+  app.add_option("--profiles-dir", profiles_dir, "where profile names are looked up (default: <repo>/hardware_profiles)");
+  app.add_option("--out,-o", out_dir, "output directory for <run-id>.json and <run-id>.trace.json")->capture_default_str();
+  app.add_flag("--dry-run", dry_run, "print the expanded runs and the predicted duration; run nothing");
+  app.add_option("--resume", resume, "continue a partial results file, skipping its finished points");
+  app.add_option("--flea", flea_arg, "engine binary (default: the flea next to run_lab_harness)");
+  app.add_option("--llama-bench", llama_bench_arg, "llama-bench binary for llama-bench baselines");
+  app.add_flag("--help-keys", help_keys, "list every scenario and profile key with type, default and help");
+  app.add_flag("--no-ceilings", no_ceilings, "skip the fio/memory ceilings (faster; results carry a warning)");
+  app.add_flag("-q,--quiet", quiet, "no progress line");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  if (help_keys) {
+    std::printf("%s", fh::help_keys_text().c_str());
+    return kExitOk;
+  }
+
+  Json resumed;
+  if (!resume.empty()) {
+    const std::string text = fh::read_file_text(resume);
+    if (text.empty()) return usage_error("--resume " + resume + ": cannot read the file");
+    try {
+      resumed = Json::parse(text);
+    } catch (const std::exception& e) {
+      return usage_error("--resume " + resume + ": not JSON: " + e.what());
+    }
+    if (config.empty()) config = resumed["context"]["scenario"].value("path", "");
+  }
+  if (config.empty()) {
+    if (profile_mode_arg != "validate") return usage_error("--config is required (see --help)");
+  }
+
+  // ---- scenario, profile, reference, claims: every input error before anything runs -------------
+  fh::Scenario sc;
+  if (!config.empty()) {
+    auto s = fh::load_scenario(config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.status().message().c_str());
+      return kExitUsage;
+    }
+    sc = std::move(*s);
+  } else {
+    auto s = fh::parse_yaml_doc("<none>", "name: validate", fh::scenario_keys());
+    sc.name = "validate";
+    sc.settings = s->value;
+    sc.requested = s->requested;
+  }
+  const Json& st = sc.settings;
+  if (profiles_dir.empty()) {
+    profiles_dir = fh::source_dir() + "/hardware_profiles";
+    if (!exists(profiles_dir)) profiles_dir = exe_dir() + "/../../hardware_profiles";
+  }
+  std::string profile_name = !profile_arg.empty() ? profile_arg : (st["profile"].is_string() ? st["profile"].get<std::string>() : "");
+  std::string mode = !profile_mode_arg.empty() ? profile_mode_arg : st["profile_mode"].get<std::string>();
+  std::unique_ptr<fh::Profile> profile;
+  if (!profile_name.empty() && mode != "none") {
+    auto p = fh::load_profile(profile_name, profiles_dir);
+    if (!p.ok()) {
+      std::fprintf(stderr, "run_lab_harness: %s\n", p.status().message().c_str());
+      return kExitUsage;
+    }
+    profile = std::make_unique<fh::Profile>(std::move(*p));
+  } else if (mode == "emulate" || mode == "validate") {
+    return usage_error("--profile-mode " + mode + " needs a profile (--profile or the scenario's 'profile')");
+  } else {
+    mode = "none";
+  }
+
+  std::unique_ptr<fh::Reference> reference;
+  std::vector<std::string> reference_models;
+  if (st["reference"].is_string()) {
+    const std::string ref_path = fh::expand_path(st["reference"].get<std::string>(), sc.dir);
+    auto ref = fh::load_reference(ref_path);
+    if (!ref.ok()) return usage_error(sc.path + ": reference: " + ref.status().message());
+    reference = std::make_unique<fh::Reference>(std::move(*ref));
+    for (const auto& c : reference->manifest["cases"]) reference_models.push_back(c.value("model", ""));
+  }
+
+  Json claims = Json::array();
+  bool claims_ok = true;
+  for (const auto& c : st["claims"]) {
+    auto p = fh::load_profile(c["profile"].get<std::string>(), profiles_dir);
+    if (!p.ok()) return usage_error(sc.path + ": claim '" + c["name"].get<std::string>() + "': " + p.status().message());
+    const fh::ClaimVerdict v = fh::evaluate_claim(c, *p);
+    claims_ok = claims_ok && v.expect_ok;
+    claims.push_back(fh::claim_to_json(v));
+  }
+
+  fh::SweepOptions so;
+  so.emulate = mode == "emulate" ? profile.get() : nullptr;
+  so.reference_dir = reference ? reference->dir : "";
+  so.reference_models = reference_models;
+  so.cache_dir = fh::default_cache_dir();
+  std::vector<fh::RunSpec> runs;
+  const bool has_model = st["model"].is_string() || st["model"].is_array() ||
+                         (st["points"].is_array() && !st["points"].empty());
+  if (!config.empty() && has_model) {
+    auto r = fh::expand_sweep(sc, so);
+    if (!r.ok()) return usage_error(r.status().message());
+    runs = std::move(*r);
+  } else if (!config.empty() && st["claims"].empty()) {
+    return usage_error(sc.path + ": nothing to do: set 'model' (or 'points') for runs, or 'claims'");
+  }
+
+  std::vector<std::string> warnings;
+  // Baseline binaries: a missing one is an error naming the path, or a skip when optional.
+  std::string llama_bench;
+  for (const auto& b : st["baselines"]) {
+    if (b["engine"] != "llama-bench") continue;
+    std::string path = llama_bench_arg;
+    if (path.empty() && b["path"].is_string()) path = fh::expand_path(b["path"].get<std::string>(), sc.dir);
+    if (path.empty() && std::getenv("FLEA_LLAMA_BENCH")) path = std::getenv("FLEA_LLAMA_BENCH");
+    if (path.empty()) {
+      const char* base = std::getenv("FLEA_BASELINE_DIR");
+      const char* home = std::getenv("HOME");
+      path = (base ? std::string(base) : std::string(home ? home : "") + "/.cache/flea-baselines") +
+             "/llama.cpp-c392e5094dea/build/bin/llama-bench";
+    }
+    if (is_executable(path)) {
+      llama_bench = path;
+    } else if (b["optional"].get<bool>()) {
+      warnings.push_back("baseline llama-bench skipped: no executable at " + path +
+                         " (build it with scripts/build_baselines.sh or pass --llama-bench)");
+    } else {
+      return usage_error(sc.path + ": baseline llama-bench: no executable at " + path +
+                         " (build it with scripts/build_baselines.sh, pass --llama-bench PATH, or mark it optional: true)");
+    }
+  }
+  const std::string flea = !flea_arg.empty() ? flea_arg : exe_dir() + "/flea";
+  if (!runs.empty() && !is_executable(flea)) return usage_error("engine binary not executable: " + flea + " (pass --flea PATH)");
+
+  // Machine description for predictions without a profile (filled from the ceilings later).
+  fh::Profile machine;
+  machine.name = "this-machine";
+  {
+    const std::string mi = fh::read_file_text("/proc/meminfo");
+    const size_t p = mi.find("MemTotal:");
+    machine.ram_gb = p == std::string::npos ? 0 : std::atof(mi.c_str() + p + 9) * 1024 / 1e9;
+    machine.ram_bw_gb_s = 10;  // replaced by the memory probe
+    machine.storage_gb_s = 0;  // replaced by fio
+  }
+
+  const std::vector<std::string> shown = varying_keys(runs);
+  if (dry_run) {
+    const fh::Profile& est = profile ? *profile : [&]() -> const fh::Profile& {
+      machine.storage_gb_s = 1.0;  // rough guesses: nothing is measured in a dry run
+      return machine;
+    }();
+    double total_s = 0;
+    std::map<std::string, double> sizes;
+    std::printf("%s: %zu runs (profile %s, mode %s)\n", sc.path.c_str(), runs.size(),
+                profile ? profile->name.c_str() : "none", mode.c_str());
+    for (const auto& r : runs) {
+      double bytes = sizes.count(r.model.path) ? sizes[r.model.path] : 0;
+      struct stat s2;
+      if (bytes == 0 && stat(r.model.path.c_str(), &s2) == 0) bytes = static_cast<double>(s2.st_size);
+      if (bytes == 0 && r.model.synth && is_executable(flea)) {
+        fh::ChildResult c = fh::run_child({flea, "synth", "--shape", r.model.shape, "--type", r.model.type, "--dry-run"}, 60);
+        const size_t p = c.out.find("planned_bytes ");
+        if (p != std::string::npos) bytes = std::atof(c.out.c_str() + p + 14);
+      }
+      sizes[r.model.path] = bytes;
+      const double s = estimate_run_s(r, bytes, est);
+      total_s += s;
+      std::printf("  %s %s  ~%s\n", r.id.c_str(), point_label(r, shown).c_str(), fmt_dur(s).c_str());
+    }
+    for (const auto& c : claims) std::printf("  claim %s: %s\n", c["name"].get<std::string>().c_str(), c["arithmetic"].get<std::string>().c_str());
+    std::printf("predicted duration: ~%s (%s; excludes synth generation and ceilings)\n", fmt_dur(total_s).c_str(),
+                profile ? ("profile " + profile->name).c_str() : "rough: no profile, nothing measured");
+    return kExitOk;
+  }
+
+  fh::install_signal_handlers();
+  char tmpl[] = "/tmp/flea-harness-XXXXXX";
+  const char* tmp = mkdtemp(tmpl);
+  if (tmp == nullptr) return usage_error("mkdtemp failed");
+  const std::string tmp_dir = tmp;
+  struct TmpCleanup {
+    std::string dir;
+    ~TmpCleanup() { rmdir(dir.c_str()); }
+  } cleanup{tmp_dir};
+
+  // ---- models: synth ones are generated once into the cache ---------------------------------------
+  std::set<std::string> prepared;
+  for (const auto& r : runs) {
+    if (prepared.count(r.model.path)) continue;
+    prepared.insert(r.model.path);
+    if (exists(r.model.path)) continue;
+    if (!r.model.synth) return usage_error(sc.path + ": model file not found: " + r.model.path + " (model '" + r.model.spec + "')");
+    const std::string dir = r.model.path.substr(0, r.model.path.rfind('/'));
+    fh::run_child({"/bin/mkdir", "-p", dir}, 10);
+    if (!quiet) std::fprintf(stderr, "generating %s -> %s\n", r.model.spec.c_str(), r.model.path.c_str());
+    fh::ChildResult c = fh::run_child({flea, "synth", "--shape", r.model.shape, "--type", r.model.type, "--seed",
+                                       std::to_string(r.model.seed), "--out", r.model.path, "-q"}, 24 * 3600);
+    if (c.exit_code != 0) {
+      if (c.interrupted) return 128 + fh::stop_signal();
+      return usage_error("cannot generate " + r.model.spec + ": flea synth exited " + std::to_string(c.exit_code) + ": " + c.err);
+    }
+  }
+
+  // ---- context and ceilings ------------------------------------------------------------------------
+  Json ctx;
+  ctx["schema_version"] = 1;
+  std::string run_id = fh::make_run_id(sc.name);
+  std::string out_path;
+  if (!resumed.is_null()) {
+    run_id = resumed["context"].value("run_id", run_id);
+    out_path = resume;
+  }
+  ctx["run_id"] = run_id;
+  ctx["time"] = fh::utc_now_rfc3339();
+  ctx["scenario"] = {{"name", sc.name}, {"path", sc.path}, {"sha256", sc.sha256}};
+  ctx["host"] = fh::host_info(runs.empty() ? "" : runs.front().model.path);
+  ctx["gpu"] = fh::gpu_info();
+  ctx["build"] = fh::build_info(&warnings);
+  ctx["engine"] = {{"path", flea}};
+  Json prof = nullptr;
+  if (profile) {
+    prof = profile->raw;
+    prof["name"] = profile->name;
+    prof["path"] = profile->path;
+    prof["mode"] = mode;
+  } else {
+    prof = {{"name", "none"}, {"mode", "none"}};
+  }
+  ctx["profile"] = prof;
+  ctx["requested"] = sc.requested;
+  Json effective = st;
+  if (so.emulate) {
+    effective["emulated_caps"] = {{"vram_budget_mb", fh::emulated_vram_budget_mb(*profile)},
+                                  {"ram_budget_mb", fh::emulated_ram_budget_mb(*profile)},
+                                  {"throttle_gb_s", profile->storage_gb_s}};
+  }
+  effective["points"] = Json::array();
+  for (const auto& r : runs) effective["points"].push_back({{"id", r.id}, {"engine", r.engine}, {"point", r.point}});
+  ctx["effective"] = effective;
+  if (reference) ctx["reference_commit"] = reference->manifest["producer"].value("commit", "");
+  const std::string gov = fh::cpu_governor();
+  if (gov != "performance") warnings.push_back("CPU governor is '" + gov + "', not 'performance': frequency may vary");
+
+  Json ceilings = {{"fio", Json::array()}, {"h2d", nullptr}, {"memory_bw_gb_s", nullptr}};
+  const Json& cs = st["ceilings"];
+  if (!resumed.is_null() && resumed.contains("ceilings")) {
+    ceilings = resumed["ceilings"];  // the same invocation's ceilings: measured once
+  } else if (!runs.empty() && !no_ceilings) {
+    if (!quiet) std::fprintf(stderr, "measuring ceilings...\n");
+    if (cs["memory"].get<bool>()) {
+      const double cp = fh::memcpy_gb_s(), rd = fh::memory_read_gb_s();
+      ceilings["memory_bw_gb_s"] = cp;
+      ceilings["memory_read_gb_s"] = rd;
+    }
+    if (cs["fio"].get<bool>()) {
+      const std::string fio = fh::find_in_path("fio");
+      if (fio.empty()) {
+        warnings.push_back("fio not found on PATH: no storage ceilings (apt-get install fio)");
+      } else {
+        fh::FioOptions fo;
+        fo.samples = cs["fio_samples"].get<int>();
+        fo.runtime_s = cs["fio_runtime_s"].get<double>();
+        fo.block_bytes = cs["block_kb"].get<int64_t>() * 1024;
+        fo.iodepth = cs["iodepth"].get<int>();
+        std::set<std::string> done;
+        for (const auto& r : runs) {
+          if (r.engine == "llama-bench") continue;
+          const std::string key = r.model.path + "|" + r.point["io"].get<std::string>();
+          if (!done.insert(key).second) continue;
+          Json e = fh::fio_ceiling(fio, r.model.path, r.point["io"], fo);
+          if (!e["error"].is_null()) warnings.push_back("fio " + r.point["io"].get<std::string>() + " on " + r.model.path + ": " + e["error"].get<std::string>());
+          if (!e["cache_dropped"].get<bool>()) warnings.push_back("page cache not dropped for " + r.model.path + " before fio (" + e.value("cache_drop_error", "") + ")");
+          ceilings["fio"].push_back(e);
+          if (fh::stop_signal()) break;
+        }
+      }
+    }
+    if (cs["h2d"].get<bool>()) {
+      ceilings["h2d"] = fh::h2d_ceiling();
+      if (ceilings["h2d"].is_null() && !ctx["gpu"].is_null()) warnings.push_back("GPU present but H2D not measured by the harness");
+    }
+  } else if (no_ceilings && !runs.empty()) {
+    warnings.push_back("ceilings skipped (--no-ceilings): fraction_of_fio and the storage floor are unavailable");
+  }
+  if (ceilings["memory_read_gb_s"].is_number() || ceilings["memory_bw_gb_s"].is_number()) {
+    auto numv = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : 0.0; };
+    machine.ram_bw_gb_s = std::max(numv(ceilings, "memory_read_gb_s"), numv(ceilings, "memory_bw_gb_s"));
+  }
+
+  // ---- validate: this machine against the profile ------------------------------------------------
+  bool validate_ok = true;
+  if (mode == "validate") {
+    const double tol = st["tolerance"].get<double>();
+    if (!ceilings["memory_bw_gb_s"].is_number()) {  // no runs (validate only): probe memory anyway
+      ceilings["memory_bw_gb_s"] = fh::memcpy_gb_s();
+      ceilings["memory_read_gb_s"] = fh::memory_read_gb_s();
+    }
+    auto numv = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : 0.0; };
+    Json checks = Json::array();
+    auto check = [&](const std::string& field, double want, double got, const std::string& how) {
+      Json c = {{"field", field}, {"profile", want}, {"measured", got > 0 ? Json(got) : Json(nullptr)}, {"how", how}};
+      if (got > 0 && want > 0) {
+        const double diff = (got - want) / want;
+        c["diff_fraction"] = diff;
+        c["within_tolerance"] = std::fabs(diff) <= tol;
+        if (std::fabs(diff) > tol) validate_ok = false;
+      } else {
+        c["diff_fraction"] = nullptr;
+        c["within_tolerance"] = nullptr;
+      }
+      checks.push_back(c);
+    };
+    const Json host = ctx["host"];
+    check("ram_gb", profile->ram_gb, host["ram_bytes"].is_number() ? host["ram_bytes"].get<double>() / 1e9 : 0, "/proc/meminfo MemTotal");
+    check("cpu.cores", profile->cpu_cores, numv(host, "physical_cores") > 0 ? numv(host, "physical_cores") : numv(host, "cpu_cores"),
+          host.contains("topology_source") ? host["topology_source"].get<std::string>() : "sysfs");
+    double fio_best = 0;
+    for (const auto& f : ceilings["fio"]) if (f["read_gb_s"].is_number()) fio_best = std::max(fio_best, f["read_gb_s"].get<double>());
+    check("storage.read_gb_s", profile->storage_gb_s, fio_best, fio_best > 0 ? "fio on the model file" : "not measured (no fio ceiling)");
+    check("ram_bw_gb_s", profile->ram_bw_gb_s, numv(ceilings, "memory_read_gb_s"), "multi-threaded read probe");
+    if (profile->has_gpu) {
+      const Json g = ctx["gpu"];
+      check("gpu.vram_gb", profile->vram_gb, g.is_object() && g["vram_bytes"].is_number() ? g["vram_bytes"].get<double>() / 1e9 : 0,
+            g.is_object() ? "nvidia-smi" : "no GPU found");
+      if (!g.is_object()) validate_ok = false;
+    }
+    ctx["profile"]["validation"] = {{"tolerance", tol}, {"checks", checks}, {"ok", validate_ok}};
+    std::printf("validate %s (tolerance %.0f%%):\n", profile->name.c_str(), tol * 100);
+    for (const auto& c : checks) {
+      std::printf("  %-20s profile %-10s measured %-10s %s  (%s)\n", c["field"].get<std::string>().c_str(),
+                  fmt_num(c["profile"], "%.2f").c_str(), fmt_num(c["measured"], "%.2f").c_str(),
+                  c["within_tolerance"].is_null() ? "not compared" : c["within_tolerance"].get<bool>() ? "ok" : "DIFFERS",
+                  c["how"].get<std::string>().c_str());
+    }
+    if (!validate_ok) warnings.push_back("this machine differs from profile " + profile->name + " beyond " + std::to_string(tol));
+    if (config.empty()) return validate_ok ? kExitOk : kExitFailed;
+  }
+
+  fh::RunEnv env;
+  env.flea = flea;
+  env.llama_bench = llama_bench;
+  env.settings = st;
+  env.profile = profile.get();
+  env.machine = machine;
+  env.ceilings = ceilings;
+  env.reference = reference.get();
+  env.tmp_dir = tmp_dir;
+  env.llc_bytes = fh::last_level_cache_bytes();
+  if (env.llc_bytes <= 0) {
+    // Unknown cache size: assume a large one, so a small model's floor is not overstated.
+    env.llc_bytes = 64ll << 20;
+    warnings.push_back("CPU cache size unknown: models under 64 MiB get no memory-bandwidth floor");
+  }
+
+  if (out_path.empty()) {
+    fh::run_child({"/bin/mkdir", "-p", out_dir}, 10);
+    out_path = out_dir + "/" + run_id + ".json";
+  }
+  const std::string trace_path = out_path.size() > 5 && out_path.substr(out_path.size() - 5) == ".json"
+                                     ? out_path.substr(0, out_path.size() - 5) + ".trace.json" : out_path + ".trace.json";
+
+  // Records in run order; resumed ok runs are kept as they are.
+  std::map<std::string, Json> done;
+  if (!resumed.is_null()) {
+    for (const auto& rec : resumed.value("runs", Json::array())) {
+      if (rec.value("status", "") == "ok") done[fh::run_key(rec.value("engine", "flea"), rec["point"])] = rec;
+    }
+    if (resumed["context"]["scenario"].value("sha256", "") != sc.sha256) {
+      warnings.push_back("resumed with a scenario whose sha256 differs from the partial file's");
+    }
+    Json hist = resumed["context"].value("resumed", Json::array());
+    hist.push_back(fh::utc_now_rfc3339());
+    ctx["resumed"] = hist;
+    ctx["time"] = resumed["context"].value("time", ctx["time"].get<std::string>());
+  }
+  std::vector<Json> records(runs.size());
+  std::vector<Json> traces(runs.size());
+  int n_skipped_resume = 0;
+
+  double overhead_ns_total = 0, child_ns_total = 0;
+  auto write_results = [&](bool partial, bool complete) {
+    ctx["warnings"] = warnings;
+    Json out;
+    out["context"] = ctx;
+    out["ceilings"] = ceilings;
+    Json rs = Json::array();
+    int n_ok = 0, n_failed = 0, n_skipped = 0;
+    for (const auto& r : records) {
+      if (r.is_null()) continue;
+      rs.push_back(r);
+      const std::string s = r.value("status", "");
+      n_ok += s == "ok";
+      n_failed += s == "failed";
+      n_skipped += s == "skipped";
+    }
+    out["runs"] = rs;
+    out["status"] = {{"complete", complete}, {"partial", partial}, {"n_runs", static_cast<int64_t>(rs.size())},
+                     {"n_planned", static_cast<int64_t>(runs.size())}, {"n_ok", n_ok}, {"n_failed", n_failed},
+                     {"n_skipped", n_skipped},
+                     {"harness_overhead_fraction", child_ns_total > 0 ? Json(overhead_ns_total / child_ns_total) : Json(nullptr)}};
+    if (!claims.empty()) out["claims"] = claims;
+    flea::Status s = fh::write_file_atomic(out_path, out.dump(1) + "\n");
+    if (!s.ok()) std::fprintf(stderr, "run_lab_harness: %s\n", s.message().c_str());
+  };
+  // The trace is written once at the end (or on interrupt): engine traces are parsed only then.
+  auto write_trace = [&]() {
+    std::vector<std::string> unlink_after;
+    if (st["trace"].get<bool>() && !runs.empty()) {
+      Json events = Json::array();
+      for (size_t i = 0; i < records.size(); ++i) {
+        if (traces[i].is_string() && (records[i].is_null() || records[i].value("status", "") != "ok")) {
+          unlink(traces[i].get<std::string>().c_str());
+        }
+        if (records[i].is_null() || records[i].value("status", "") != "ok") continue;
+        Json engine_trace;
+        if (traces[i].is_string()) {
+          unlink_after.push_back(traces[i].get<std::string>());
+          const std::string path = traces[i].get<std::string>();
+          try {
+            engine_trace = Json::parse(fh::read_file_text(path));
+          } catch (const std::exception&) {
+            warnings.push_back("engine trace " + path + " is not JSON; spans synthesized from layers[]");
+          }
+        }
+        for (auto& e : fh::trace_events_for_run(static_cast<int>(i + 1), records[i], engine_trace)) events.push_back(e);
+      }
+      Json tr = {{"traceEvents", events}, {"displayTimeUnit", "ms"}, {"otherData", {{"run_id", run_id}}}};
+      flea::Status ts = fh::write_file_atomic(trace_path, tr.dump() + "\n");
+      if (!ts.ok()) std::fprintf(stderr, "run_lab_harness: %s\n", ts.message().c_str());
+    }
+    for (const auto& p : unlink_after) unlink(p.c_str());
+  };
+
+  write_results(true, false);
+  const auto t_start = std::chrono::steady_clock::now();
+  double spent_s = 0;
+  int n_timed = 0;
+  std::map<std::string, int64_t> n_layer_of;  // model path → n_layer from a finished flea run
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < runs.size(); ++i) index_of[runs[i].id] = i;
+  const bool tty = isatty(2);
+  int stopped = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if ((stopped = fh::stop_signal()) != 0) break;
+    fh::RunSpec r = runs[i];
+    auto it = done.find(fh::run_key(r.engine, r.point));
+    if (it != done.end()) {
+      records[i] = it->second;
+      records[i]["id"] = r.id;
+      ++n_skipped_resume;
+      continue;
+    }
+    if (!quiet) {
+      const double avg = n_timed > 0 ? spent_s / n_timed : NAN;
+      const double eta = avg * static_cast<double>(runs.size() - i);
+      std::fprintf(stderr, "%s[%zu/%zu] %s %s | elapsed %s ETA %s%s", tty ? "\r\033[K" : "", i + 1, runs.size(),
+                   r.id.c_str(), point_label(r, shown).c_str(),
+                   fmt_dur(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()).c_str(),
+                   fmt_dur(eta).c_str(), tty ? "" : "\n");
+    }
+    if (n_layer_of.count(r.model.path)) r.n_layer_hint = n_layer_of[r.model.path];
+    const auto t0 = std::chrono::steady_clock::now();
+    Json etrace;
+    Json rec = fh::run_point(r, env, &etrace);
+    if ((stopped = fh::stop_signal()) != 0 && rec.value("status", "") != "ok") break;  // unfinished: not recorded
+    if (rec.contains("model") && rec["model"].contains("n_layer") && rec["model"]["n_layer"].is_number()) {
+      n_layer_of[r.model.path] = rec["model"]["n_layer"].get<int64_t>();
+    }
+    // Baseline runs: numbers and ratio next to ours (ours tg_tok_s / baseline tg_tok_s).
+    if (r.baseline_index >= 0) {
+      for (const auto& sid : r.serves) {
+        Json& ours = records[index_of[sid]];
+        if (ours.is_null()) continue;
+        Json b = {{"engine", r.engine}, {"run", r.id}, {"status", rec.value("status", "")},
+                  {"tg_tok_s", nullptr}, {"ratio", nullptr}};
+        if (rec.value("status", "") == "ok" && rec["summary"]["tg_tok_s"].is_number()) {
+          b["tg_tok_s"] = rec["summary"]["tg_tok_s"];
+          if (ours.value("status", "") == "ok" && ours["summary"]["tg_tok_s"].is_number()) {
+            b["ratio"] = ours["summary"]["tg_tok_s"].get<double>() / rec["summary"]["tg_tok_s"].get<double>();
+          }
+        }
+        if (!ours.contains("baselines") || !ours["baselines"].is_array()) ours["baselines"] = Json::array();
+        ours["baselines"].push_back(b);
+        if (ours["baseline"].is_null()) ours["baseline"] = b;
+      }
+    }
+    records[i] = rec;
+    traces[i] = etrace;
+    const auto t_w = std::chrono::steady_clock::now();
+    write_results(true, false);
+    records[i]["harness"]["write_ns"] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t_w).count();
+    const double total_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    if (rec.contains("harness") && rec["harness"]["child_wall_ns"].is_number()) {
+      const Json& h = rec["harness"];
+      const double child = h["child_wall_ns"].get<double>();
+      const double measured_elsewhere = h.value("drop_cache_ns", 0.0) + h.value("correctness_ns", 0.0);
+      const double overhead = std::max(0.0, total_ns - child - measured_elsewhere);
+      records[i]["harness"]["overhead_ns"] = overhead;
+      records[i]["harness"]["overhead_fraction"] = child > 0 ? overhead / child : 0.0;
+      overhead_ns_total += overhead;
+      child_ns_total += child;
+    }
+    spent_s += total_ns / 1e9;
+    ++n_timed;
+  }
+  if (!quiet && tty) std::fprintf(stderr, "\n");
+  if (stopped == 0) stopped = fh::stop_signal();
+  if (stopped != 0) {
+    warnings.push_back(std::string("interrupted by ") + (stopped == SIGINT ? "SIGINT" : "SIGTERM") +
+                       ": partial results; continue with --resume " + out_path);
+    write_trace();
+    write_results(true, false);
+    std::fprintf(stderr, "run_lab_harness: interrupted; partial results in %s (continue with --resume %s)\n",
+                 out_path.c_str(), out_path.c_str());
+    return 128 + stopped;
+  }
+  write_trace();
+  write_results(false, true);
+
+  // ---- summary on stdout --------------------------------------------------------------------------
+  bool all_ok = claims_ok && validate_ok;
+  if (!runs.empty()) std::printf("%-6s %-44s %10s %10s %10s %8s %s\n", "run", "point", "tg ms/tok", "predicted", "floor", "vs floor", "status");
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Json& rec = records[i];
+    if (rec.is_null()) continue;
+    const std::string status = rec.value("status", "?");
+    if (status == "failed") all_ok = false;
+    std::string extra = status == "ok" ? "ok" : status + ": " + rec.value("error", "");
+    if (rec.contains("correctness") && rec["correctness"].is_object()) {
+      const bool passed = rec["correctness"].value("passed", false);
+      if (!passed) all_ok = false;
+      char buf[128];
+      std::snprintf(buf, sizeof(buf), " | correctness %s nmse %.2e top1 %.2f", passed ? "PASS" : "FAIL",
+                    rec["correctness"].value("nmse", 0.0), rec["correctness"].value("top1_agreement", 0.0));
+      extra += buf;
+    }
+    if (rec.contains("vs_floor") && rec["vs_floor"].is_object() && rec["vs_floor"]["below_floor"].get<bool>()) {
+      extra += " | BELOW PHYSICAL FLOOR: suspect";
+    }
+    if (rec.contains("baseline") && rec["baseline"].is_object() && rec["baseline"]["ratio"].is_number()) {
+      extra += " | vs " + rec["baseline"]["engine"].get<std::string>() + " " + fmt_num(rec["baseline"]["ratio"], "%.2fx");
+    }
+    const Json med = rec.contains("summary") && rec["summary"]["tg_ms_per_token"].is_object() ? rec["summary"]["tg_ms_per_token"]["median"] : Json();
+    const Json pred = rec.contains("predicted") && rec["predicted"].is_object() ? rec["predicted"]["ms_per_token"] : Json();
+    const Json floor = rec.contains("predicted") && rec["predicted"].is_object() ? rec["predicted"]["floor_ms_per_token"] : Json();
+    const Json ratio = rec.contains("vs_floor") && rec["vs_floor"].is_object() ? rec["vs_floor"]["ratio"] : Json();
+    std::printf("%-6s %-44s %10s %10s %10s %8s %s\n", rec.value("id", "").c_str(), point_label(runs[i], shown).substr(0, 44).c_str(),
+                fmt_num(med).c_str(), fmt_num(pred).c_str(), fmt_num(floor).c_str(), fmt_num(ratio, "%.2fx").c_str(), extra.c_str());
+  }
+  for (const auto& c : claims) {
+    std::printf("claim %s [%s]%s\n  %s\n", c["name"].get<std::string>().c_str(), c["verdict"].get<std::string>().c_str(),
+                c["expect_ok"].get<bool>() ? "" : (" (expected " + c["expect"].get<std::string>() + ")").c_str(),
+                c["arithmetic"].get<std::string>().c_str());
+  }
+  if (child_ns_total > 0) {
+    std::printf("harness overhead: %.3f%% of the engine's wall time (%.1f ms over %d runs)\n",
+                100.0 * overhead_ns_total / child_ns_total, overhead_ns_total / 1e6, n_timed);
+  }
+  if (n_skipped_resume > 0) std::printf("resumed: %d finished runs kept from %s\n", n_skipped_resume, out_path.c_str());
+  for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
+  std::printf("results: %s\n", out_path.c_str());
+  if (st["trace"].get<bool>() && !runs.empty()) std::printf("trace:   %s\n", trace_path.c_str());
+  return all_ok ? kExitOk : kExitFailed;
 }

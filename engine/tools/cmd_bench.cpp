@@ -8,6 +8,9 @@
 #include "commands.h"
 #include "engine_cli.h"
 #include "quant/quant.h"
+#ifdef FLEA_HAVE_CUDA
+#include "compute/cuda/cuda_session.h"
+#endif
 
 namespace flea::cli {
 namespace {
@@ -190,6 +193,9 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch_misses"] = tel.value("prefetch_misses", 0);
   j["layers"] = layers;
   j["peak_rss_bytes"] = peak_rss_bytes();
+#ifdef FLEA_HAVE_CUDA
+  if (const CudaStats* cs = cuda_stats(session)) j["cuda"] = nlohmann::json::parse(cs->to_json());
+#endif
   j["warnings"] = warnings;
   if (!trace_path.empty()) {
     if (Status ts = engine->telemetry->write_chrome_trace(trace_path); !ts.ok()) {

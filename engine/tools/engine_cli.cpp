@@ -6,6 +6,9 @@
 #include <thread>
 
 #include "commands.h"
+#ifdef FLEA_HAVE_CUDA
+#include "compute/cuda/cuda_session.h"
+#endif
 
 namespace flea::cli {
 
@@ -19,14 +22,14 @@ void add_engine_flags(CLI::App& app, EngineOptions* opts) {
 }
 
 StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
-  if (opts.backend == "cuda") {
 #ifndef FLEA_HAVE_CUDA
+  if (opts.backend == "cuda") {
     return unimplemented("--backend cuda: this build has no CUDA backend (configure with -DFLEA_CUDA=ON and nvcc)");
-#else
-    return unimplemented("--backend cuda: the CUDA compute backend is not implemented yet");
-#endif
   }
+#endif
   Engine e;
+  e.backend = opts.backend;
+  e.residency = opts.residency;
   FLEA_ASSIGN_OR_RETURN(e.model, Model::open(opts.model));
   FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(e.model->file, e.model->layout, opts.residency, nullptr));
   e.plan = std::make_unique<Plan>(std::move(plan));
@@ -41,6 +44,14 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
 }
 
 StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq) {
+  if (engine.backend == "cuda") {
+#ifdef FLEA_HAVE_CUDA
+    if (n_seq != 1) return unimplemented("--backend cuda decodes one sequence at a time (--batch 1)");
+    return make_cuda_session(*engine.model, engine.weights.get(), *engine.plan, engine.residency, n_ctx);
+#else
+    return unimplemented("--backend cuda: this build has no CUDA backend");
+#endif
+  }
   return std::unique_ptr<Evaluator>(
       std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx, n_seq));
 }

@@ -27,6 +27,7 @@ void add_engine_flags(CLI::App& app, EngineOptions* opts);
 
 struct Engine {
   std::string backend = "cpu";
+  ResidencyOptions residency;
   std::unique_ptr<Model> model;
   std::unique_ptr<Telemetry> telemetry;
   std::unique_ptr<Plan> plan;

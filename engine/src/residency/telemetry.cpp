@@ -52,7 +52,7 @@ int64_t Telemetry::now_ns() const { return steady_ns() - t0_ns_; }
 
 void Telemetry::reset() {
   std::lock_guard<std::mutex> lock(mu_);
-  t0_ns_ = steady_ns();
+  // The clock keeps running: a read in flight across the reset must not get a negative duration.
   transitions_.clear();
   spans_.clear();
   layers_.clear();

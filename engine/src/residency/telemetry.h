@@ -48,7 +48,7 @@ class Telemetry {
 
   Telemetry();
   int64_t now_ns() const;  // monotonic, since creation / reset()
-  void reset();            // forget everything (e.g. after warm-up); the clock restarts
+  void reset();            // forget everything (e.g. after warm-up); the clock keeps running
 
   void record(int layer, LayerState s, uint64_t bytes = 0);
   void add_io(int layer, int tid, int64_t start_ns, int64_t end_ns, uint64_t bytes);

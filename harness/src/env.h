@@ -1,0 +1,42 @@
+// The context block (machine, build, git) and the ceilings measured in the same invocation:
+// fio sequential read per model file and I/O path (page cache dropped first), memory bandwidth,
+// pinned H2D when a GPU exists.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "scenario.h"
+
+namespace flea::harness {
+
+Json host_info(const std::string& model_path_for_device);
+Json build_info(std::vector<std::string>* warnings);
+Json gpu_info();  // null without a GPU
+std::string cpu_governor();
+std::string storage_device_of(const std::string& path);
+int64_t last_level_cache_bytes();
+std::string read_file_text(const std::string& path);
+std::string utc_now_rfc3339();
+std::string source_dir();  // the repository the harness was built from
+
+// Drops `path` from the page cache (posix_fadvise DONTNEED) and reports whether it worked,
+// checked with mincore: *resident_fraction is what is still cached afterwards.
+bool drop_page_cache(const std::string& path, double* resident_fraction, std::string* why);
+
+struct FioOptions {
+  int samples = 3;
+  double runtime_s = 3;
+  int64_t block_bytes = 1 << 20;
+  int iodepth = 4;
+};
+std::string find_in_path(const std::string& exe);
+// One ceilings.fio entry; "error" set (and read_gb_s null) when fio failed.
+Json fio_ceiling(const std::string& fio, const std::string& path, const std::string& io, const FioOptions& o);
+
+// GB/s of memcpy (bytes copied per second, one thread) and of a multi-threaded read sweep.
+double memcpy_gb_s();
+double memory_read_gb_s();
+Json h2d_ceiling();  // null without a CUDA build and a GPU
+
+}  // namespace flea::harness

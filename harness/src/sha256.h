@@ -1,0 +1,10 @@
+// SHA-256 of a byte string (FIPS 180-4), for the scenario fingerprint in every results file.
+#pragma once
+
+#include <string>
+
+namespace flea::harness {
+
+std::string sha256_hex(const std::string& data);
+
+}  // namespace flea::harness

@@ -1,0 +1,191 @@
+#include "sweep.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "env.h"
+
+namespace flea::harness {
+namespace {
+
+const std::vector<std::string>& synth_types() {
+  static const std::vector<std::string> k = {"F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"};
+  return k;
+}
+
+}  // namespace
+
+std::string default_cache_dir() {
+  const char* env = std::getenv("FLEA_CACHE_DIR");
+  if (env != nullptr && *env != '\0') return env;
+  return source_dir() + "/.cache/models";
+}
+
+StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& scenario_dir,
+                                 const std::string& reference_dir, const std::string& cache_dir) {
+  ModelRef m;
+  m.spec = spec;
+  if (spec.rfind("synth:", 0) == 0) {
+    std::vector<std::string> parts;
+    size_t pos = 6;
+    while (true) {
+      size_t c = spec.find(':', pos);
+      parts.push_back(spec.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+      if (c == std::string::npos) break;
+      pos = c + 1;
+    }
+    if (parts.size() < 2 || parts.size() > 3 || parts[0].empty()) {
+      return invalid_argument("model '" + spec + "': expected synth:<shape>:<type>[:seed], e.g. synth:tiny:Q4_K_M");
+    }
+    const auto& types = synth_types();
+    if (std::find(types.begin(), types.end(), parts[1]) == types.end()) {
+      std::string list;
+      for (const auto& t : types) list += (list.empty() ? "" : "|") + t;
+      return invalid_argument("model '" + spec + "': unknown type '" + parts[1] + "' (" + list + ")");
+    }
+    m.synth = true;
+    m.shape = parts[0];
+    m.type = parts[1];
+    if (parts.size() == 3) {
+      char* end = nullptr;
+      m.seed = std::strtoull(parts[2].c_str(), &end, 10);
+      if (parts[2].empty() || *end != '\0') return invalid_argument("model '" + spec + "': seed '" + parts[2] + "' is not an integer");
+    }
+    m.path = cache_dir + "/synth-" + m.shape + "-" + m.type + "-s" + std::to_string(m.seed) + ".gguf";
+    return m;
+  }
+  if (spec.rfind("reference:", 0) == 0) {
+    if (reference_dir.empty()) return invalid_argument("model '" + spec + "' needs the scenario key 'reference'");
+    m.path = reference_dir + "/" + spec.substr(10);
+    return m;
+  }
+  m.path = expand_path(spec, scenario_dir);
+  return m;
+}
+
+std::string run_key(const std::string& engine, const Json& point) { return engine + "|" + point.dump(); }
+
+StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOptions& o) {
+  const Json& st = s.settings;
+  const std::vector<std::string> keys = point_keys();
+  // Base points: explicit points, or one empty point; each then expands over list-valued keys it
+  // does not set itself.
+  std::vector<Json> bases;
+  if (st["points"].is_array() && !st["points"].empty()) {
+    for (const auto& p : st["points"]) bases.push_back(p);
+  } else {
+    bases.push_back(Json::object());
+  }
+  std::vector<Json> points;
+  for (const Json& base : bases) {
+    std::vector<Json> partial = {Json::object()};
+    for (const auto& k : keys) {
+      Json values;
+      if (base.contains(k)) values = Json::array({base[k]});
+      else if (st[k].is_array()) values = st[k];
+      else values = Json::array({st[k]});
+      // model: 'reference' stands for every model in the reference manifest.
+      if (k == "model") {
+        Json expanded = Json::array();
+        for (const auto& v : values) {
+          if (v.is_string() && v.get<std::string>() == "reference") {
+            if (o.reference_models.empty()) {
+              return invalid_argument(s.path + ": model 'reference' needs the key 'reference' (a reference dir or manifest)");
+            }
+            for (const auto& f : o.reference_models) expanded.push_back("reference:" + f);
+          } else {
+            expanded.push_back(v);
+          }
+        }
+        values = expanded;
+      }
+      std::vector<Json> next;
+      for (const auto& p : partial) {
+        for (const auto& v : values) {
+          Json q = p;
+          q[k] = v;
+          next.push_back(q);
+        }
+      }
+      partial = std::move(next);
+    }
+    for (auto& p : partial) points.push_back(std::move(p));
+  }
+  // Models in first-seen order; runs grouped by model (stable within a model).
+  std::vector<std::string> model_order;
+  for (const auto& p : points) {
+    if (!p["model"].is_string()) {
+      return invalid_argument(s.path + ": no model for a run point (set 'model' at the top or in every point)");
+    }
+    const std::string m = p["model"];
+    if (std::find(model_order.begin(), model_order.end(), m) == model_order.end()) model_order.push_back(m);
+  }
+  std::stable_sort(points.begin(), points.end(), [&](const Json& a, const Json& b) {
+    auto ia = std::find(model_order.begin(), model_order.end(), a["model"].get<std::string>());
+    auto ib = std::find(model_order.begin(), model_order.end(), b["model"].get<std::string>());
+    return ia < ib;
+  });
+
+  std::vector<RunSpec> runs;
+  std::set<std::string> seen;
+  std::map<std::string, size_t> baseline_run_of;  // key → index in runs
+  const Json& baselines = st["baselines"];
+  for (const Json& p : points) {
+    RunSpec r;
+    r.requested_point = p;
+    r.point = p;
+    if (o.emulate != nullptr) {
+      r.point["vram_budget_mb"] = cap_budget_mb(p["vram_budget_mb"].get<int64_t>(), emulated_vram_budget_mb(*o.emulate));
+      r.point["ram_budget_mb"] = cap_budget_mb(p["ram_budget_mb"].get<int64_t>(), emulated_ram_budget_mb(*o.emulate));
+      const double req = p["throttle_gb_s"].get<double>();
+      r.point["throttle_gb_s"] = req > 0 ? std::min(req, o.emulate->storage_gb_s) : o.emulate->storage_gb_s;
+    }
+    const std::string key = run_key("flea", r.point);
+    if (!seen.insert(key).second) continue;  // the same point twice runs once
+    auto model = resolve_model(p["model"].get<std::string>(), s.dir, o.reference_dir, o.cache_dir);
+    if (!model.ok()) return invalid_argument(s.path + ": " + model.status().message());
+    r.model = *model;
+    runs.push_back(r);
+    const size_t flea_index = runs.size() - 1;
+    for (size_t bi = 0; bi < baselines.size(); ++bi) {
+      const std::string engine = baselines[bi]["engine"];
+      RunSpec b;
+      b.engine = engine;
+      b.model = r.model;
+      b.baseline_index = static_cast<int>(bi);
+      b.point = r.point;
+      b.requested_point = r.requested_point;
+      if (engine == "load-then-compute") {
+        b.point["prefetch"] = 0;
+      } else {
+        // llama-bench has no residency/io axes: one baseline per model/shape/threads/budget.
+        Json q;
+        for (const char* k : {"model", "backend", "prompt", "gen", "threads", "reps", "warmup", "vram_budget_mb"}) q[k] = r.point[k];
+        b.point = q;
+      }
+      const std::string bkey = run_key(engine, b.point);
+      auto it = baseline_run_of.find(bkey);
+      if (it == baseline_run_of.end()) {
+        b.serves.push_back(std::to_string(flea_index));
+        runs.push_back(b);
+        baseline_run_of[bkey] = runs.size() - 1;
+      } else {
+        runs[it->second].serves.push_back(std::to_string(flea_index));
+      }
+    }
+  }
+  char buf[32];
+  for (size_t i = 0; i < runs.size(); ++i) {
+    std::snprintf(buf, sizeof(buf), "r%04zu", i + 1);
+    runs[i].id = buf;
+  }
+  // serves held indices until ids existed.
+  for (auto& r : runs) {
+    for (auto& sv : r.serves) sv = runs[std::stoul(sv)].id;
+  }
+  return runs;
+}
+
+}  // namespace flea::harness
