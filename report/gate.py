@@ -15,7 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from flea_report.compare import context_differences  # noqa: E402
-from flea_report.gate_core import DEFAULTS, exit_code, format_line, gate, summary_line  # noqa: E402
+from flea_report.gate_core import (DEFAULTS, advisory_timing, exit_code, format_line, gate,  # noqa: E402
+                                   summary_line)
 from flea_report.load import ResultsError, load_results  # noqa: E402
 from flea_report.fields import point_key  # noqa: E402
 
@@ -34,6 +35,9 @@ def parse_args(argv):
                    help="relative tolerance on peak RSS/VRAM (default 0.05, never below 1 MB)")
     p.add_argument("--bytes-tolerance", type=float, default=DEFAULTS["bytes_tolerance"],
                    help="relative tolerance on read bytes per token (default 0: exact)")
+    p.add_argument("--advisory-timing", action="store_true",
+                   help="report timing regressions as ADVISORY without failing (for CI machines that are "
+                        "not the baseline's machine); deterministic metrics still fail")
     p.add_argument("--fail-on-missing", action="store_true",
                    help="exit 1 when a baseline point is missing from the current file")
     return p.parse_args(argv)
@@ -70,6 +74,8 @@ def main(argv=None):
     opts = {"min_effect": args.min_effect, "alpha": args.alpha,
             "mem_tolerance": args.mem_tolerance, "bytes_tolerance": args.bytes_tolerance}
     lines = gate(base, cur, opts)
+    if args.advisory_timing:
+        lines = [advisory_timing(line) for line in lines]
     for line in lines:
         print(format_line(line))
     print(summary_line(lines))

@@ -204,6 +204,18 @@ def gate(base_doc, cur_doc, opts=None):
     return lines
 
 
+ADVISORY = "ADVISORY"
+TIMING_UNITS = ("ms/tok", "ms/sample")
+
+
+def advisory_timing(line):
+    """A timing REGRESSION becomes ADVISORY (printed, not failing); other lines are unchanged."""
+    if line["verdict"] == REGRESSION and line.get("unit") in TIMING_UNITS:
+        note = (line.get("note") or "") + " (advisory: timing on a machine other than the baseline's)"
+        return dict(line, verdict=ADVISORY, note=note.strip())
+    return line
+
+
 def exit_code(lines, fail_on_missing=False):
     if any(ln["verdict"] == REGRESSION for ln in lines):
         return 1
@@ -233,7 +245,7 @@ def format_line(line):
 
 def summary_line(lines):
     counts = {v: sum(1 for ln in lines if ln["verdict"] == v)
-              for v in (REGRESSION, IMPROVED, MISSING, SUSPECT, PASS)}
+              for v in (REGRESSION, ADVISORY, IMPROVED, MISSING, SUSPECT, PASS)}
     n_points = len({ln["point"] for ln in lines})
     outcome = "FAIL" if counts[REGRESSION] else "PASS"
     parts = ", ".join(f"{n} {v.lower()}" for v, n in counts.items())

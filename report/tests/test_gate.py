@@ -191,3 +191,21 @@ def test_underpowered_comparison_says_so():
     cur = synth.ci_doc(seed=2, reps=3, slowdown=0.5)
     line = next(ln for ln in run_gate(base, cur) if ln["metric"] == "tg time")
     assert line["verdict"] == PASS and "too few samples" in line["note"]
+
+
+def test_advisory_timing_reports_but_does_not_fail(tmp_path, capsys):
+    base = synth.ci_doc(seed=1, cv=0.07)
+    slow = synth.ci_doc(seed=2, cv=0.07, slowdown=0.20)
+    b, c = write_pair(tmp_path, base, slow)
+    assert gate.main(["--baseline", b, "--current", c, "--advisory-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "ADVISORY    r0001 [prefetch=0]  tg time: base" in out
+    assert "advisory: timing on a machine other than the baseline's" in out
+
+
+def test_advisory_timing_still_fails_on_deterministic_metrics(tmp_path):
+    base = synth.ci_doc(seed=1, cv=0.07)
+    cur = synth.ci_doc(seed=1, cv=0.07)
+    cur["runs"][0]["io"]["read_bytes_per_token"] += 4096
+    b, c = write_pair(tmp_path, base, cur)
+    assert gate.main(["--baseline", b, "--current", c, "--advisory-timing"]) == 1
