@@ -49,10 +49,7 @@ int cmd_bench(int argc, char** argv) {
   }
 
   auto engine = open_engine(opts, /*with_weights=*/compute != "none");
-  if (!engine.ok()) {
-    std::fprintf(stderr, "flea bench: %s\n", engine.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!engine.ok()) return report_error("bench", engine.status(), kExitUsage);
   const Model& model = *engine->model;
   nlohmann::json j;
   j["model"] = opts.model;
@@ -82,10 +79,7 @@ int cmd_bench(int argc, char** argv) {
     const int tokens = std::max(1, n_gen) * reps;
     auto r = run_io_only(opts.model, model.file, model.layout, *engine->plan, opts.residency, tokens,
                          engine->telemetry.get());
-    if (!r.ok()) {
-      std::fprintf(stderr, "flea bench: %s\n", r.status().message().c_str());
-      return kExitFailure;
-    }
+    if (!r.ok()) return report_error("bench", r.status(), kExitFailure);
     j["compute"] = "none";
     j["read_bytes"] = r->read_bytes;
     j["read_ns"] = r->elapsed_ns;
@@ -150,10 +144,7 @@ int cmd_bench(int argc, char** argv) {
     if (n_prompt > 0) pp_ns.push_back(run_pp());
     if (n_gen > 0 && st.ok()) tg_ns.push_back(run_tg());
   }
-  if (!st.ok()) {
-    std::fprintf(stderr, "flea bench: %s\n", st.message().c_str());
-    return kExitFailure;
-  }
+  if (!st.ok()) return report_error("bench", st, kExitFailure);
   const uint64_t read_bytes = engine->telemetry->read_bytes() - bytes_before;
   // Tokens the timed reps produced: each pp rep yields one, each tg rep n_gen per sequence.
   const int64_t timed_tokens = static_cast<int64_t>(reps) * (static_cast<int64_t>(n_gen) * batch + (n_prompt > 0 ? 1 : 0));

@@ -19,9 +19,9 @@ int run_multi(Engine& engine, const EngineOptions& opts, const std::vector<int32
   nlohmann::json j;
   if (draft_path.empty()) {
     auto s = make_session(engine, n_ctx, batch);
-    if (!s.ok()) { std::fprintf(stderr, "flea generate: %s\n", s.status().message().c_str()); return kExitUsage; }
+    if (!s.ok()) return report_error("generate", s.status(), kExitUsage);
     auto r = batched_greedy(**s, std::vector<std::vector<int32_t>>(static_cast<size_t>(batch), prompt), n_gen, V);
-    if (!r.ok()) { std::fprintf(stderr, "flea generate: %s\n", r.status().message().c_str()); return kExitFailure; }
+    if (!r.ok()) return report_error("generate", r.status(), kExitFailure);
     j["tokens"] = r->tokens[0];
     j["batch"] = batch;
     j["batch_tokens"] = r->tokens;
@@ -43,7 +43,7 @@ int run_multi(Engine& engine, const EngineOptions& opts, const std::vector<int32
     auto ds = make_session(*draft, n_ctx);
     if (!ts.ok() || !ds.ok()) { std::fprintf(stderr, "flea generate: cannot create sessions\n"); return kExitUsage; }
     auto r = speculative_greedy(**ts, **ds, prompt, n_gen, draft_k, V);
-    if (!r.ok()) { std::fprintf(stderr, "flea generate: %s\n", r.status().message().c_str()); return kExitFailure; }
+    if (!r.ok()) return report_error("generate", r.status(), kExitFailure);
     j["tokens"] = r->tokens;
     j["draft"] = draft_path;
     j["draft_k"] = draft_k;
@@ -99,31 +99,19 @@ int cmd_generate(int argc, char** argv) {
     return kExitUsage;
   }
   auto sampler = Sampler::create(sc);
-  if (!sampler.ok()) {
-    std::fprintf(stderr, "flea generate: %s\n", sampler.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!sampler.ok()) return report_error("generate", sampler.status(), kExitUsage);
   auto engine = open_engine(opts);
-  if (!engine.ok()) {
-    std::fprintf(stderr, "flea generate: %s\n", engine.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!engine.ok()) return report_error("generate", engine.status(), kExitUsage);
   std::vector<int32_t> prompt;
   std::unique_ptr<Tokenizer> tokenizer;
   if (!prompt_text.empty()) {
     auto t = Tokenizer::from_gguf(engine->model->file);
-    if (!t.ok()) {
-      std::fprintf(stderr, "flea generate: %s\n", t.status().message().c_str());
-      return kExitUsage;
-    }
+    if (!t.ok()) return report_error("generate", t.status(), kExitUsage);
     tokenizer = std::make_unique<Tokenizer>(std::move(*t));
     prompt = tokenizer->encode(prompt_text, tokenizer->add_bos_default());
   } else {
     auto t = parse_token_list(tokens_text);
-    if (!t.ok()) {
-      std::fprintf(stderr, "flea generate: %s\n", t.status().message().c_str());
-      return kExitUsage;
-    }
+    if (!t.ok()) return report_error("generate", t.status(), kExitUsage);
     prompt = std::move(*t);
   }
   if ((batch > 1 || !draft_path.empty()) && (sc.temperature != 0.0f || kv != "resident")) {
@@ -165,10 +153,7 @@ int cmd_generate(int argc, char** argv) {
     }
   }
   const int64_t t_end = now_ns();
-  if (!st.ok()) {
-    std::fprintf(stderr, "flea generate: %s\n", st.message().c_str());
-    return kExitFailure;
-  }
+  if (!st.ok()) return report_error("generate", st, kExitFailure);
   if (stream_text) {
     std::fputc('\n', stdout);
     return kExitOk;

@@ -19,15 +19,9 @@ int cmd_logits(int argc, char** argv) {
   if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
 
   auto tokens = parse_token_list(tokens_text);
-  if (!tokens.ok()) {
-    std::fprintf(stderr, "flea logits: %s\n", tokens.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!tokens.ok()) return report_error("logits", tokens.status(), kExitUsage);
   auto engine = open_engine(opts);
-  if (!engine.ok()) {
-    std::fprintf(stderr, "flea logits: %s\n", engine.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!engine.ok()) return report_error("logits", engine.status(), kExitUsage);
   auto session_or = make_session(*engine, static_cast<int64_t>(tokens->size()));
   if (!session_or.ok()) {
     std::fprintf(stderr, "%s\n", session_or.status().message().c_str());

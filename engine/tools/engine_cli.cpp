@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "commands.h"
@@ -84,6 +85,11 @@ int parse_or_exit(CLI::App& app, int argc, char** argv) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   return -1;
+}
+
+int report_error(const char* command, const Status& status, int exit_code) {
+  std::fprintf(stderr, "flea %s: %s\n", command, status.message().c_str());
+  return exit_code;
 }
 
 int64_t peak_rss_bytes() {

@@ -49,6 +49,9 @@ StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);
 // Parses argv with CLI11; returns -1 to continue, otherwise the exit code (help or usage error).
 int parse_or_exit(CLI::App& app, int argc, char** argv);
 
+// Prints "flea <command>: <message>" on stderr and returns exit_code.
+int report_error(const char* command, const Status& status, int exit_code);
+
 int64_t peak_rss_bytes();
 int64_t now_ns();
 
