@@ -118,7 +118,8 @@ TEST(DecodeCli, DraftAndBatchPrintTheTargetGreedyTokens) {
   const auto want = nlohmann::json::parse(plain)["tokens"];
   EXPECT_EQ(nlohmann::json::parse(spec)["tokens"], want);
   EXPECT_GT(nlohmann::json::parse(spec)["acceptance_rate"].get<double>(), 0.0);
-  for (const auto& seq : nlohmann::json::parse(batch)["batch_tokens"]) EXPECT_EQ(seq, want);
+  const nlohmann::json batch_json = nlohmann::json::parse(batch);  // must outlive the loop below
+  for (const auto& seq : batch_json["batch_tokens"]) EXPECT_EQ(seq, want);
   EXPECT_EQ(test::run_command(flea + " --batch 2 --temp 0.7 2>&1", &err), 2);
   EXPECT_NE(err.find("greedily"), std::string::npos) << err;
 }
