@@ -88,7 +88,8 @@ nlohmann::json manifest() {
 
 TEST(CudaBackend, LogitsMatchTheCpuOnEveryReferenceModel) {
   SKIP_WITHOUT_GPU_OR_DATA();
-  for (const auto& c : manifest()["cases"]) {
+  const nlohmann::json all = manifest();  // the loop must not iterate a destroyed temporary
+  for (const auto& c : all["cases"]) {
     const std::string name = c["model"].get<std::string>();
     auto m = Model::open(test::reference_dir() + "/" + name);
     ASSERT_TRUE(m.ok()) << m.status().to_string();
@@ -107,7 +108,8 @@ TEST(CudaBackend, LogitsMatchTheCpuOnEveryReferenceModel) {
 
 TEST(CudaBackend, TransientIsBitIdenticalToFullForEveryPrefetchAndPinMode) {
   SKIP_WITHOUT_GPU_OR_DATA();
-  for (const auto& c : manifest()["cases"]) {
+  const nlohmann::json all = manifest();  // the loop must not iterate a destroyed temporary
+  for (const auto& c : all["cases"]) {
     const std::string name = c["model"].get<std::string>();
     auto m = Model::open(test::reference_dir() + "/" + name);
     ASSERT_TRUE(m.ok());
