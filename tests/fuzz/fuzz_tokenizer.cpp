@@ -51,6 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (id < 0 || id >= tok->n_vocab()) __builtin_trap();
   }
   const std::string back = tok->decode(ids);
-  if (valid_utf8(text) && text.find('\0') == std::string::npos && back != text) __builtin_trap();
+  // SentencePiece writes spaces as U+2581, so a literal U+2581 in the text reads back as a space.
+  std::string expected = text;
+  for (size_t at; (at = expected.find("\xE2\x96\x81")) != std::string::npos;) expected.replace(at, 3, " ");
+  if (valid_utf8(text) && text.find('\0') == std::string::npos && back != expected) __builtin_trap();
   return 0;
 }
