@@ -284,3 +284,26 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
   EXPECT_EQ(count_lines(log_, "bench ") - first_invocations, static_cast<int>(6 - done));  // finished points skipped
   EXPECT_EQ(j["context"]["resumed"].size(), 1u);
 }
+
+// llama-bench's JSON has numeric fields where ours has strings; a baseline run must parse it,
+// stand next to ours with a ratio, and get no prediction (that models our engine only).
+TEST_F(HarnessRun, LlamaBenchBaselineRecordsItsSamplesAndTheRatio) {
+  const std::string lb = flea::test::source_dir() + "/tests/fixtures/harness/fake_llama_bench.py";
+  const std::string s = scenario("gen: 4\nprompt: 2\nreps: 3\nbaselines:\n  - {engine: llama-bench, path: " + lb + "}\n");
+  HarnessResult r = harness_run(env_ + " FAKE_FLEA_TG_NS=8000000,10000000,12000000", "--config " + s + " --out " + out_);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  Json j = Json::parse(read(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  const Json& ours = j["runs"][0];
+  const Json& theirs = j["runs"][1];
+  EXPECT_EQ(theirs["engine"], "llama-bench");
+  EXPECT_EQ(theirs["status"], "ok");
+  EXPECT_EQ(theirs["samples_ns"]["tg"], Json::array({40000000, 40001000, 40002000}));
+  EXPECT_TRUE(theirs["predicted"].is_null());
+  ASSERT_TRUE(ours["baseline"].is_object()) << ours.dump();
+  EXPECT_EQ(ours["baseline"]["engine"], "llama-bench");
+  // Ours: 4 tokens in a median of 10 ms; theirs: 4 tokens in 40.001 ms.
+  EXPECT_NEAR(ours["baseline"]["ratio"].get<double>(), 40.001 / 10.0, 1e-6);
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") EXPECT_EQ(errs, "");
+}

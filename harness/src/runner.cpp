@@ -413,7 +413,8 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   }
   rec["layers"] = layers;
   rec["warnings"] = warnings;
-  add_prediction(&rec, r, b, env);
+  // Predictions model our engine's residency plan; a foreign engine (llama-bench) gets none.
+  if (r.engine != "llama-bench") add_prediction(&rec, r, b, env);
   rec["baseline"] = nullptr;
   rec["correctness"] = nullptr;
   rec["plan"] = b.contains("plan") ? b["plan"] : Json(nullptr);
@@ -638,9 +639,7 @@ Json run_llama_bench(const RunSpec& r, const RunEnv& env) {
   return rec;
 }
 
-}  // namespace
-
-Json run_point(const RunSpec& r, const RunEnv& env, Json* engine_trace) {
+Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace) {
   *engine_trace = nullptr;  // or the path of the engine's trace file
   if (r.engine == "llama-bench") {
     if (env.llama_bench.empty()) {
@@ -699,6 +698,19 @@ Json run_point(const RunSpec& r, const RunEnv& env, Json* engine_trace) {
   }
   for (const auto& w : warnings) rec["warnings"].push_back(w);
   return rec;
+}
+
+}  // namespace
+
+// One point; an unexpected exception (engine output of a shape we did not foresee) fails this run
+// with the reason instead of ending the sweep.
+Json run_point(const RunSpec& r, const RunEnv& env, Json* engine_trace) {
+  try {
+    return run_point_unguarded(r, env, engine_trace);
+  } catch (const std::exception& e) {
+    *engine_trace = nullptr;
+    return failed_record(r, std::string("internal error while recording this run: ") + e.what());
+  }
 }
 
 }  // namespace flea::harness
