@@ -39,11 +39,7 @@ int cmd_inspect(int argc, char** argv) {
   app.add_option("model", path, "GGUF file")->required();
   app.add_flag("--json", json, "machine-readable output (metadata, tensors, layers)");
   app.add_flag("--full-arrays", full_arrays, "with --json: print whole metadata arrays (vocabularies)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? flea::cli::kExitOk : flea::cli::kExitUsage;
-  }
+  if (int rc = flea::cli::parse_or_exit(app, argc, argv); rc >= 0) return rc;
   auto file = flea::gguf::read_file(path);
   if (!file.ok()) {
     std::fprintf(stderr, "flea inspect: %s\n", file.status().message().c_str());

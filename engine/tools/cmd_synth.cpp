@@ -59,11 +59,7 @@ int cmd_synth(int argc, char** argv) {
   app.add_option("--ctx", n_ctx, "llama.context_length");
   app.add_option("--rope-base", rope_base, "rope.freq_base");
   app.add_flag("--tied", tied, "no output.weight: token_embd is the output matrix");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kExitOk : kExitUsage;
-  }
+  if (int rc = flea::cli::parse_or_exit(app, argc, argv); rc >= 0) return rc;
   auto fail = [](const std::string& msg, int code) {
     std::fprintf(stderr, "flea synth: %s\n", msg.c_str());
     return code;

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+namespace CLI { class App; }
+
 namespace flea::cli {
 
 using CommandFn = int (*)(int argc, char** argv);  // argv[0] is "flea <verb>"
@@ -25,6 +27,9 @@ struct Registrar {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;   // the work failed (I/O error, correctness failure)
 constexpr int kExitUsage = 2;     // bad flags or bad input file
+
+// Parses argv with CLI11; returns -1 to continue, otherwise the exit code (help or usage error).
+int parse_or_exit(CLI::App& app, int argc, char** argv);
 
 }  // namespace flea::cli
 

@@ -46,9 +46,6 @@ StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx,
 // "1,2,3" -> {1, 2, 3}; errors name the offending item.
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);
 
-// Parses argv with CLI11; returns -1 to continue, otherwise the exit code (help or usage error).
-int parse_or_exit(CLI::App& app, int argc, char** argv);
-
 // Prints "flea <command>: <message>" on stderr and returns exit_code.
 int report_error(const char* command, const Status& status, int exit_code);
 
