@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "flea/clock.h"
 #include "commands.h"
 #include "engine_cli.h"
 #include "quant/quant.h"
@@ -108,15 +109,15 @@ int cmd_bench(int argc, char** argv) {
   Status st;
   auto run_pp = [&]() -> int64_t {
     session.reset();
-    const int64_t t0 = now_ns();
+    const int64_t t0 = steady_now_ns();
     st = session.eval(prompt, &logits, false);
-    return now_ns() - t0;
+    return steady_now_ns() - t0;
   };
   auto run_tg = [&]() -> int64_t {
     session.reset();
     int32_t tok = prompt.empty() ? 1 : prompt[0];
     std::vector<int32_t> context;
-    const int64_t t0 = now_ns();
+    const int64_t t0 = steady_now_ns();
     for (int k = 0; k < n_gen && st.ok(); ++k) {
       context.push_back(tok);
       if (batch > 1) {
@@ -131,7 +132,7 @@ int cmd_bench(int argc, char** argv) {
       }
       if (st.ok()) tok = argmax(logits.data(), model.hp.n_vocab);
     }
-    return now_ns() - t0;
+    return steady_now_ns() - t0;
   };
   for (int w = 0; w < warmup && st.ok(); ++w) {
     if (n_prompt > 0) run_pp();

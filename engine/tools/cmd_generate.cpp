@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "flea/clock.h"
 #include "commands.h"
 #include "engine_cli.h"
 #include "model/decode.h"
@@ -131,9 +132,9 @@ int cmd_generate(int argc, char** argv) {
   Evaluator& session = **session_or;
   std::vector<int32_t> context = prompt, generated;
   std::vector<float> logits;
-  const int64_t t0 = now_ns();
+  const int64_t t0 = steady_now_ns();
   Status st = session.eval(prompt, &logits, false);
-  const int64_t t_prompt = now_ns();
+  const int64_t t_prompt = steady_now_ns();
   for (int k = 0; st.ok() && k < n_gen; ++k) {
     const int32_t next = sampler->sample(logits.data(), static_cast<int32_t>(V));
     sampler->accept(next);
@@ -152,7 +153,7 @@ int cmd_generate(int argc, char** argv) {
       st = session.eval({next}, &logits, false);
     }
   }
-  const int64_t t_end = now_ns();
+  const int64_t t_end = steady_now_ns();
   if (!st.ok()) return report_error("generate", st, kExitFailure);
   if (stream_text) {
     std::fputc('\n', stdout);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "flea/clock.h"
 #include "commands.h"
 #ifdef FLEA_HAVE_CUDA
 #include "compute/cuda/cuda_session.h"
@@ -96,11 +97,6 @@ int64_t peak_rss_bytes() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;
-}
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace flea::cli

@@ -50,6 +50,5 @@ StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);
 int report_error(const char* command, const Status& status, int exit_code);
 
 int64_t peak_rss_bytes();
-int64_t now_ns();
 
 }  // namespace flea::cli

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "flea/clock.h"
 #include "env.h"
 #include "stats.h"
 
@@ -27,10 +28,6 @@ volatile sig_atomic_t g_alarm = 0;
 
 void on_stop(int sig) { g_stop = sig; }
 void on_alarm(int) { g_alarm = 1; }
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string slurp_fd(int fd) {
   std::string s;
@@ -115,7 +112,7 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const int64_t t0 = now_ns();
+  const int64_t t0 = steady_now_ns();
   pid_t pid = fork();
   if (pid < 0) {
     r.start_error = std::string("fork failed: ") + std::strerror(errno);
@@ -165,7 +162,7 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
     }
   }
   alarm(0);
-  r.wall_ns = now_ns() - t0;
+  r.wall_ns = steady_now_ns() - t0;
   r.max_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   else if (WIFSIGNALED(status)) r.term_signal = WTERMSIG(status);
@@ -692,9 +689,9 @@ Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace
   rec["harness"]["drop_cache_ns"] = drop_ns;
   if (env.reference != nullptr) {
     bool ok = true;
-    const int64_t t_c = now_ns();
+    const int64_t t_c = steady_now_ns();
     rec["correctness"] = check_correctness(r, env, &ok);
-    rec["harness"]["correctness_ns"] = now_ns() - t_c;
+    rec["harness"]["correctness_ns"] = steady_now_ns() - t_c;
   }
   for (const auto& w : warnings) rec["warnings"].push_back(w);
   return rec;

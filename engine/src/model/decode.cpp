@@ -2,15 +2,9 @@
 
 #include <chrono>
 
+#include "flea/clock.h"
+
 namespace flea {
-namespace {
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 StatusOr<BatchedResult> batched_greedy(Evaluator& s, const std::vector<std::vector<int32_t>>& prompts,
                                        int n_gen, int64_t n_vocab) {
@@ -24,14 +18,14 @@ StatusOr<BatchedResult> batched_greedy(Evaluator& s, const std::vector<std::vect
   std::vector<float> logits;
   // Prompts: one pass per sequence (their lengths differ), keeping each one's last row.
   std::vector<int32_t> next(static_cast<size_t>(n));
-  const int64_t t0 = now_ns();
+  const int64_t t0 = steady_now_ns();
   for (int q = 0; q < n; ++q) {
     std::vector<BatchRow> rows;
     for (int32_t tok : prompts[static_cast<size_t>(q)]) rows.push_back({q, tok});
     FLEA_RETURN_IF_ERROR(s.eval_batch(rows, &logits, false));
     next[static_cast<size_t>(q)] = argmax(logits.data(), n_vocab);
   }
-  const int64_t t1 = now_ns();
+  const int64_t t1 = steady_now_ns();
   for (int step = 0; step < n_gen; ++step) {
     std::vector<BatchRow> rows;
     for (int q = 0; q < n; ++q) {
@@ -44,7 +38,7 @@ StatusOr<BatchedResult> batched_greedy(Evaluator& s, const std::vector<std::vect
     for (int q = 0; q < n; ++q) next[static_cast<size_t>(q)] = argmax(&logits[static_cast<size_t>(q * n_vocab)], n_vocab);
   }
   r.prompt_ns = t1 - t0;
-  r.decode_ns = now_ns() - t1;
+  r.decode_ns = steady_now_ns() - t1;
   return r;
 }
 
@@ -57,7 +51,7 @@ StatusOr<SpeculativeResult> speculative_greedy(Evaluator& target, Evaluator& dra
   std::vector<float> tl, dl;
   FLEA_RETURN_IF_ERROR(target.eval(prompt, &tl, false));
   FLEA_RETURN_IF_ERROR(draft.eval(prompt, &dl, false));
-  const int64_t t0 = now_ns();
+  const int64_t t0 = steady_now_ns();
   // Tokens accepted into the output but not yet in each model's cache.
   std::vector<int32_t> pending_target = {argmax(tl.data(), n_vocab)};
   std::vector<int32_t> pending_draft = pending_target;
@@ -104,7 +98,7 @@ StatusOr<SpeculativeResult> speculative_greedy(Evaluator& target, Evaluator& dra
     pending_draft.assign(proposal.begin() + in_draft, proposal.begin() + accepted);
     pending_draft.push_back(bonus);
   }
-  r.elapsed_ns = now_ns() - t0;
+  r.elapsed_ns = steady_now_ns() - t0;
   return r;
 }
 

@@ -18,16 +18,12 @@
 #include <chrono>
 #include <cmath>
 
+#include "flea/clock.h"
 #include "compute/cpu/matmul.h"
 #include "compute/cpu/thread_pool.h"
 
 namespace flea {
 namespace {
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 cpu::WeightView view(const gguf::TensorInfo& t, const uint8_t* data) {
   return cpu::WeightView{t.type, t.ne[0], t.n_rows(), data};
@@ -171,9 +167,9 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
 
   const float kq_scale = 1.0f / std::sqrt(static_cast<float>(D));
   for (int64_t il = 0; il < hp.n_layer; ++il) {
-    const int64_t t_acquire = now_ns();
+    const int64_t t_acquire = steady_now_ns();
     FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(static_cast<int>(il)));
-    const int64_t t_compute = now_ns();
+    const int64_t t_compute = steady_now_ns();
     const auto& lt = L.layers[static_cast<size_t>(il)];
     auto W = [&](LayerTensor which) { return view(*lt[static_cast<int>(which)], w[which]); };
 
@@ -243,7 +239,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
 
     weights_->release(static_cast<int>(il));
-    const int64_t t_done = now_ns();
+    const int64_t t_done = steady_now_ns();
     stats_.acquire_ns[static_cast<size_t>(il)] += t_compute - t_acquire;
     stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute;
   }

@@ -6,13 +6,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "flea/clock.h"
+
 namespace flea {
 
 namespace {
-int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 uint64_t proc_status_kb(const char* key) {
   FILE* f = std::fopen("/proc/self/status", "r");
   if (f == nullptr) return 0;
@@ -46,9 +44,9 @@ const char* layer_state_name(LayerState s) {
   return "?";
 }
 
-Telemetry::Telemetry() : t0_ns_(steady_ns()) {}
+Telemetry::Telemetry() : t0_ns_(steady_now_ns()) {}
 
-int64_t Telemetry::now_ns() const { return steady_ns() - t0_ns_; }
+int64_t Telemetry::now_ns() const { return steady_now_ns() - t0_ns_; }
 
 void Telemetry::reset() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -73,7 +71,7 @@ LayerStats& Telemetry::layer_locked(int layer) {
 }
 
 void Telemetry::record(int layer, LayerState s, uint64_t bytes) {
-  const int64_t t = now_ns();
+  const int64_t t = steady_now_ns();
   std::lock_guard<std::mutex> lock(mu_);
   if (transitions_.size() < kMaxEvents) transitions_.push_back({layer, s, t, bytes});
   else ++dropped_events_;

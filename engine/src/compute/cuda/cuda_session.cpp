@@ -27,16 +27,12 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "flea/clock.h"
 #include "compute/cuda/kernels.h"
 #include "compute/vram/vram_arena.h"
 
 namespace flea {
 namespace {
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 Status cuda_status(cudaError_t e, const std::string& what) {
   return internal_error(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
@@ -558,7 +554,7 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
   cuda::dequantize_rows(embd_, ids_, T, x_, compute_);
 
   for (int il = 0; il < static_cast<int>(hp.n_layer); ++il) {
-    const int64_t t_acquire = now_ns();
+    const int64_t t_acquire = steady_now_ns();
     Layer& ly = layers_[static_cast<size_t>(il)];
     const uint8_t* base = ly.resident;
     int64_t visit = -1;
@@ -573,7 +569,7 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
       FLEA_CUDA_RETURN(cudaStreamWaitEvent(compute_, copy_done_[s], 0), "cudaStreamWaitEvent (copy done)");
       base = slots_[s];
     }
-    const int64_t t_compute = now_ns();
+    const int64_t t_compute = steady_now_ns();
     auto W = [&](int k) { return matrix(il, k, base); };  // k indexes kMatrices
     float* kc = ly.k_cache + n_past_ * KV;
     float* vc = ly.v_cache + n_past_ * KV;
@@ -605,12 +601,12 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
     cuda::add_inplace(x_, xn_, T * E, compute_);
     FLEA_CUDA_RETURN(cudaGetLastError(), "layer " + std::to_string(il) + " kernels");
 
-    const int64_t t_issue = now_ns();
+    const int64_t t_issue = steady_now_ns();
     if (visit >= 0) {
       FLEA_CUDA_RETURN(cudaEventRecord(slot_free_[static_cast<size_t>(ring_.slot(visit))], compute_), "cudaEventRecord");
       while (ring_.next_issue() <= visit + ring_.lookahead()) FLEA_RETURN_IF_ERROR(issue(ring_.next_issue()));
     }
-    const int64_t t_done = now_ns();
+    const int64_t t_done = steady_now_ns();
     stats_.acquire_ns[static_cast<size_t>(il)] += (t_compute - t_acquire) + (t_done - t_issue);
     stats_.compute_ns[static_cast<size_t>(il)] += t_issue - t_compute;
   }
