@@ -401,50 +401,65 @@ class StreamingProvider final : public WeightProvider {
   }
 
   // Globals and every layer's norms: one buffer (or pointers into the mapping).
+  // Globals and norms. Without a mapping both are read into fixed_. With one, the globals are used
+  // in place (prefaulted) and the norms are copied into fixed_: faulting a small norm in through the
+  // mapping also maps its neighbourhood (fault-around, large page-cache folios), up to ~0.6 MiB of
+  // the layer's matrices per layer measured here, which would then stay resident for every layer at
+  // once and make RSS grow with the model. Each layer's range is dropped again after the copy.
   Status load_fixed(const ModelLayout& layout) {
-    std::vector<std::pair<uint64_t, uint64_t>> tensors;
+    std::vector<std::pair<uint64_t, uint64_t>> globals, owned;
     for (const gguf::TensorInfo* g : layout.globals)
-      if (g != nullptr) tensors.emplace_back(g->file_offset, g->n_bytes);
+      if (g != nullptr) (mapped_ != nullptr ? globals : owned).emplace_back(g->file_offset, g->n_bytes);
     tensor_offset_.resize(layout.layers.size());
     norms_.resize(layout.layers.size());
     for (size_t il = 0; il < layout.layers.size(); ++il) {
       for (int t = 0; t < kLayerTensorCount; ++t) {
         tensor_offset_[il][t] = layout.layers[il][t]->file_offset;
         if (plan_.layers[il].buffer_offset[t] == kNotInBuffer)
-          tensors.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
+          owned.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
       }
     }
-    const std::vector<ReadSpan> spans = plan_spans(tensors);
+    const std::vector<ReadSpan> spans = plan_spans(owned);
     uint64_t total = 0;
     for (const ReadSpan& s : spans) total = s.buffer_offset + s.length;
     const int64_t t0 = now();
     uint64_t bytes = 0;
-    if (mapped_ == nullptr) {
-      if (!io::AlignedBuffer::try_allocate(total, &fixed_))
-        return resource_exhausted("cannot allocate " + std::to_string(total) + " bytes for globals and norms");
-    }
+    if (total > 0 && !io::AlignedBuffer::try_allocate(total, &fixed_))
+      return resource_exhausted("cannot allocate " + std::to_string(total) + " bytes for globals and norms");
+    const uint64_t file_size = backend_->opened_stat().size;
     for (const ReadSpan& s : spans) {
-      const uint64_t end = std::min(s.file_offset + s.length, backend_->opened_stat().size);
-      if (mapped_ != nullptr) {
-        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, end - s.file_offset, -1));
-        bytes += end - s.file_offset;
-        continue;
-      }
+      const uint64_t end = std::min(s.file_offset + s.length, file_size);
       const io::ReadRequest req{s.file_offset, s.length, fixed_.data() + s.buffer_offset, -1};
       FLEA_ASSIGN_OR_RETURN(uint64_t got, backend_->read(req));
       if (got < end - s.file_offset)
         return data_loss(backend_->describe(req, "file ended after " + std::to_string(got) + " bytes"));
       bytes += got;
     }
+    if (mapped_ != nullptr) {
+      for (const ReadSpan& s : plan_spans(globals)) {
+        const uint64_t end = std::min(s.file_offset + s.length, file_size);
+        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, end - s.file_offset, -1));
+        bytes += end - s.file_offset;
+      }
+      for (size_t il = 0; il < layout.layers.size(); ++il) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (const gguf::TensorInfo* ti : layout.layers[il]) {
+          lo = std::min(lo, ti->file_offset);
+          hi = std::max(hi, ti->file_offset + ti->n_bytes);
+        }
+        io::mmap_advise_dontneed(backend_.get(), lo, hi - lo);
+      }
+    }
     if (tel_ != nullptr) tel_->add_io(-1, 0, t0, now(), bytes);
     auto locate = [&](uint64_t off) -> const uint8_t* {
-      if (mapped_ != nullptr) return mapped_ + off;
       for (const ReadSpan& s : spans)
         if (off >= s.file_offset && off < s.file_offset + s.length) return fixed_.data() + s.buffer_offset + (off - s.file_offset);
       return nullptr;
     };
-    for (int g = 0; g < kGlobalTensorCount; ++g)
-      globals_[g] = layout.globals[g] != nullptr ? locate(layout.globals[g]->file_offset) : nullptr;
+    for (int g = 0; g < kGlobalTensorCount; ++g) {
+      const gguf::TensorInfo* ti = layout.globals[g];
+      globals_[g] = ti == nullptr ? nullptr : mapped_ != nullptr ? mapped_ + ti->file_offset : locate(ti->file_offset);
+    }
     for (size_t il = 0; il < layout.layers.size(); ++il)
       for (int t = 0; t < kLayerTensorCount; ++t)
         norms_[il][t] = plan_.layers[il].buffer_offset[t] == kNotInBuffer ? locate(tensor_offset_[il][t]) : nullptr;
