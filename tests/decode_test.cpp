@@ -126,3 +126,30 @@ TEST(DecodeCli, DraftAndBatchPrintTheTargetGreedyTokens) {
 
 }  // namespace
 }  // namespace flea
+
+namespace flea {
+namespace {
+
+// flea bench --draft: tg by speculative decoding against a streamed target. Each target pass streams
+// every layer once, so fewer passes than tokens must show as fewer bytes read per token.
+TEST(DecodeCli, BenchDraftStreamsFewerBytesPerToken) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  const std::string bench = test::bin_dir() + "/flea bench -m " + test::reference_dir() +
+                            "/pub-F16.gguf --residency transient --prompt 0 --gen 12 --reps 2 --warmup 0 --threads 1";
+  std::string plain_out, spec_out, err;
+  ASSERT_EQ(test::run_command(bench, &plain_out), 0);
+  ASSERT_EQ(test::run_command(bench + " --draft " + test::reference_dir() + "/pub-Q8_0.gguf --draft-k 4", &spec_out), 0);
+  const nlohmann::json plain = nlohmann::json::parse(plain_out), spec = nlohmann::json::parse(spec_out);
+  ASSERT_TRUE(spec.contains("speculative")) << spec_out;
+  const nlohmann::json& s = spec["speculative"];
+  EXPECT_FALSE(plain.contains("speculative"));
+  EXPECT_GT(s["accepted"].get<int64_t>(), 0);
+  EXPECT_LE(s["accepted"].get<int64_t>(), s["drafted"].get<int64_t>());
+  EXPECT_LT(s["target_passes"].get<int64_t>(), 2 * 12);
+  EXPECT_LT(spec["read_bytes_per_token"].get<uint64_t>(), plain["read_bytes_per_token"].get<uint64_t>());
+  EXPECT_EQ(test::run_command(bench + " --batch 2 --draft " + test::reference_dir() + "/pub-Q8_0.gguf 2>&1", &err), 2);
+  EXPECT_NE(err.find("--draft needs"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace flea

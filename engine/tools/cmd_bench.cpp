@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "flea/clock.h"
 #include "commands.h"
 #include "engine_cli.h"
+#include "model/decode.h"
 #include "quant/quant.h"
 #ifdef FLEA_HAVE_CUDA
 #include "compute/cuda/cuda_session.h"
@@ -30,7 +32,8 @@ int cmd_bench(int argc, char** argv) {
   int n_prompt = 64, n_gen = 32, reps = 5, warmup = 1;
   uint64_t seed = 1;
   std::string compute = "full", kv = "resident", trace_path;
-  int batch = 1;
+  int batch = 1, draft_k = 4;
+  std::string draft_path;
   add_engine_flags(app, &opts);
   app.add_option("--prompt", n_prompt, "prompt tokens per pp sample (0 = skip pp)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
   app.add_option("--gen", n_gen, "generated tokens per tg sample (0 = skip tg)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
@@ -42,10 +45,18 @@ int cmd_bench(int argc, char** argv) {
       ->check(CLI::IsMember({"full", "none"}))->capture_default_str();
   app.add_option("--batch", batch, "sequences decoded together in tg (each layer fetched once per step for all); "
                                    "tg_tok_s counts every sequence's tokens")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--draft", draft_path, "tg by greedy speculative decoding: this small model, kept resident, proposes "
+                                        "--draft-k tokens the (streamed) model verifies in one pass")
+      ->check(CLI::ExistingFile);
+  app.add_option("--draft-k", draft_k, "tokens the draft proposes per step")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--trace", trace_path, "write a Chrome trace (open in Perfetto) of the timed reps");
   if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
   if (batch > 1 && kv != "resident") {
     std::fprintf(stderr, "flea bench: --batch needs --kv resident\n");
+    return kExitUsage;
+  }
+  if (!draft_path.empty() && (batch > 1 || kv != "resident" || compute == "none")) {
+    std::fprintf(stderr, "flea bench: --draft needs --batch 1, --kv resident and --compute full\n");
     return kExitUsage;
   }
 
@@ -98,12 +109,32 @@ int cmd_bench(int argc, char** argv) {
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = pick(rng);
 
-  auto session_or = make_session(*engine, std::max(n_prompt, n_gen) + 1, batch);
+  auto session_or = make_session(*engine, std::max(n_prompt, n_gen + draft_k) + 2, batch);
   if (!session_or.ok()) {
     std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
     return kExitUsage;
   }
   Evaluator& session = **session_or;
+  // Speculative tg: the draft is opened resident (no residency flags), on the same threads.
+  std::optional<Engine> draft_engine;
+  std::unique_ptr<Evaluator> draft;
+  SpeculativeResult spec_total;
+  if (!draft_path.empty()) {
+    EngineOptions dopts = opts;
+    dopts.model = draft_path;
+    dopts.residency = ResidencyOptions{};
+    StatusOr<Engine> de = open_engine(dopts);
+    if (!de.ok()) return report_error("bench --draft", de.status(), kExitUsage);
+    draft_engine.emplace(std::move(*de));
+    if (draft_engine->model->hp.n_vocab != model.hp.n_vocab) {
+      std::fprintf(stderr, "flea bench: --draft %s has a vocabulary of %lld tokens, the model %lld\n", draft_path.c_str(),
+                   static_cast<long long>(draft_engine->model->hp.n_vocab), static_cast<long long>(model.hp.n_vocab));
+      return kExitUsage;
+    }
+    auto ds = make_session(*draft_engine, n_gen + draft_k + 2);
+    if (!ds.ok()) return report_error("bench --draft", ds.status(), kExitUsage);
+    draft = std::move(*ds);
+  }
   std::vector<float> logits;
   std::vector<int64_t> pp_ns, tg_ns;
   Status st;
@@ -116,6 +147,21 @@ int cmd_bench(int argc, char** argv) {
   auto run_tg = [&]() -> int64_t {
     session.reset();
     int32_t tok = prompt.empty() ? 1 : prompt[0];
+    if (draft) {
+      draft->reset();
+      const int64_t t0 = steady_now_ns();
+      StatusOr<SpeculativeResult> r = speculative_greedy(session, *draft, {tok}, n_gen, draft_k, model.hp.n_vocab);
+      const int64_t dt = steady_now_ns() - t0;
+      if (!r.ok()) {
+        st = r.status();
+      } else {
+        spec_total.drafted += r->drafted;
+        spec_total.accepted += r->accepted;
+        spec_total.target_passes += r->target_passes;
+        spec_total.draft_passes += r->draft_passes;
+      }
+      return dt;
+    }
     std::vector<int32_t> context;
     const int64_t t0 = steady_now_ns();
     for (int k = 0; k < n_gen && st.ok(); ++k) {
@@ -141,6 +187,7 @@ int cmd_bench(int argc, char** argv) {
   engine->telemetry->reset();  // the timed reps only
   const uint64_t bytes_before = engine->telemetry->read_bytes();
   session.stats().reset(model.hp.n_layer);
+  spec_total = SpeculativeResult{};
   for (int r = 0; r < reps && st.ok(); ++r) {
     if (n_prompt > 0) pp_ns.push_back(run_pp());
     if (n_gen > 0 && st.ok()) tg_ns.push_back(run_tg());
@@ -159,6 +206,18 @@ int cmd_bench(int argc, char** argv) {
   j["batch"] = batch;
   j["tg_tok_s"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(batch * n_gen / (median(tg_ns) / 1e9));
   j["tg_ms_per_token"] = tg_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(tg_ns) / 1e6 / n_gen / batch);
+  if (draft) {
+    j["speculative"] = {{"draft", draft_path},
+                        {"draft_k", draft_k},
+                        {"drafted", spec_total.drafted},
+                        {"accepted", spec_total.accepted},
+                        {"acceptance_rate", spec_total.acceptance_rate()},
+                        {"target_passes", spec_total.target_passes},
+                        {"draft_passes", spec_total.draft_passes},
+                        {"tokens_per_target_pass", spec_total.target_passes > 0
+                                                       ? static_cast<double>(reps) * n_gen / static_cast<double>(spec_total.target_passes)
+                                                       : 0.0}};
+  }
   j["read_bytes"] = read_bytes;
   j["read_bytes_per_token"] = timed_tokens > 0 ? read_bytes / static_cast<uint64_t>(timed_tokens) : 0;
   j["read_gb_s"] = total_ns > 0 ? static_cast<double>(read_bytes) / static_cast<double>(total_ns) : 0.0;
