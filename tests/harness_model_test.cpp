@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 
 #include "profile.h"
 #include "runner.h"
@@ -61,9 +62,36 @@ TEST(HarnessSweep, CartesianProductInTableOrderModelOutermost) {
   EXPECT_EQ(runs[3].point["io"], "odirect");
   EXPECT_EQ(runs[6].point["model"], "b.gguf");
   EXPECT_EQ(runs[0].model.path, "/scen/a.gguf");
-  // Every point carries every sweep axis with defaults filled in.
-  for (const auto& k : fh::point_keys()) EXPECT_TRUE(runs[5].point.contains(k)) << k;
+  // Every point carries every sweep axis with defaults filled in, except the speculative keys,
+  // which only a point with a draft has (so older points keep their identity).
+  for (const auto& k : fh::point_keys()) {
+    EXPECT_EQ(runs[5].point.contains(k), k != "draft" && k != "draft_k") << k;
+  }
   EXPECT_EQ(runs[5].point["reps"], 5);
+}
+
+TEST(HarnessSweep, DraftPointsResolveTheDraftAndRejectSynthOrMissingDrafts) {
+  flea::test::TempDir dir;
+  const std::string draft = dir.file("d.gguf");
+  { std::ofstream(draft) << "x"; }
+  auto runs = expand("model: m.gguf\npoints:\n  - {}\n  - {draft: " + draft + ", draft_k: 3}\n");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_FALSE(runs[0].point.contains("draft"));
+  EXPECT_FALSE(runs[0].point.contains("draft_k"));
+  EXPECT_TRUE(runs[0].draft_path.empty());
+  EXPECT_EQ(runs[1].point["draft_k"], 3);
+  EXPECT_EQ(runs[1].draft_path, draft);
+  const std::vector<std::string> argv = fh::bench_argv("flea", runs[1].point, "m.gguf", "", runs[1].draft_path);
+  const std::string joined = fh::shell_quote(argv);
+  EXPECT_NE(joined.find("--draft " + draft + " --draft-k 3"), std::string::npos) << joined;
+  EXPECT_EQ(fh::shell_quote(fh::bench_argv("flea", runs[0].point, "m.gguf", "")).find("--draft"), std::string::npos);
+  for (const std::string& bad : std::vector<std::string>{"synth:tiny:Q4_0", dir.file("missing.gguf")}) {
+    fh::SweepOptions o;
+    o.cache_dir = "/cache";
+    auto r = fh::expand_sweep(scenario("model: m.gguf\ndraft: " + bad + "\n"), o);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("draft"), std::string::npos) << r.status().message();
+  }
 }
 
 TEST(HarnessSweep, ExplicitPointsInheritAndExpandRemainingLists) {

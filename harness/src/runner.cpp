@@ -309,7 +309,7 @@ void push_residency_flags(std::vector<std::string>* a, const Json& p) {
 }  // namespace
 
 std::vector<std::string> bench_argv(const std::string& flea, const Json& p, const std::string& model_path,
-                                    const std::string& trace_path) {
+                                    const std::string& trace_path, const std::string& draft_path) {
   std::vector<std::string> a = {flea, "bench", "--model", model_path};
   auto add = [&](const char* flag, const std::string& v) {
     a.push_back(flag);
@@ -324,6 +324,10 @@ std::vector<std::string> bench_argv(const std::string& flea, const Json& p, cons
   // Flags at their engine default are left out so older engines without them still run.
   if (p["batch"].get<int64_t>() != 1) add("--batch", std::to_string(p["batch"].get<int64_t>()));
   if (p["compute"].get<std::string>() == "none") add("--compute", "none");
+  if (!draft_path.empty()) {
+    add("--draft", draft_path);
+    add("--draft-k", std::to_string(p.value("draft_k", int64_t{4})));
+  }
   if (!trace_path.empty()) add("--trace", trace_path);
   return a;
 }
@@ -415,6 +419,7 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   rec["baseline"] = nullptr;
   rec["correctness"] = nullptr;
   rec["plan"] = b.contains("plan") ? b["plan"] : Json(nullptr);
+  if (b.contains("speculative") && b["speculative"].is_object()) rec["speculative"] = b["speculative"];
   rec["engine_warnings"] = b.contains("warnings") && b["warnings"].is_array() ? b["warnings"] : Json::array();
   // Harness overhead: the engine's timed samples are a subset of the child's wall time; what the
   // harness adds is measured around the child in run_point.
@@ -466,7 +471,23 @@ void add_prediction(Json* rec, const RunSpec& r, const Json& b, const RunEnv& en
     if (f["path"] == r.model.path && f["io"] == p["io"] && f["read_gb_s"].is_number()) here.storage_gb_s = f["read_gb_s"];
   }
   if (p.value("throttle_gb_s", 0.0) > 0) here.storage_gb_s = std::min(here.storage_gb_s > 0 ? here.storage_gb_s : 1e9, p["throttle_gb_s"].get<double>());
-  const Prediction fl = predict(here, in);
+  Prediction fl = predict(here, in);
+  // Speculative decoding: each target pass streams the weights once and yields several tokens, so
+  // the floor per token is the floor per pass times the passes the run needed per token.
+  if (b.contains("speculative") && b["speculative"].is_object()) {
+    const Json& sp = b["speculative"];
+    const double tokens = static_cast<double>(p["gen"].get<int64_t>()) * static_cast<double>(p["reps"].get<int64_t>());
+    const double passes = sp.value("target_passes", 0.0);
+    if (passes > 0 && tokens > 0) {
+      const double per_token = passes / tokens;
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), " x %.3f target passes per token (speculative: %.0f passes, %.0f tokens)", per_token,
+                    passes, tokens);
+      fl.floor_ms_per_token *= per_token;
+      fl.arithmetic += buf;
+      pred["target_passes_per_token"] = per_token;
+    }
+  }
   pred["ms_per_token"] = pr.ms_per_token;
   pred["floor_ms_per_token"] = fl.floor_ms_per_token > 0 ? Json(fl.floor_ms_per_token) : Json(nullptr);
   pred["bound"] = pr.bound;
@@ -655,7 +676,7 @@ Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace
   }
   const double drop_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t_drop).count();
   const std::string trace = env.settings["trace"].get<bool>() ? env.tmp_dir + "/" + r.id + ".engine-trace.json" : "";
-  const std::vector<std::string> argv = bench_argv(env.flea, r.point, r.model.path, trace);
+  const std::vector<std::string> argv = bench_argv(env.flea, r.point, r.model.path, trace, r.draft_path);
   ChildResult ch = run_child(argv, env.settings["timeout_s"].get<int>());
   if (ch.interrupted) {
     Json rec = failed_record(r, "interrupted");

@@ -68,7 +68,7 @@ struct RunEnv {
 
 // Engine arguments for a point (flags the engine does not need are left out at their defaults).
 std::vector<std::string> bench_argv(const std::string& flea, const Json& point, const std::string& model_path,
-                                    const std::string& trace_path);
+                                    const std::string& trace_path, const std::string& draft_path = "");
 
 // Runs a point and returns its record (status ok|failed|skipped, never made-up numbers).
 // *engine_trace gets the path of the engine's Chrome trace file when it wrote one (null otherwise).

@@ -167,6 +167,14 @@ const std::vector<KeySpec>& scenario_keys() {
       int_key("prompt", 64, 0, 65536, true, "prompt tokens per pp sample (0 = no pp)"),
       int_key("gen", 32, 0, 65536, true, "generated tokens per tg sample (0 = no tg)"),
       int_key("batch", 1, 1, 65536, true, "batch size"),
+      [] {
+        KeySpec s = key("draft", KeyType::kString, nullptr,
+                        "speculative tg: a small draft model (GGUF path or reference:<file>), kept resident, proposes "
+                        "tokens the streamed model verifies in one pass");
+        s.sweepable = true;
+        return s;
+      }(),
+      int_key("draft_k", 4, 1, 64, true, "tokens the draft proposes per step (with draft)"),
       int_key("threads", 0, 0, 1024, true, "compute threads (0 = all hardware threads)"),
       int_key("warmup", 1, 0, 100, true, "untimed repetitions first"),
       int_key("reps", 5, 1, 10000, true, "timed repetitions"),

@@ -1,5 +1,7 @@
 #include "sweep.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -113,6 +115,14 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     }
     for (auto& p : partial) points.push_back(std::move(p));
   }
+  // 'draft' and 'draft_k' exist only on speculative points, so every other point keeps the identity
+  // (run_key, the gate's point key) it had before these keys existed.
+  for (auto& p : points) {
+    if (!p["draft"].is_string()) {
+      p.erase("draft");
+      p.erase("draft_k");
+    }
+  }
   // Models in first-seen order; runs grouped by model (stable within a model).
   std::vector<std::string> model_order;
   for (const auto& p : points) {
@@ -147,6 +157,19 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     auto model = resolve_model(p["model"].get<std::string>(), s.dir, o.reference_dir, o.cache_dir);
     if (!model.ok()) return invalid_argument(s.path + ": " + model.status().message());
     r.model = *model;
+    if (p.contains("draft")) {
+      auto draft = resolve_model(p["draft"].get<std::string>(), s.dir, o.reference_dir, o.cache_dir);
+      if (!draft.ok()) return invalid_argument(s.path + ": draft: " + draft.status().message());
+      if (draft->synth) {
+        return invalid_argument(s.path + ": draft '" + draft->spec + "': give a GGUF path or reference:<file> "
+                                "(a synthetic draft agrees with no other model, so it would measure nothing)");
+      }
+      struct stat st;
+      if (stat(draft->path.c_str(), &st) != 0) {
+        return invalid_argument(s.path + ": draft model file not found: " + draft->path + " ('" + draft->spec + "')");
+      }
+      r.draft_path = draft->path;
+    }
     runs.push_back(r);
     const size_t flea_index = runs.size() - 1;
     for (size_t bi = 0; bi < baselines.size(); ++bi) {

@@ -33,6 +33,7 @@ struct RunSpec {
   int baseline_index = -1;        // baselines[i] for a baseline run
   std::vector<std::string> serves;  // ids of the flea runs a baseline run is compared with
   int64_t n_layer_hint = 0;       // llama-bench -ngl fitting: n_layer from a flea run on the model
+  std::string draft_path;         // speculative points: the draft GGUF the engine opens
 };
 
 struct SweepOptions {
