@@ -1,16 +1,20 @@
 // Error paths: injected short reads / EINTR / EAGAIN are retried into the right bytes; EIO names
 // file, offset, length, layer and backend; truncation and modification during a run are detected
-// (injected and real), and no acquire ever hands out wrong bytes.
+// (injected and real), a file replaced by rename keeps being read from the inode that was opened,
+// and no acquire ever hands out wrong bytes.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
+#include "compute/cpu/thread_pool.h"
 #include "io/aligned_buffer.h"
 #include "io/io_backend.h"
+#include "model/llama.h"
 #include "residency/provider.h"
 #include "residency_test_model.h"
 
@@ -181,6 +185,83 @@ TEST_P(ChangedFileTest, TruncationAndModificationAreErrorsNotGarbage) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ChangedFileTest, ::testing::Values("pread", "odirect", "mmap", "io_uring"));
+
+// A new file renamed over the model path mid-run (how tools update files atomically) does not
+// touch the inode the backend opened: every backend keeps reading the original bytes, the
+// size/mtime/inode check (on the open fd) still passes, and the logits are bit-identical to a run
+// where nothing happened. The replacement's weights are all different (every data byte flipped),
+// so reading a single byte of it would change the logits.
+class ReplacedFileTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReplacedFileTest, RenameOverPathKeepsReadingTheOpenedInode) {
+  if (GetParam() == "io_uring" && !io::io_uring_available()) GTEST_SKIP() << "io_uring unavailable";
+  const std::vector<uint8_t> ref = test::read_bytes(test::reference_model_path());
+  ASSERT_FALSE(ref.empty());
+  const std::vector<int32_t> prompt = {1, 450, 49, 173};  // n_vocab is 1024
+  const std::vector<int32_t> more = {29, 338};
+  cpu::ThreadPool pool(2);
+  // Logits of `prompt` (all rows), then of `more` (all rows), then one token more: the last eval
+  // makes the streamer wrap around to layer 0 after the replacement.
+  auto flipped = [&](uint64_t data_offset) {
+    std::vector<uint8_t> other = ref;
+    for (uint64_t i = data_offset; i < other.size(); ++i) other[i] ^= 0xA5;
+    return other;
+  };
+  uint64_t data_offset = 0;
+  {
+    StatusOr<std::unique_ptr<Model>> m = Model::open(test::reference_model_path());
+    ASSERT_TRUE(m.ok());
+    data_offset = (*m)->file.data_offset;
+  }
+  // replace: the new file is renamed over the path after the first eval; start_flipped: the run
+  // reads the replacement from the start (to prove its logits differ).
+  auto run = [&](bool replace, int prefetch, std::vector<float>* first, std::vector<float>* second,
+                 std::vector<float>* third, bool start_flipped = false) -> Status {
+    test::TempDir dir;
+    const std::string path = dir.file("m.gguf");
+    test::write_bytes(path, start_flipped ? flipped(data_offset) : ref);
+    FLEA_ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::open(path));
+    ResidencyOptions o;
+    o.residency = "transient";
+    o.io = GetParam();
+    o.prefetch = prefetch;
+    FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(m->file, m->layout, o, nullptr));
+    FLEA_ASSIGN_OR_RETURN(std::unique_ptr<WeightProvider> p, make_provider(path, m->file, m->layout, plan, o, nullptr));
+    Session s(*m, p.get(), &pool, 16);
+    FLEA_RETURN_IF_ERROR(s.eval(prompt, first, true));
+    if (replace) {
+      const std::vector<uint8_t> other = flipped(data_offset);
+      const std::string tmp = dir.file("m.gguf.new");
+      test::write_bytes(tmp, other);
+      EXPECT_EQ(std::rename(tmp.c_str(), path.c_str()), 0);
+      EXPECT_EQ(test::read_bytes(path), other);  // the path now names the new file
+    }
+    FLEA_RETURN_IF_ERROR(s.eval(more, second, true));
+    return s.eval({more.back()}, third, false);
+  };
+  for (int prefetch : {0, 1}) {
+    std::vector<float> w1, w2, w3, g1, g2, g3;
+    Status want = run(false, prefetch, &w1, &w2, &w3);
+    ASSERT_TRUE(want.ok()) << want.to_string();
+    Status got = run(true, prefetch, &g1, &g2, &g3);
+    ASSERT_TRUE(got.ok()) << GetParam() << " prefetch " << prefetch << ": " << got.to_string();
+    ASSERT_EQ(g1.size(), w1.size());
+    ASSERT_EQ(g2.size(), w2.size());
+    ASSERT_EQ(g3.size(), w3.size());
+    EXPECT_EQ(std::memcmp(g1.data(), w1.data(), w1.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(g2.data(), w2.data(), w2.size() * sizeof(float)), 0) << GetParam() << " prefetch " << prefetch;
+    EXPECT_EQ(std::memcmp(g3.data(), w3.data(), w3.size() * sizeof(float)), 0) << GetParam() << " prefetch " << prefetch;
+  }
+  // Reading even part of the replacement would show: its logits are not the original's.
+  std::vector<float> f1, f2, f3, w1, w2, w3;
+  ASSERT_TRUE(run(false, 0, &w1, &w2, &w3).ok());
+  Status st = run(false, 0, &f1, &f2, &f3, true);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(f2.size(), w2.size());
+  EXPECT_NE(std::memcmp(f2.data(), w2.data(), w2.size() * sizeof(float)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ReplacedFileTest, ::testing::Values("pread", "odirect", "mmap", "io_uring"));
 
 }  // namespace
 }  // namespace flea

@@ -2,7 +2,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
+#include <system_error>
 
 #include "commands.h"
 
@@ -33,7 +35,23 @@ int main(int argc, char** argv) {
     if (c.name == argv[1]) {
       std::string verb = std::string("flea ") + argv[1];
       argv[1] = verb.data();
-      return c.fn(argc - 1, argv + 1);
+      // A host allocation the machine (or RLIMIT_AS, or a cgroup) cannot satisfy is an input
+      // problem of the size requested, not a crash: one line naming the command, exit 1.
+      try {
+        return c.fn(argc - 1, argv + 1);
+      } catch (const std::bad_alloc&) {
+        std::fprintf(stderr,
+                     "%s: out of memory: a host allocation failed (std::bad_alloc); use a smaller model, "
+                     "context or batch, or a memory budget, or raise the memory limit\n",
+                     verb.c_str());
+        return flea::cli::kExitFailure;
+      } catch (const std::system_error& e) {
+        // std::thread throws this when the kernel refuses a thread (its stack under RLIMIT_AS,
+        // or the process/thread limit).
+        std::fprintf(stderr, "%s: out of memory or a process limit: a thread or system resource could not be "
+                     "created (%s)\n", verb.c_str(), e.code().message().c_str());
+        return flea::cli::kExitFailure;
+      }
     }
   }
   std::fprintf(stderr, "flea: unknown command '%s'\n", argv[1]);

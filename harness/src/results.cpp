@@ -10,10 +10,19 @@
 
 namespace flea::harness {
 
+// Every failure removes the temp file and leaves `path` as it was (rename is the only step that
+// touches it). Messages name the destination and the errno text, e.g. "cannot write
+// 'out/x.json': No space left on device (errno 28) while writing temp file 'out/x.json.tmp.12';
+// the previous file is unchanged".
 Status write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  auto fail = [&](const std::string& step, int e) {
+    unlink(tmp.c_str());
+    return io_error("cannot write '" + path + "': " + std::strerror(e) + " (errno " + std::to_string(e) + ") while " +
+                    step + " temp file '" + tmp + "'; the previous file is unchanged");
+  };
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return io_error("cannot create " + tmp + ": " + std::strerror(errno));
+  if (fd < 0) return fail("creating", errno);
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = write(fd, data.data() + off, data.size() - off);
@@ -21,23 +30,21 @@ Status write_file_atomic(const std::string& path, const std::string& data) {
       if (errno == EINTR) continue;
       const int e = errno;
       close(fd);
-      unlink(tmp.c_str());
-      return io_error("write " + tmp + ": " + std::strerror(e));
+      return fail("writing", e);
     }
     off += static_cast<size_t>(n);
   }
-  if (fsync(fd) != 0) {
+  int rc;
+  while ((rc = fsync(fd)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0) {
     const int e = errno;
     close(fd);
-    unlink(tmp.c_str());
-    return io_error("fsync " + tmp + ": " + std::strerror(e));
+    return fail("syncing", e);
   }
-  close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    unlink(tmp.c_str());
-    return io_error("rename " + tmp + " -> " + path + ": " + std::strerror(e));
-  }
+  // Some filesystems (NFS) report a full disk only at close.
+  if (close(fd) != 0 && errno != EINTR) return fail("closing", errno);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return fail("renaming", errno);
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

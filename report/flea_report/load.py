@@ -5,6 +5,7 @@ read without further type checks. Optional figures may be missing or null; a val
 is an error. Every error is one line: `<file>: <where>: <what is wrong>`.
 """
 import json
+import math
 import os
 
 from .fields import is_number
@@ -168,14 +169,46 @@ def _json_error_message(err, text):
     return f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}{hint}"
 
 
+class _BadNumber(ValueError):
+    """A number no results file can hold: raised from the JSON parser's hooks."""
+
+
+# Integers beyond float range cannot be compared or plotted (math.isfinite raises on them), and
+# Python refuses to parse integers of more than ~4300 digits at all.
+_MAX_INT_DIGITS = 308
+
+
+def _parse_int(literal):
+    digits = literal.lstrip("-")
+    if len(digits) > _MAX_INT_DIGITS:
+        raise _BadNumber(f"integer {literal[:12]}... ({len(digits)} digits) is out of range")
+    return int(literal)
+
+
+def _parse_float(literal):
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _BadNumber(f"number {literal[:24]} is out of range (overflows to infinity)")
+    return value
+
+
+def _parse_constant(literal):
+    raise _BadNumber(f"{literal} is not valid JSON (non-finite numbers are written as null)")
+
+
 def parse_results(text, name):
     """Parse and check results JSON text; raises ResultsError('<name>: ...')."""
     if not text.strip():
         raise ResultsError(f"{name}: empty file")
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                         parse_constant=_parse_constant)
     except json.JSONDecodeError as err:
         raise ResultsError(f"{name}: {_json_error_message(err, text)}") from None
+    except _BadNumber as err:
+        raise ResultsError(f"{name}: invalid JSON: {err}") from None
+    except RecursionError:
+        raise ResultsError(f"{name}: invalid JSON: nested too deeply to be a results file") from None
     problem = _check_top(doc)
     if problem is None:
         for i, run in enumerate(doc["runs"]):

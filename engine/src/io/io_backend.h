@@ -96,6 +96,11 @@ class IoBackend {
 
   // Errors unless the file still has the size/mtime it had at open() and is at least
   // `needed_end` bytes long. Called by the streamer around every layer read.
+  // The check is on the open fd, i.e. on the inode opened at open(): truncating or writing that
+  // inode in place is an error (kDataLoss: "truncated"/"modified"), but a new file renamed over
+  // the path (atomic replacement) is not seen at all — every backend, mmap included, keeps
+  // reading the original inode, which the kernel keeps alive while we hold it, so the run stays
+  // consistent with the header it parsed (tests/io_faulty_test.cpp ReplacedFileTest).
   Status check_unchanged(uint64_t needed_end, int layer) const;
   const std::string& path() const { return path_; }
   const FileStat& opened_stat() const { return opened_; }
