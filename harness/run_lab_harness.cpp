@@ -1,6 +1,9 @@
-// run_lab_harness --config scenarios/x.yaml [--profile P] [--out DIR] [--dry-run] [--resume FILE]
+// run_lab_harness --config scenarios/x.yaml [--profile P] [--out DIR | --results FILE] [--shard I/N]
+//                 [--dry-run] [--resume FILE]
+// run_lab_harness merge SHARD.json... --out MERGED.json [--allow-mixed-revisions]
 // Runs a YAML scenario against the `flea` engine (one subprocess per run point) and writes
-// DIR/<run-id>.json (results/FORMAT.md) and DIR/<run-id>.trace.json (Chrome trace).
+// DIR/<run-id>.json (results/FORMAT.md) and DIR/<run-id>.trace.json (Chrome trace); --shard runs
+// one deterministic slice of the sweep (harness/src/shard.h), `merge` joins the slices' files.
 // Exit: 0 every run ok and every correctness check passed; 1 otherwise; 2 bad input before
 // anything ran; 130/143 interrupted (the results file is written and marked partial).
 #include <signal.h>
@@ -12,13 +15,16 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "env.h"
+#include "merge.h"
 #include "profile.h"
 #include "results.h"
 #include "runner.h"
 #include "scenario.h"
+#include "shard.h"
 #include "sweep.h"
 
 namespace fh = flea::harness;
@@ -85,22 +91,33 @@ std::string fmt_num(const Json& v, const char* f = "%.3f") {
   return buf;
 }
 
-// Rough duration of a run for --dry-run and the first ETA: model load + (warmup + reps) passes.
-double estimate_run_s(const fh::RunSpec& r, double model_bytes, const fh::Profile& prof) {
-  fh::PredictInput in;
-  in.model_bytes = model_bytes;
-  in.backend = r.point["backend"];
-  in.residency = r.point["residency"];
-  in.io = r.point.value("io", "pread");
-  in.prefetch = static_cast<int>(r.point.value("prefetch", int64_t{1}));
-  in.vram_budget_mb = r.point.value("vram_budget_mb", int64_t{0});
-  in.ram_budget_mb = r.point.value("ram_budget_mb", int64_t{0});
-  const fh::Prediction p = fh::predict(prof, in);
-  const double tokens = static_cast<double>(r.point.value("gen", int64_t{0}) + (r.point.value("prompt", int64_t{0}) > 0 ? 1 : 0));
-  const double passes = static_cast<double>(r.point.value("warmup", int64_t{1}) + r.point.value("reps", int64_t{1}));
-  const double load_s = model_bytes / (std::max(prof.storage_gb_s, 0.1) * 1e9);
-  // Compute on a CPU is far from the memory-bandwidth bound for small models: count at least 1 ms.
-  return load_s + passes * tokens * std::max(p.ms_per_token, 1.0) / 1e3 + 0.05;
+// Narrows `runs` (the whole sweep) to one shard's runs and returns its context.shard. A resumed
+// shard file keeps the runs it was planned with, provided the sweep still expands the same way.
+flea::StatusOr<Json> narrow_to_shard(const fh::ShardSpec& spec, const fh::ShardFile* resumed, const fh::Profile& plan_on,
+                                     const std::string& flea, std::vector<fh::RunSpec>* runs) {
+  const std::string fingerprint = fh::sweep_fingerprint(*runs);
+  std::vector<fh::RunSpec> mine;
+  if (resumed != nullptr) {
+    if (resumed->fingerprint != fingerprint) {
+      return flea::invalid_argument("--resume " + resumed->file + ": the scenario now expands to a different sweep (" +
+                                    std::to_string(runs->size()) + " runs, sweep_fingerprint " + fingerprint +
+                                    "; the file has " + std::to_string(resumed->n_runs_total) + " runs, " +
+                                    resumed->fingerprint + "): run the shard afresh");
+    }
+    const std::set<std::string> ids(resumed->run_ids.begin(), resumed->run_ids.end());
+    for (const auto& r : *runs) {
+      if (ids.count(r.id)) mine.push_back(r);
+    }
+    *runs = std::move(mine);
+    return resumed->doc["context"]["shard"];
+  }
+  const std::vector<int64_t> ms = fh::planned_run_ms(*runs, fh::planned_model_bytes(*runs, flea), plan_on);
+  const fh::ShardPlan plan = fh::plan_shards(*runs, ms, spec.count);
+  const size_t k = static_cast<size_t>(spec.index - 1);
+  for (size_t i : plan.runs[k]) mine.push_back((*runs)[i]);
+  const size_t n_total = runs->size();
+  *runs = std::move(mine);
+  return fh::shard_context(spec, fingerprint, n_total, *runs, static_cast<double>(plan.predicted_ms[k]) / 1e3);
 }
 
 }  // namespace
@@ -110,6 +127,7 @@ int main(int argc, char** argv) {
                "(results/FORMAT.md) and a Chrome trace.", "run_lab_harness");
   std::string config, profile_arg, profile_mode_arg, out_dir = "results/runs", resume, flea_arg, llama_bench_arg,
                                                       profiles_dir;
+  std::string shard_arg, results_arg;
   bool dry_run = false, help_keys = false, no_ceilings = false, quiet = false;
   app.add_option("--config,-c", config, "scenario YAML (scenarios/*.yaml)");
   app.add_option("--profile,-p", profile_arg, "hardware profile name (hardware_profiles/<name>.yaml) or path");
@@ -124,17 +142,42 @@ int main(int argc, char** argv) {
   app.add_flag("--help-keys", help_keys, "list every scenario and profile key with type, default and help");
   app.add_flag("--no-ceilings", no_ceilings, "skip the fio/memory ceilings (faster; results carry a warning)");
   app.add_flag("-q,--quiet", quiet, "no progress line");
+  app.add_option("--shard", shard_arg,
+                 "run only slice I of N (1-based, e.g. 2/8) of the sweep, balanced by predicted duration; "
+                 "join the files with `run_lab_harness merge`");
+  app.add_option("--results", results_arg,
+                 "write the results to exactly this file (its trace beside it as <FILE minus .json>.trace.json) "
+                 "instead of OUT/<run-id>.json");
+  std::vector<std::string> merge_inputs;
+  std::string merge_out;
+  bool allow_mixed_revisions = false;
+  CLI::App* merge_cmd = app.add_subcommand(
+      "merge", "Join the results files of a sharded sweep (--shard I/N) into one results file. Exit: 0 complete, "
+               "1 written but shards missing or incomplete (listed with the command that reruns them), 2 bad input.");
+  merge_cmd->add_option("files", merge_inputs, "the shards' results files")->required();
+  merge_cmd->add_option("--out,-o", merge_out, "the merged results file to write")->required();
+  merge_cmd->add_flag("--allow-mixed-revisions", allow_mixed_revisions,
+                      "merge shards built from different git revisions (a warning instead of an error)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  if (*merge_cmd) return fh::run_merge_command(merge_inputs, merge_out, allow_mixed_revisions);
   if (help_keys) {
     std::printf("%s", fh::help_keys_text().c_str());
     return kExitOk;
   }
 
+  std::optional<fh::ShardSpec> shard;
+  if (!shard_arg.empty()) {
+    auto s = fh::parse_shard_spec(shard_arg);
+    if (!s.ok()) return usage_error(s.status().message());
+    shard = *s;
+  }
+
   Json resumed;
+  std::optional<fh::ShardFile> resumed_shard;  // --resume of a shard's file
   if (!resume.empty()) {
     const std::string text = fh::read_file_text(resume);
     if (text.empty()) return usage_error("--resume " + resume + ": cannot read the file");
@@ -142,6 +185,17 @@ int main(int argc, char** argv) {
       resumed = Json::parse(text);
     } catch (const std::exception& e) {
       return usage_error("--resume " + resume + ": not JSON: " + e.what());
+    }
+    if (resumed.is_object() && resumed.contains("context") && resumed["context"].is_object() &&
+        resumed["context"].contains("shard")) {
+      auto sf = fh::parse_shard_file(resume, text);
+      if (!sf.ok()) return usage_error("--resume " + sf.status().message());
+      if (shard && (shard->index != sf->index || shard->count != sf->count)) {
+        return usage_error("--shard " + shard_arg + " disagrees with " + resume + ", which is shard " +
+                           std::to_string(sf->index) + "/" + std::to_string(sf->count));
+      }
+      shard = fh::ShardSpec{sf->index, sf->count};
+      resumed_shard = std::move(*sf);
     }
     if (config.empty()) config = resumed["context"]["scenario"].value("path", "");
   }
@@ -248,6 +302,17 @@ int main(int argc, char** argv) {
   const std::string flea = !flea_arg.empty() ? flea_arg : exe_dir() + "/flea";
   if (!runs.empty() && !is_executable(flea)) return usage_error("engine binary not executable: " + flea + " (pass --flea PATH)");
 
+  // Durations are predicted on the profile, else on a fixed machine: never on this one, so that
+  // every node of a sharded sweep plans the same slices.
+  const fh::Profile plan_on = profile ? *profile : fh::planning_profile();
+  const size_t n_runs_total = runs.size();
+  Json shard_ctx;  // context.shard; null when not sharded
+  if (shard) {
+    auto sc_or = narrow_to_shard(*shard, resumed_shard ? &*resumed_shard : nullptr, plan_on, flea, &runs);
+    if (!sc_or.ok()) return usage_error(sc_or.status().message());
+    shard_ctx = *sc_or;
+  }
+
   // Machine description for predictions without a profile (filled from the ceilings later).
   fh::Profile machine;
   machine.name = "this-machine";
@@ -261,32 +326,28 @@ int main(int argc, char** argv) {
 
   const std::vector<std::string> shown = varying_keys(runs);
   if (dry_run) {
-    const fh::Profile& est = profile ? *profile : [&]() -> const fh::Profile& {
-      machine.storage_gb_s = 1.0;  // rough guesses: nothing is measured in a dry run
-      return machine;
-    }();
     double total_s = 0;
-    std::map<std::string, double> sizes;
+    const std::map<std::string, double> sizes = fh::planned_model_bytes(runs, flea);
     std::printf("%s: %zu runs (profile %s, mode %s)\n", sc.path.c_str(), runs.size(),
                 profile ? profile->name.c_str() : "none", mode.c_str());
     for (const auto& r : runs) {
-      double bytes = sizes.count(r.model.path) ? sizes[r.model.path] : 0;
-      struct stat s2;
-      if (bytes == 0 && stat(r.model.path.c_str(), &s2) == 0) bytes = static_cast<double>(s2.st_size);
-      if (bytes == 0 && r.model.synth && is_executable(flea)) {
-        fh::ChildResult c = fh::run_child({flea, "synth", "--shape", r.model.shape, "--type", r.model.type, "--dry-run"}, 60);
-        const size_t p = c.out.find("planned_bytes ");
-        if (p != std::string::npos) bytes = std::atof(c.out.c_str() + p + 14);
-      }
-      sizes[r.model.path] = bytes;
-      const double s = estimate_run_s(r, bytes, est);
+      const double s = fh::estimate_run_s(r, sizes.at(r.model.path), plan_on);
       total_s += s;
       std::printf("  %s %s  ~%s\n", r.id.c_str(), point_label(r, shown).c_str(), fmt_dur(s).c_str());
     }
     for (const auto& c : claims) std::printf("  claim %s: %s\n", c["name"].get<std::string>().c_str(), c["arithmetic"].get<std::string>().c_str());
     std::printf("predicted duration: ~%s (%s; excludes synth generation and ceilings)\n", fmt_dur(total_s).c_str(),
-                profile ? ("profile " + profile->name).c_str() : "rough: no profile, nothing measured");
+                profile ? ("profile " + profile->name).c_str() : "rough: no profile, planning machine, nothing measured");
+    if (shard) {
+      std::printf("shard %d/%d: %zu of %zu runs, predicted ~%s\n", shard->index, shard->count, runs.size(), n_runs_total,
+                  fmt_dur(shard_ctx["predicted_s"].is_number() ? shard_ctx["predicted_s"].get<double>() : total_s).c_str());
+    }
     return kExitOk;
+  }
+
+  if (!results_arg.empty()) {
+    flea::Status made = fh::make_parent_dirs(results_arg);
+    if (!made.ok()) return usage_error("--results " + results_arg + ": " + made.message());
   }
 
   fh::install_signal_handlers();
@@ -329,10 +390,19 @@ int main(int argc, char** argv) {
   ctx["run_id"] = run_id;
   ctx["time"] = fh::utc_now_rfc3339();
   ctx["scenario"] = {{"name", sc.name}, {"path", sc.path}, {"sha256", sc.sha256}};
+  if (!shard_ctx.is_null()) ctx["shard"] = shard_ctx;
   ctx["host"] = fh::host_info(runs.empty() ? "" : runs.front().model.path);
   ctx["gpu"] = fh::gpu_info();
   ctx["build"] = fh::build_info(&warnings);
   ctx["engine"] = {{"path", flea}};
+  // Under Slurm: the job that produced this file (null elsewhere).
+  if (const char* job = std::getenv("SLURM_JOB_ID")) {
+    auto env_or_null = [](const char* k) { const char* v = std::getenv(k); return v ? Json(v) : Json(nullptr); };
+    ctx["slurm"] = {{"job_id", job}, {"array_job_id", env_or_null("SLURM_ARRAY_JOB_ID")},
+                    {"array_task_id", env_or_null("SLURM_ARRAY_TASK_ID")}, {"nodelist", env_or_null("SLURM_JOB_NODELIST")}};
+  } else {
+    ctx["slurm"] = nullptr;
+  }
   Json prof = nullptr;
   if (profile) {
     prof = profile->raw;
@@ -468,6 +538,7 @@ int main(int argc, char** argv) {
     warnings.push_back("CPU cache size unknown: models under 64 MiB get no memory-bandwidth floor");
   }
 
+  if (!results_arg.empty()) out_path = results_arg;
   if (out_path.empty()) {
     fh::run_child({"/bin/mkdir", "-p", out_dir}, 10);
     out_path = out_dir + "/" + run_id + ".json";
@@ -494,6 +565,9 @@ int main(int argc, char** argv) {
   int n_skipped_resume = 0;
 
   double overhead_ns_total = 0, child_ns_total = 0;
+  // A results file that cannot be written (disk full, directory gone) stops the sweep: the last
+  // good file stays as it was, the error is printed once, and the exit status is 1.
+  bool write_failed = false;
   auto write_results = [&](bool partial, bool complete) {
     ctx["warnings"] = warnings;
     Json out;
@@ -516,12 +590,13 @@ int main(int argc, char** argv) {
                      {"harness_overhead_fraction", child_ns_total > 0 ? Json(overhead_ns_total / child_ns_total) : Json(nullptr)}};
     if (!claims.empty()) out["claims"] = claims;
     flea::Status s = fh::write_file_atomic(out_path, out.dump(1) + "\n");
-    if (!s.ok()) std::fprintf(stderr, "run_lab_harness: %s\n", s.message().c_str());
+    if (!s.ok() && !write_failed) std::fprintf(stderr, "run_lab_harness: %s\n", s.message().c_str());
+    if (!s.ok()) write_failed = true;
   };
   // The trace is written once at the end (or on interrupt): engine traces are parsed only then.
   auto write_trace = [&]() {
     std::vector<std::string> unlink_after;
-    if (st["trace"].get<bool>() && !runs.empty()) {
+    if (st["trace"].get<bool>() && (!runs.empty() || shard)) {  // an empty shard still has its (empty) trace
       Json events = Json::array();
       for (size_t i = 0; i < records.size(); ++i) {
         if (traces[i].is_string() && (records[i].is_null() || records[i].value("status", "") != "ok")) {
@@ -557,7 +632,7 @@ int main(int argc, char** argv) {
   const bool tty = isatty(2);
   int stopped = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
-    if ((stopped = fh::stop_signal()) != 0) break;
+    if (write_failed || (stopped = fh::stop_signal()) != 0) break;
     fh::RunSpec r = runs[i];
     auto it = done.find(fh::run_key(r.engine, r.point));
     if (it != done.end()) {
@@ -620,6 +695,7 @@ int main(int argc, char** argv) {
     ++n_timed;
   }
   if (!quiet && tty) std::fprintf(stderr, "\n");
+  if (write_failed) return kExitFailed;
   if (stopped == 0) stopped = fh::stop_signal();
   if (stopped != 0) {
     warnings.push_back(std::string("interrupted by ") + (stopped == SIGINT ? "SIGINT" : "SIGTERM") +
@@ -675,6 +751,6 @@ int main(int argc, char** argv) {
   if (n_skipped_resume > 0) std::printf("resumed: %d finished runs kept from %s\n", n_skipped_resume, out_path.c_str());
   for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
   std::printf("results: %s\n", out_path.c_str());
-  if (st["trace"].get<bool>() && !runs.empty()) std::printf("trace:   %s\n", trace_path.c_str());
+  if (st["trace"].get<bool>() && (!runs.empty() || shard)) std::printf("trace:   %s\n", trace_path.c_str());
   return all_ok ? kExitOk : kExitFailed;
 }
