@@ -10,26 +10,13 @@
 
 #include "gguf/gguf.h"
 #include "model/llama.h"
+#include "gguf_bytes.h"
 #include "test_util.h"
 
 namespace flea::gguf {
 namespace {
 
-// Little-endian byte builder for hand-made GGUF files.
-struct Bytes {
-  std::vector<uint8_t> b;
-  template <typename T> Bytes& put(T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    b.insert(b.end(), p, p + sizeof(T));
-    return *this;
-  }
-  Bytes& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-    return *this;
-  }
-  Bytes& raw(const Bytes& o) { b.insert(b.end(), o.b.begin(), o.b.end()); return *this; }
-};
+using test::Bytes;
 
 struct TensorSpec {
   std::string name;

@@ -25,16 +25,13 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string fake() { return flea::test::source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
-std::string harness() { return flea::test::bin_dir() + "/run_lab_harness"; }
+using flea::test::fake_flea;
+using flea::test::harness_bin;
+using flea::test::read_text;
+using flea::test::schema_errors;
+using flea::test::write_text;
 
-void write(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-std::string read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+
 int count_lines(const std::string& text, const std::string& needle) {
   std::istringstream in(text);
   std::string line;
@@ -74,7 +71,7 @@ int runs_on_disk(const std::string& dir) {
   const std::string f = results_file(dir);
   if (f.empty()) return -1;
   try {
-    return static_cast<int>(Json::parse(read(f))["runs"].size());
+    return static_cast<int>(Json::parse(read_text(f))["runs"].size());
   } catch (const std::exception& e) {
     ADD_FAILURE() << f << " is not valid JSON mid-sweep: " << e.what();
     return -1;
@@ -89,10 +86,10 @@ pid_t spawn_harness(const std::vector<std::string>& env, const std::vector<std::
   const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   dup2(fd, 1);
   dup2(fd, 2);
-  std::vector<char*> argv = {const_cast<char*>("run_lab_harness"), const_cast<char*>("--flea"), strdup(fake().c_str())};
+  std::vector<char*> argv = {const_cast<char*>("run_lab_harness"), const_cast<char*>("--flea"), strdup(fake_flea().c_str())};
   for (const auto& a : args) argv.push_back(strdup(a.c_str()));
   argv.push_back(nullptr);
-  execv(harness().c_str(), argv.data());
+  execv(harness_bin().c_str(), argv.data());
   _exit(127);
 }
 
@@ -142,14 +139,14 @@ class Tmpfs {
 class HarnessFault : public ::testing::Test {
  protected:
   void SetUp() override {
-    write(dir_.file("m.gguf"), std::string(8192, 'x'));
+    write_text(dir_.file("m.gguf"), std::string(8192, 'x'));
     log_ = dir_.file("engine.log");
     out_ = dir_.file("out");
     env_ = {"FAKE_FLEA_LOG=" + log_, "FLEA_CACHE_DIR=" + dir_.file("cache")};
   }
   std::string scenario(const std::string& body) {
     const std::string p = dir_.file("s.yaml");
-    write(p, "model: m.gguf\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
+    write_text(p, "model: m.gguf\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
     return p;
   }
   int run_sync(const std::vector<std::string>& args, std::string* output) {
@@ -157,7 +154,7 @@ class HarnessFault : public ::testing::Test {
     pid_t pid = spawn_harness(env_, args, log);
     int status = 0;
     waitpid(pid, &status, 0);
-    *output = read(log);
+    *output = read_text(log);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   flea::test::TempDir dir_;
@@ -179,11 +176,11 @@ TEST_F(HarnessFault, SigtermWritesPartialAndResumeKeepsEveryFinishedRun) {
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 143) << read(dir_.file("harness.log"));
-  EXPECT_NE(read(dir_.file("harness.log")).find("continue with --resume"), std::string::npos);
+  EXPECT_EQ(WEXITSTATUS(status), 143) << read_text(dir_.file("harness.log"));
+  EXPECT_NE(read_text(dir_.file("harness.log")).find("continue with --resume"), std::string::npos);
   const std::string f = results_file(out_);
   ASSERT_FALSE(f.empty());
-  const Json before = Json::parse(read(f));
+  const Json before = Json::parse(read_text(f));
   EXPECT_EQ(before["status"]["partial"], true);
   EXPECT_EQ(before["status"]["complete"], false);
   const size_t done = before["runs"].size();
@@ -194,11 +191,11 @@ TEST_F(HarnessFault, SigtermWritesPartialAndResumeKeepsEveryFinishedRun) {
   for (const auto& w : before["context"]["warnings"]) warned |= w.get<std::string>().find("interrupted by SIGTERM") != std::string::npos;
   EXPECT_TRUE(warned) << before["context"]["warnings"].dump();
   EXPECT_EQ(temp_files(out_), std::vector<std::string>{});
-  const int first_invocations = count_lines(read(log_), "bench ");
+  const int first_invocations = count_lines(read_text(log_), "bench ");
 
   std::string output;
   ASSERT_EQ(run_sync({"--resume", f}, &output), 0) << output;
-  const Json after = Json::parse(read(f));
+  const Json after = Json::parse(read_text(f));
   EXPECT_EQ(after["status"]["complete"], true);
   EXPECT_EQ(after["status"]["partial"], false);
   ASSERT_EQ(after["runs"].size(), 6u);
@@ -209,7 +206,7 @@ TEST_F(HarnessFault, SigtermWritesPartialAndResumeKeepsEveryFinishedRun) {
     EXPECT_EQ(after["runs"][i]["samples_ns"], before["runs"][i]["samples_ns"]);
     EXPECT_EQ(after["runs"][i], before["runs"][i]) << "run " << i << " changed on resume";
   }
-  EXPECT_EQ(count_lines(read(log_), "bench ") - first_invocations, static_cast<int>(6 - done));
+  EXPECT_EQ(count_lines(read_text(log_), "bench ") - first_invocations, static_cast<int>(6 - done));
   EXPECT_EQ(temp_files(out_), std::vector<std::string>{});
 }
 
@@ -238,7 +235,7 @@ TEST_F(HarnessFault, TwoSignalsInQuickSuccessionDoNotCorruptTheFile) {
     const std::string f = results_file(out);
     ASSERT_FALSE(f.empty());
     Json j;
-    ASSERT_NO_THROW(j = Json::parse(read(f))) << "results file corrupted by the second signal";
+    ASSERT_NO_THROW(j = Json::parse(read_text(f))) << "results file corrupted by the second signal";
     EXPECT_EQ(j["status"]["partial"], true);
     EXPECT_GE(j["runs"].size(), 1u);
     EXPECT_LT(j["runs"].size(), 6u);
@@ -263,12 +260,12 @@ TEST(WriteFileAtomic, FullDiskKeepsThePreviousFileAndRemovesTheTemp) {
     EXPECT_NE(st.message().find(path), std::string::npos) << st.message();
     EXPECT_NE(st.message().find(std::strerror(ENOSPC)), std::string::npos) << st.message();
     EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
-    EXPECT_EQ(read(path), old_text);
+    EXPECT_EQ(read_text(path), old_text);
     EXPECT_EQ(temp_files(dir.file("full")), std::vector<std::string>{});
   }
   ASSERT_EQ(unlink(dir.file("full/filler").c_str()), 0);
   ASSERT_TRUE(flea::harness::write_file_atomic(path, "new\n").ok());
-  EXPECT_EQ(read(path), "new\n");
+  EXPECT_EQ(read_text(path), "new\n");
   EXPECT_EQ(temp_files(dir.file("full")), std::vector<std::string>{});
 }
 
@@ -289,12 +286,12 @@ TEST_F(HarnessFault, DiskFullMidSweepKeepsLastGoodResultsAndExitsNonZero) {
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  const std::string output = read(log);
+  const std::string output = read_text(log);
   EXPECT_NE(WEXITSTATUS(status), 0) << output;
   const std::string f = results_file(out);
   ASSERT_FALSE(f.empty());
   Json j;
-  ASSERT_NO_THROW(j = Json::parse(read(f))) << "the last good results file was damaged";
+  ASSERT_NO_THROW(j = Json::parse(read_text(f))) << "the last good results file was damaged";
   EXPECT_EQ(j["status"]["partial"], true);
   EXPECT_GE(static_cast<int>(j["runs"].size()), seen);  // a write in flight while filling may have landed
   EXPECT_LT(j["runs"].size(), 6u);
@@ -314,11 +311,11 @@ TEST_F(HarnessFault, DiskFullOnResumeLeavesTheFileUnchanged) {
   ASSERT_EQ(run_sync({"--config", s, "--out", out}, &output), 0) << output;
   const std::string f = results_file(out);
   ASSERT_FALSE(f.empty());
-  const std::string before = read(f);
+  const std::string before = read_text(f);
   ASSERT_GT(fs.fill(), 0u);
   const int rc = run_sync({"--resume", f}, &output);
   EXPECT_NE(rc, 0) << output;
-  EXPECT_EQ(read(f), before);
+  EXPECT_EQ(read_text(f), before);
   EXPECT_EQ(temp_files(out), std::vector<std::string>{});
   EXPECT_EQ(count_lines(output, std::strerror(ENOSPC)), 1) << output;
   EXPECT_NE(output.find(f), std::string::npos) << output;

@@ -19,20 +19,15 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string fake() { return flea::test::source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
-std::string harness() { return flea::test::bin_dir() + "/run_lab_harness"; }
+using flea::test::fake_flea;
+using flea::test::harness_bin;
+using flea::test::read_text;
+using flea::test::schema_errors;
+using flea::test::write_text;
 
-void write(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-std::string read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+
 int count_lines(const std::string& path, const std::string& needle) {
-  std::istringstream in(read(path));
+  std::istringstream in(read_text(path));
   std::string line;
   int n = 0;
   while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
@@ -54,37 +49,23 @@ struct HarnessResult {
 
 HarnessResult harness_run(const std::string& env, const std::string& args) {
   HarnessResult r;
-  r.rc = flea::test::run_command(env + " " + harness() + " --flea " + fake() + " " + args + " 2>&1", &r.out);
+  r.rc = flea::test::run_command(env + " " + harness_bin() + " --flea " + fake_flea() + " " + args + " 2>&1", &r.out);
   return r;
 }
 
-// Validates with results/results.schema.json when /usr/bin/python3 has jsonschema; "" when valid,
-// "skip" when it cannot check, else the errors.
-std::string schema_errors(const std::string& file) {
-  std::string out;
-  const std::string schema = flea::test::source_dir() + "/results/results.schema.json";
-  const int rc = flea::test::run_command(
-      "/usr/bin/python3 -c \"import json,sys\ntry:\n import jsonschema\nexcept ImportError:\n print('skip'); sys.exit(0)\n"
-      "s=json.load(open('" + schema + "'))\nv=jsonschema.Draft202012Validator(s)\n"
-      "errs=[list(e.path).__str__()+': '+e.message for e in v.iter_errors(json.load(open('" + file + "')))]\n"
-      "print('\\n'.join(errs))\" 2>&1", &out);
-  if (rc != 0) return "skip";
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
 
 class HarnessRun : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = dir_.file("m.gguf");
-    write(model_, std::string(8192, 'x'));
+    write_text(model_, std::string(8192, 'x'));
     log_ = dir_.file("engine.log");
     out_ = dir_.file("out");
     env_ = "FAKE_FLEA_LOG=" + log_ + " FLEA_CACHE_DIR=" + dir_.file("cache");
   }
   std::string scenario(const std::string& body) {
     const std::string p = dir_.file("s.yaml");
-    write(p, "model: m.gguf\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
+    write_text(p, "model: m.gguf\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
     return p;
   }
   flea::test::TempDir dir_;
@@ -101,9 +82,9 @@ TEST_F(HarnessRun, SweepWritesSchemaValidResultsWithExactSummaries) {
   ASSERT_EQ(r.rc, 0) << r.out;
   const std::string f = results_file(out_);
   ASSERT_FALSE(f.empty()) << r.out;
-  Json j = Json::parse(read(f));
+  Json j = Json::parse(read_text(f));
   // Key order of FORMAT.md (checked on the text: nlohmann::json sorts keys).
-  const std::string raw = read(f);
+  const std::string raw = read_text(f);
   EXPECT_LT(raw.find("\"context\""), raw.find("\"ceilings\""));
   EXPECT_LT(raw.find("\"ceilings\""), raw.find("\"runs\""));
   EXPECT_LT(raw.find("\"runs\""), raw.find("\"status\": {"));
@@ -138,19 +119,21 @@ TEST_F(HarnessRun, SweepWritesSchemaValidResultsWithExactSummaries) {
   EXPECT_EQ(count_lines(log_, "--residency transient"), 2);
   EXPECT_EQ(count_lines(log_, "--prefetch 0"), 2);
   // Chrome trace with the engine's events re-homed per run.
-  Json trace = Json::parse(read(f.substr(0, f.size() - 5) + ".trace.json"));
+  Json trace = Json::parse(read_text(f.substr(0, f.size() - 5) + ".trace.json"));
   int engine_events = 0;
   for (const auto& e : trace["traceEvents"]) engine_events += e.value("name", "") == "load L0";
   EXPECT_EQ(engine_events, 4);
   const std::string errs = schema_errors(f);
-  if (errs != "skip") EXPECT_EQ(errs, "") << f;
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "") << f;
+  }
 }
 
 TEST_F(HarnessRun, FailedAndCrashedRunsAreRecordedAndExitOne) {
   const std::string s = scenario("gen: 2\nprompt: 0\nreps: 1\nio: [pread, mmap, odirect]\n");
   HarnessResult r = harness_run(env_ + " FAKE_FLEA_FAIL_ON='--io mmap' FAKE_FLEA_CRASH_ON='--io odirect'", "--config " + s + " --out " + out_);
   EXPECT_EQ(r.rc, 1) << r.out;
-  Json j = Json::parse(read(results_file(out_)));
+  Json j = Json::parse(read_text(results_file(out_)));
   ASSERT_EQ(j["runs"].size(), 3u);
   EXPECT_EQ(j["runs"][0]["status"], "ok");
   EXPECT_EQ(j["runs"][1]["status"], "failed");
@@ -159,7 +142,9 @@ TEST_F(HarnessRun, FailedAndCrashedRunsAreRecordedAndExitOne) {
   EXPECT_NE(j["runs"][2]["error"].get<std::string>().find("killed by signal 11"), std::string::npos);
   EXPECT_EQ(j["status"]["n_failed"], 2);
   const std::string errs = schema_errors(results_file(out_));
-  if (errs != "skip") EXPECT_EQ(errs, "");
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
 }
 
 TEST_F(HarnessRun, MissingBaselineIsAnErrorOrAWarningWhenOptional) {
@@ -171,7 +156,7 @@ TEST_F(HarnessRun, MissingBaselineIsAnErrorOrAWarningWhenOptional) {
   s = scenario("gen: 2\nreps: 1\nbaselines:\n  - {engine: llama-bench, path: /nonexistent/llama-bench, optional: true}\n");
   r = harness_run(env_, "--config " + s + " --out " + out_);
   EXPECT_EQ(r.rc, 0) << r.out;
-  Json j = Json::parse(read(results_file(out_)));
+  Json j = Json::parse(read_text(results_file(out_)));
   ASSERT_EQ(j["runs"].size(), 2u);
   EXPECT_EQ(j["runs"][1]["status"], "skipped");
   bool warned = false;
@@ -194,18 +179,18 @@ TEST_F(HarnessRun, CorrectnessAgainstReferenceLogits) {
   flea::test::run_command("mkdir -p " + dir_.file("ref/logits"));
   const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 0.0f, 1.0f, 0.0f, 3.0f, -2.0f};
   std::string bytes(reinterpret_cast<const char*>(logits.data()), logits.size() * 4);
-  write(dir_.file("ref/logits/a.f32"), bytes);
-  write(dir_.file("ref/m.gguf"), "GGUF");
-  write(dir_.file("ref/manifest.json"),
+  write_text(dir_.file("ref/logits/a.f32"), bytes);
+  write_text(dir_.file("ref/m.gguf"), "GGUF");
+  write_text(dir_.file("ref/manifest.json"),
         R"({"producer": {"commit": "abc"}, "cases": [{"model": "m.gguf", "file_type": "Q4_K_M", "n_vocab": 4,
             "prompts": [{"tokens": [5, 6], "logits": "logits/a.f32", "n_vocab": 4}]}]})");
   const std::string s = dir_.file("c.yaml");
-  write(s, "reference: ref\nmodel: reference\nresidency: [full, transient]\ngen: 1\nreps: 1\nwarmup: 0\n"
+  write_text(s, "reference: ref\nmodel: reference\nresidency: [full, transient]\ngen: 1\nreps: 1\nwarmup: 0\n"
            "ceilings: {fio: false, memory: false}\n");
   const std::string env = env_ + " FAKE_FLEA_LOGITS_REF=" + dir_.file("ref/logits/a.f32") + " FAKE_FLEA_N_VOCAB=4";
   HarnessResult r = harness_run(env, "--config " + s + " --out " + out_);
   ASSERT_EQ(r.rc, 0) << r.out;
-  Json j = Json::parse(read(results_file(out_)));
+  Json j = Json::parse(read_text(results_file(out_)));
   ASSERT_EQ(j["runs"].size(), 2u);
   const Json& c = j["runs"][1]["correctness"];
   EXPECT_EQ(c["passed"], true);
@@ -218,13 +203,15 @@ TEST_F(HarnessRun, CorrectnessAgainstReferenceLogits) {
   flea::test::run_command("rm -rf " + out_);
   r = harness_run(env + " FAKE_FLEA_LOGITS_NOISE=1", "--config " + s + " --out " + out_);
   EXPECT_EQ(r.rc, 1) << r.out;
-  j = Json::parse(read(results_file(out_)));
+  j = Json::parse(read_text(results_file(out_)));
   EXPECT_EQ(j["runs"][0]["correctness"]["passed"], false);
   EXPECT_NEAR(j["runs"][0]["correctness"]["nmse"].get<double>(), 4.0 / 19.25, 1e-6);
   EXPECT_NEAR(j["runs"][0]["correctness"]["kl"].get<double>(), 0.0, 1e-9);
   EXPECT_NE(r.out.find("correctness FAIL"), std::string::npos) << r.out;
   const std::string errs = schema_errors(results_file(out_));
-  if (errs != "skip") EXPECT_EQ(errs, "");
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
 }
 
 TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
@@ -237,7 +224,7 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
     dup2(devnull, 2);
-    execl(harness().c_str(), "run_lab_harness", "--config", s.c_str(), "--out", out_.c_str(), "--flea", fake().c_str(),
+    execl(harness_bin().c_str(), "run_lab_harness", "--config", s.c_str(), "--out", out_.c_str(), "--flea", fake_flea().c_str(),
           static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -248,7 +235,7 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
     const std::string f = results_file(out_);
     if (!f.empty()) {
       try {
-        finished = Json::parse(read(f))["runs"].size();
+        finished = Json::parse(read_text(f))["runs"].size();
       } catch (...) {
         ADD_FAILURE() << "results file not valid JSON mid-sweep (not atomic?)";
       }
@@ -263,7 +250,7 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
   const std::string f = results_file(out_);
-  Json j = Json::parse(read(f));
+  Json j = Json::parse(read_text(f));
   EXPECT_EQ(j["status"]["partial"], true);
   EXPECT_EQ(j["status"]["complete"], false);
   const size_t done = j["runs"].size();
@@ -272,11 +259,13 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
   for (const auto& r : j["runs"]) EXPECT_EQ(r["status"], "ok");  // the interrupted run is not recorded
   const int first_invocations = count_lines(log_, "bench ");
   const std::string errs = schema_errors(f);
-  if (errs != "skip") EXPECT_EQ(errs, "");
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
 
   HarnessResult r = harness_run(env_, "--resume " + f);
   ASSERT_EQ(r.rc, 0) << r.out;
-  j = Json::parse(read(f));
+  j = Json::parse(read_text(f));
   EXPECT_EQ(j["status"]["complete"], true);
   EXPECT_EQ(j["status"]["partial"], false);
   ASSERT_EQ(j["runs"].size(), 6u);
@@ -292,7 +281,7 @@ TEST_F(HarnessRun, LlamaBenchBaselineRecordsItsSamplesAndTheRatio) {
   const std::string s = scenario("gen: 4\nprompt: 2\nreps: 3\nbaselines:\n  - {engine: llama-bench, path: " + lb + "}\n");
   HarnessResult r = harness_run(env_ + " FAKE_FLEA_TG_NS=8000000,10000000,12000000", "--config " + s + " --out " + out_);
   ASSERT_EQ(r.rc, 0) << r.out;
-  Json j = Json::parse(read(results_file(out_)));
+  Json j = Json::parse(read_text(results_file(out_)));
   ASSERT_EQ(j["runs"].size(), 2u);
   const Json& ours = j["runs"][0];
   const Json& theirs = j["runs"][1];
@@ -305,5 +294,7 @@ TEST_F(HarnessRun, LlamaBenchBaselineRecordsItsSamplesAndTheRatio) {
   // Ours: 4 tokens in a median of 10 ms; theirs: 4 tokens in 40.001 ms.
   EXPECT_NEAR(ours["baseline"]["ratio"].get<double>(), 40.001 / 10.0, 1e-6);
   const std::string errs = schema_errors(results_file(out_));
-  if (errs != "skip") EXPECT_EQ(errs, "");
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
 }

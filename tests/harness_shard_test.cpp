@@ -21,19 +21,16 @@ namespace fh = flea::harness;
 
 namespace {
 
-std::string fake() { return flea::test::source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
-std::string real_flea() { return flea::test::bin_dir() + "/flea"; }
-std::string harness() { return flea::test::bin_dir() + "/run_lab_harness"; }
+using flea::test::fake_flea;
+using flea::test::harness_bin;
+using flea::test::read_text;
+using flea::test::schema_errors;
+using flea::test::write_text;
 
-void write(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-std::string read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string real_flea() { return flea::test::bin_dir() + "/flea"; }
+
 int count_lines(const std::string& path, const std::string& needle) {
-  std::istringstream in(read(path));
+  std::istringstream in(read_text(path));
   std::string line;
   int n = 0;
   while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
@@ -50,19 +47,6 @@ Cmd sh(const std::string& cmd) {
   return r;
 }
 
-// Same check as harness_run_test: "" when valid, "skip" when jsonschema is unavailable.
-std::string schema_errors(const std::string& file) {
-  std::string out;
-  const std::string schema = flea::test::source_dir() + "/results/results.schema.json";
-  const int rc = flea::test::run_command(
-      "/usr/bin/python3 -c \"import json,sys\ntry:\n import jsonschema\nexcept ImportError:\n print('skip'); sys.exit(0)\n"
-      "s=json.load(open('" + schema + "'))\nv=jsonschema.Draft202012Validator(s)\n"
-      "errs=[list(e.path).__str__()+': '+e.message for e in v.iter_errors(json.load(open('" + file + "')))]\n"
-      "print('\\n'.join(errs))\" 2>&1", &out);
-  if (rc != 0) return "skip";
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
 
 // Cmd ids a --dry-run printed, in order.
 std::vector<std::string> dry_run_ids(const std::string& out) {
@@ -213,14 +197,14 @@ class ShardCli : public ::testing::Test {
   }
   std::string scenario(const std::string& name, const std::string& body) {
     const std::string p = dir_.file(name + ".yaml");
-    write(p, "name: " + name + "\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
+    write_text(p, "name: " + name + "\nthreads: 1\nwarmup: 0\nceilings: {fio: false, memory: false}\n" + body);
     return p;
   }
   // The harness against the fake engine.
   Cmd harness_fake(const std::string& args, const std::string& extra_env = "") {
-    return sh(env_ + " " + extra_env + " " + harness() + " --flea " + fake() + " -q " + args);
+    return sh(env_ + " " + extra_env + " " + harness_bin() + " --flea " + fake_flea() + " -q " + args);
   }
-  Cmd merge(const std::string& args) { return sh(harness() + " merge " + args); }
+  Cmd merge(const std::string& args) { return sh(harness_bin() + " merge " + args); }
   flea::test::TempDir dir_;
   std::string log_, env_;
 };
@@ -229,7 +213,7 @@ TEST_F(ShardCli, DryRunSlicesPartitionTheSweepDeterministically) {
   // Three models of different planned sizes (synth --dry-run of the real engine; nothing generated).
   const std::string s = scenario("three", "model: [synth:tiny:Q4_K_M, synth:tiny:Q8_0, synth:tiny:F16]\n"
                                            "gen: 4\nreps: 1\nresidency: [full, transient]\nprefetch: [0, 1]\n");
-  const std::string base = env_ + " " + harness() + " --flea " + real_flea() + " --config " + s + " --dry-run";
+  const std::string base = env_ + " " + harness_bin() + " --flea " + real_flea() + " --config " + s + " --dry-run";
   Cmd all = sh(base);
   ASSERT_EQ(all.rc, 0) << all.out;
   const std::vector<std::string> every = dry_run_ids(all.out);
@@ -278,7 +262,7 @@ TEST_F(ShardCli, OneModelSweepBalancesByPredictedDuration) {
   std::vector<double> t;
   double sum = 0;
   for (int i = 1; i <= 4; ++i) {
-    Cmd r = sh(env_ + " " + harness() + " --flea " + real_flea() + " --config " + s + " --dry-run --shard " +
+    Cmd r = sh(env_ + " " + harness_bin() + " --flea " + real_flea() + " --config " + s + " --dry-run --shard " +
                std::to_string(i) + "/4");
     ASSERT_EQ(r.rc, 0) << r.out;
     t.push_back(shard_line_seconds(r.out, i, 4));
@@ -318,7 +302,7 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   Cmd r = harness_fake("--config " + s + " --results " + whole);
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_EQ(access(dir_.file("whole/all.trace.json").c_str(), F_OK), 0) << "trace beside --results";
-  const Json unsharded = Json::parse(read(whole));
+  const Json unsharded = Json::parse(read_text(whole));
   ASSERT_EQ(unsharded["runs"].size(), 16u);
   EXPECT_FALSE(unsharded["context"].contains("shard"));
 
@@ -328,7 +312,7 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
     files.push_back(dir_.file("shards/s" + std::to_string(i) + ".json"));
     r = harness_fake("--config " + s + " --shard " + std::to_string(i) + "/3 --results " + files.back());
     ASSERT_EQ(r.rc, 0) << r.out;
-    const Json j = Json::parse(read(files.back()));
+    const Json j = Json::parse(read_text(files.back()));
     const Json& sh_ctx = j["context"]["shard"];
     EXPECT_EQ(sh_ctx["index"], i);
     EXPECT_EQ(sh_ctx["count"], 3);
@@ -348,7 +332,7 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   const std::string merged_path = dir_.file("merged/m.json");
   r = merge(all3 + " --out " + merged_path);
   ASSERT_EQ(r.rc, 0) << r.out;
-  const Json merged = Json::parse(read(merged_path));
+  const Json merged = Json::parse(read_text(merged_path));
   ASSERT_EQ(merged["runs"].size(), unsharded["runs"].size());
   for (size_t k = 0; k < merged["runs"].size(); ++k) {
     const Json& a = merged["runs"][k];
@@ -392,7 +376,7 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   EXPECT_NE(r.out.find("missing shards: 2\n"), std::string::npos) << r.out;
   const std::string rerun = "scripts/slurm/submit.sh " + s + " --shards 3 --only 2";
   EXPECT_NE(r.out.find("rerun: " + rerun), std::string::npos) << r.out;
-  Json m13 = Json::parse(read(dir_.file("m13.json")));
+  Json m13 = Json::parse(read_text(dir_.file("m13.json")));
   EXPECT_EQ(m13["status"]["complete"], false);
   EXPECT_EQ(m13["context"]["merged"]["missing"], Json::array({2}));
   EXPECT_EQ(m13["context"]["merged"]["rerun"], rerun);
@@ -404,21 +388,21 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   }
 
   // An interrupted shard is incomplete, not missing.
-  Json partial = Json::parse(read(files[1]));
+  Json partial = Json::parse(read_text(files[1]));
   partial["status"]["complete"] = false;
   partial["status"]["partial"] = true;
   const std::string p2 = dir_.file("p2.json");
-  write(p2, partial.dump());
+  write_text(p2, partial.dump());
   r = merge(files[0] + " " + p2 + " " + files[2] + " --out " + dir_.file("mp.json"));
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("incomplete shards: 2\n"), std::string::npos) << r.out;
-  EXPECT_EQ(Json::parse(read(dir_.file("mp.json")))["context"]["merged"]["incomplete"], Json::array({2}));
+  EXPECT_EQ(Json::parse(read_text(dir_.file("mp.json")))["context"]["merged"]["incomplete"], Json::array({2}));
 
   // Another git revision: refused, unless allowed (then a warning).
-  Json other_rev = Json::parse(read(files[1]));
+  Json other_rev = Json::parse(read_text(files[1]));
   other_rev["context"]["build"]["git_rev"] = "0123456789abcdef";
   const std::string r2 = dir_.file("rev2.json");
-  write(r2, other_rev.dump());
+  write_text(r2, other_rev.dump());
   r = merge(files[0] + " " + r2 + " " + files[2] + " --out " + dir_.file("mr.json"));
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find(r2), std::string::npos) << r.out;
@@ -428,21 +412,21 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("warning: mixed git revisions"), std::string::npos) << r.out;
   bool warned = false;
-  const Json mr = Json::parse(read(dir_.file("mr.json")));
+  const Json mr = Json::parse(read_text(dir_.file("mr.json")));
   for (const auto& w : mr["context"]["warnings"]) {
     warned |= w.get<std::string>().find("mixed git revisions") != std::string::npos;
   }
   EXPECT_TRUE(warned);
 
   // Another CPU: merged, flagged.
-  Json other_cpu = Json::parse(read(files[2]));
+  Json other_cpu = Json::parse(read_text(files[2]));
   other_cpu["context"]["host"]["cpu_model"] = "Some Other CPU";
   const std::string c3 = dir_.file("cpu3.json");
-  write(c3, other_cpu.dump());
+  write_text(c3, other_cpu.dump());
   r = merge(files[0] + " " + files[1] + " " + c3 + " --out " + dir_.file("mc.json"));
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("mixed hardware: host.cpu_model differs"), std::string::npos) << r.out;
-  EXPECT_EQ(Json::parse(read(dir_.file("mc.json")))["context"]["merged"]["mixed_hardware"], true);
+  EXPECT_EQ(Json::parse(read_text(dir_.file("mc.json")))["context"]["merged"]["mixed_hardware"], true);
 
   // A shard of another scenario, the same shard twice, an unsharded file, garbage: exit 2.
   const std::string other = scenario("other", "model: synth:tiny:Q4_K_M\ngen: 2\nprompt: 0\nreps: 1\nprefetch: [0, 1, 2]\n");
@@ -457,7 +441,7 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   r = merge(whole + " --out " + dir_.file("x.json"));
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find(whole + ": no context.shard"), std::string::npos) << r.out;
-  write(dir_.file("junk.json"), "{\"context\": ");
+  write_text(dir_.file("junk.json"), "{\"context\": ");
   r = merge(dir_.file("junk.json") + " --out " + dir_.file("x.json"));
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find("junk.json: not JSON"), std::string::npos) << r.out;
@@ -474,7 +458,7 @@ TEST_F(ShardCli, EmptyShardsAndResumeOfAShard) {
     list += " " + f;
     Cmd r = harness_fake("--config " + s + " --shard " + std::to_string(i) + "/6 --results " + f);
     ASSERT_EQ(r.rc, 0) << r.out;
-    const Json j = Json::parse(read(f));
+    const Json j = Json::parse(read_text(f));
     EXPECT_EQ(j["status"]["complete"], true);
     if (j["runs"].empty()) {
       ++empty;
@@ -488,21 +472,21 @@ TEST_F(ShardCli, EmptyShardsAndResumeOfAShard) {
   EXPECT_EQ(empty, 2);
   Cmd r = merge(list + " --out " + dir_.file("six.json"));
   EXPECT_EQ(r.rc, 0) << r.out;
-  const Json six = Json::parse(read(dir_.file("six.json")));
+  const Json six = Json::parse(read_text(dir_.file("six.json")));
   EXPECT_EQ(six["runs"].size(), 4u);
   EXPECT_EQ(six["context"]["merged"]["mixed_hardware"], false) << "an empty shard opened no model: not another machine";
 
   // Resume: drop a shard's last run and mark it partial; --resume runs just that point again.
   const std::string f = dir_.file("two/2.json");
   ASSERT_EQ(harness_fake("--config " + s + " --shard 2/2 --results " + f).rc, 0);
-  Json j = Json::parse(read(f));
+  Json j = Json::parse(read_text(f));
   ASSERT_EQ(j["runs"].size(), 2u);
   const Json shard_before = j["context"]["shard"];
   const Json dropped = j["runs"][1];
   j["runs"].erase(1);
   j["status"]["complete"] = false;
   j["status"]["partial"] = true;
-  write(f, j.dump());
+  write_text(f, j.dump());
   r = harness_fake("--resume " + f + " --shard 1/2");
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find("--shard 1/2 disagrees with " + f + ", which is shard 2/2"), std::string::npos) << r.out;
@@ -510,7 +494,7 @@ TEST_F(ShardCli, EmptyShardsAndResumeOfAShard) {
   r = harness_fake("--resume " + f);
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_EQ(count_lines(log_, "bench ") - before, 1);
-  j = Json::parse(read(f));
+  j = Json::parse(read_text(f));
   EXPECT_EQ(j["status"]["complete"], true);
   EXPECT_EQ(j["context"]["shard"], shard_before);
   ASSERT_EQ(j["runs"].size(), 2u);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "gguf/gguf.h"
+#include "gguf_bytes.h"
 #include "test_util.h"
 
 namespace {
@@ -30,28 +31,7 @@ constexpr bool kSanitized = false;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-// Little-endian GGUF byte builder (same layout as gguf_test.cpp's).
-struct Bytes {
-  std::vector<uint8_t> b;
-  template <typename T> Bytes& put(T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    b.insert(b.end(), p, p + sizeof(T));
-    return *this;
-  }
-  Bytes& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-    return *this;
-  }
-  Bytes& header(uint64_t n_tensors, uint64_t n_kv) {
-    return put<uint32_t>(flea::gguf::kMagic).put<uint32_t>(3).put<uint64_t>(n_tensors).put<uint64_t>(n_kv);
-  }
-  // Trailing bytes so "remaining bytes" checks have something to compare against.
-  Bytes& pad(size_t n) {
-    b.resize(b.size() + n, 0);
-    return *this;
-  }
-};
+using flea::test::Bytes;
 
 constexpr uint32_t kTypeU32 = 4, kTypeString = 8, kTypeArray = 9;
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <iterator>
 #include <stdexcept>
 
@@ -67,5 +68,30 @@ int run_command(const std::string& cmd, std::string* out) {
   if (out) *out = text;
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+std::string schema_errors(const std::string& results_file) {
+  std::string out;
+  const std::string schema = source_dir() + "/results/results.schema.json";
+  const int rc = run_command(
+      "/usr/bin/python3 -c \"import json,sys\ntry:\n import jsonschema\nexcept ImportError:\n print('skip'); sys.exit(0)\n"
+      "s=json.load(open('" + schema + "'))\nv=jsonschema.Draft202012Validator(s)\n"
+      "errs=[list(e.path).__str__()+': '+e.message for e in v.iter_errors(json.load(open('" + results_file + "')))]\n"
+      "print('\\n'.join(errs))\" 2>&1", &out);
+  if (rc != 0) return "skip";
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+std::string harness_bin() { return bin_dir() + "/run_lab_harness"; }
+std::string fake_flea() { return source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
 
 }  // namespace flea::test

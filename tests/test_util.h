@@ -34,4 +34,16 @@ std::vector<float> read_f32(const std::string& path);
 // Runs a shell command, returns its exit status; stdout goes to *out when given.
 int run_command(const std::string& cmd, std::string* out = nullptr);
 
+// Whole file as text ("" when it cannot be read); write_text replaces the file.
+std::string read_text(const std::string& path);
+void write_text(const std::string& path, const std::string& text);
+
+// results/results.schema.json check of a results file with /usr/bin/python3's jsonschema: "" when
+// valid, "skip" when jsonschema is unavailable, else one line per error.
+std::string schema_errors(const std::string& results_file);
+
+// The harness under test, and the fake engine (tests/fixtures/harness/fake_flea.py) its tests drive.
+std::string harness_bin();
+std::string fake_flea();
+
 }  // namespace flea::test
