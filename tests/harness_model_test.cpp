@@ -94,6 +94,14 @@ TEST(HarnessSweep, DraftPointsResolveTheDraftAndRejectSynthOrMissingDrafts) {
   }
 }
 
+TEST(HarnessSweep, RunKeyIgnoresKeyOrder) {
+  const fh::Json a = fh::Json::parse(R"({"model": "m", "io": "pread", "prefetch": 1})");
+  const fh::Json b = fh::Json::parse(R"({"prefetch": 1, "io": "pread", "model": "m"})");
+  EXPECT_EQ(fh::run_key("flea", a), fh::run_key("flea", b));
+  EXPECT_NE(fh::run_key("flea", a), fh::run_key("flea", fh::Json::parse(R"({"model": "m", "io": "mmap", "prefetch": 1})")));
+  EXPECT_NE(fh::run_key("flea", a), fh::run_key("load-then-compute", a));
+}
+
 TEST(HarnessSweep, ExplicitPointsInheritAndExpandRemainingLists) {
   auto runs = expand("model: m.gguf\nthreads: [1, 2]\npoints:\n  - {residency: full}\n  - {residency: transient, threads: 4}\n");
   ASSERT_EQ(runs.size(), 3u);

@@ -67,7 +67,11 @@ StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& sce
   return m;
 }
 
-std::string run_key(const std::string& engine, const Json& point) { return engine + "|" + point.dump(); }
+// Keys sorted (nlohmann::json orders objects by key), so a results file rewritten by a tool that
+// reorders keys still matches its points on --resume.
+std::string run_key(const std::string& engine, const Json& point) {
+  return engine + "|" + nlohmann::json::parse(point.dump()).dump();
+}
 
 StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOptions& o) {
   const Json& st = s.settings;

@@ -46,7 +46,7 @@ struct SweepOptions {
 // Errors name the scenario file and the offending point.
 StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOptions& o);
 
-// "engine|{point}" identity used by --resume to skip finished points.
+// "engine|{point}" identity used by --resume to skip finished points (independent of key order).
 std::string run_key(const std::string& engine, const Json& point);
 
 }  // namespace flea::harness
