@@ -2,6 +2,9 @@
 // in the forward pass's cyclic order and out of order; telemetry and io-only byte counts are exact.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include <cstring>
 #include <tuple>
 
@@ -248,6 +251,45 @@ TEST_F(FakeModelTest, TelemetryJsonAndTrace) {
   EXPECT_NE(trace.find("\"cat\":\"compute\""), std::string::npos);
   EXPECT_GT(tel.peak_rss_bytes(), 0u);
   EXPECT_TRUE(tel.write_chrome_trace(dir_.file("t.json")).ok());
+}
+
+}  // namespace
+}  // namespace flea
+
+namespace flea {
+namespace {
+
+// Measurement boundaries: after wait_idle() the read-ahead a pass started is counted, every time.
+// The disk is throttled so that read-ahead is still in flight when the pass ends; without
+// wait_idle() the count would miss it (that race made bench's bytes per token vary run to run).
+TEST_F(FakeModelTest, WaitIdleCountsTheReadAheadInFlight) {
+  for (int prefetch : {1, 2}) {
+    ResidencyOptions o;
+    o.residency = "transient";
+    o.io = "pread";
+    o.prefetch = prefetch;
+    o.throttle_gb_s = 0.02;  // a 672 KiB layer takes ~35 ms
+    Telemetry tel;
+    Plan plan;
+    std::unique_ptr<WeightProvider> p = provider(o, &tel, &plan);
+    ASSERT_NE(p, nullptr);
+    const int n_layer = static_cast<int>(m_->layout.layers.size());
+    for (int il = 0; il < n_layer; ++il) {
+      ASSERT_TRUE(p->acquire(il).ok());
+      p->release(il);
+    }
+    p->wait_idle();
+    const uint64_t at_boundary = tel.read_bytes();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // ~8 more layer reads' worth
+    EXPECT_EQ(tel.read_bytes(), at_boundary) << "prefetch " << prefetch << ": a read finished after wait_idle()";
+    // Between two boundaries: exactly one pass's reads.
+    for (int il = 0; il < n_layer; ++il) {
+      ASSERT_TRUE(p->acquire(il).ok());
+      p->release(il);
+    }
+    p->wait_idle();
+    EXPECT_EQ(tel.read_bytes() - at_boundary, plan.streamed_bytes_per_token) << "prefetch " << prefetch;
+  }
 }
 
 }  // namespace

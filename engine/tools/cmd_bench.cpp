@@ -184,7 +184,10 @@ int cmd_bench(int argc, char** argv) {
     if (n_prompt > 0) run_pp();
     if (n_gen > 0 && st.ok()) run_tg();
   }
-  engine->telemetry->reset();  // the timed reps only
+  // The timed reps only; reads still in flight from the warmup land before the count starts, and
+  // the read-ahead the last timed rep starts is counted before it stops (so bytes are exact).
+  if (engine->weights) engine->weights->wait_idle();
+  engine->telemetry->reset();
   const uint64_t bytes_before = engine->telemetry->read_bytes();
   session.stats().reset(model.hp.n_layer);
   spec_total = SpeculativeResult{};
@@ -193,6 +196,7 @@ int cmd_bench(int argc, char** argv) {
     if (n_gen > 0 && st.ok()) tg_ns.push_back(run_tg());
   }
   if (!st.ok()) return report_error("bench", st, kExitFailure);
+  if (engine->weights) engine->weights->wait_idle();
   const uint64_t read_bytes = engine->telemetry->read_bytes() - bytes_before;
   // Tokens the timed reps produced: each pp rep yields one, each tg rep n_gen per sequence.
   const int64_t timed_tokens = static_cast<int64_t>(reps) * (static_cast<int64_t>(n_gen) * batch + (n_prompt > 0 ? 1 : 0));

@@ -51,6 +51,9 @@ class WeightProvider {
   // The forward pass is done with layer `il`; the provider may evict it.
   virtual void release(int il) = 0;
   virtual std::string name() const = 0;
+  // Blocks until no read is queued or in flight. Measurement boundaries call it so a prefetch that
+  // straddles the boundary is counted on one side every time; resident weights have nothing to wait for.
+  virtual void wait_idle() {}
 };
 
 }  // namespace flea

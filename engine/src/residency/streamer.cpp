@@ -56,6 +56,14 @@ class StreamingProvider final : public WeightProvider {
   }
 
   std::string name() const override { return "streamer(" + plan_.residency + "," + backend_->name() + ")"; }
+
+  void wait_idle() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] {
+      return stop_ || (queue_.empty() &&
+                       std::none_of(rt_.begin(), rt_.end(), [](const LayerRuntime& r) { return r.state == Rt::kLoading; }));
+    });
+  }
   std::vector<std::string> warnings() const { return backend_->warnings(); }
 
   Status init(const ModelLayout& layout) {
