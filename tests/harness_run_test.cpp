@@ -107,6 +107,16 @@ TEST_F(HarnessRun, SweepWritesSchemaValidResultsWithExactSummaries) {
   EXPECT_EQ(r0["io"]["read_bytes_per_token"], 4000000);
   EXPECT_TRUE(r0["memory"]["peak_rss_mb"].get<double>() > 0);
   EXPECT_EQ(r0["layers"].size(), 4u);
+  // Overlap from the fake's layers: io 4 x 100 ns, compute 4 x 200 ns, timed = pp + tg samples.
+  const Json& ov = r0["io"]["overlap"];
+  ASSERT_TRUE(ov.is_object()) << r0["io"].dump();
+  double timed = 0;
+  for (const auto& v : r0["samples_ns"]["pp"]) timed += v.get<double>();
+  for (const auto& v : r0["samples_ns"]["tg"]) timed += v.get<double>();
+  EXPECT_DOUBLE_EQ(ov["io_busy_ns"].get<double>(), 400);
+  EXPECT_DOUBLE_EQ(ov["compute_ns"].get<double>(), 800);
+  EXPECT_DOUBLE_EQ(ov["wall_over_max"].get<double>(), timed / 800);
+  EXPECT_DOUBLE_EQ(ov["wall_over_sum"].get<double>(), timed / 1200);
   EXPECT_TRUE(r0["predicted"]["ms_per_token"].is_number());
   EXPECT_EQ(r0["baseline"]["engine"], "load-then-compute");
   EXPECT_DOUBLE_EQ(r0["baseline"]["ratio"].get<double>(), 1.0);  // same fake samples

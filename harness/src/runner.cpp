@@ -414,6 +414,21 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   }
   rec["layers"] = layers;
   rec["warnings"] = warnings;
+  // Overlap, from one run's own timings: I/O busy time (the layers' loads) and compute time over the
+  // timed reps against their wall time. Load-then-compute gives wall ~ io + compute (over_sum ~ 1);
+  // perfect prefetch gives wall ~ max(io, compute) (over_max ~ 1).
+  double io_ns = 0, compute_ns = 0;
+  for (const auto& l : layers) {
+    if (l["load_ns"].is_number()) io_ns += l["load_ns"].get<double>();
+    if (l["compute_ns"].is_number()) compute_ns += l["compute_ns"].get<double>();
+  }
+  if (io_ns > 0 && compute_ns > 0 && timed_ns > 0) {
+    rec["io"]["overlap"] = {{"io_busy_ns", io_ns}, {"compute_ns", compute_ns}, {"timed_ns", timed_ns},
+                            {"wall_over_max", timed_ns / std::max(io_ns, compute_ns)},
+                            {"wall_over_sum", timed_ns / (io_ns + compute_ns)}};
+  } else {
+    rec["io"]["overlap"] = nullptr;
+  }
   // Predictions model our engine's residency plan; a foreign engine (llama-bench) gets none.
   if (r.engine != "llama-bench") add_prediction(&rec, r, b, env);
   rec["baseline"] = nullptr;
