@@ -171,6 +171,39 @@ def ceilings_section(docs):
     return "## Ceilings (same run)\n\n" + md_table(headers, rows)
 
 
+def shards_section(docs):
+    """Merged fleet files: one row per shard (its node, build, status and fio ceiling), missing and
+    unfinished shards named with the command that reruns them."""
+    parts = []
+    for label, doc in zip(file_labels(docs), docs):
+        shards = get(doc, "context.shards")
+        if not isinstance(shards, list):
+            continue
+        rows = []
+        for sh in shards:
+            if not isinstance(sh, dict):
+                continue
+            st = sh.get("status") if isinstance(sh.get("status"), dict) else {}
+            fio = [f for f in (get(sh, "ceilings.fio") or []) if isinstance(f, dict)]
+            fio_cell = ", ".join(f"{f.get('io')} {fmt(f.get('read_gb_s'), ' GB/s')}" for f in fio) or "—"
+            rows.append([str(sh.get("index", "—")), str(sh.get("hostname", "—")), str(sh.get("git_rev", "—"))[:10],
+                         str(sh.get("build_type", "—")),
+                         f"{st.get('n_ok', '—')} ok / {st.get('n_failed', '—')} failed"
+                         + ("" if st.get("complete", True) else " (**incomplete**)"), fio_cell])
+        merged = get(doc, "context.merged") or {}
+        text = md_table(["shard", "host", "git rev", "build", "runs", "fio (that node)"], rows)
+        missing, incomplete = merged.get("missing") or [], merged.get("incomplete") or []
+        if missing or incomplete:
+            text += ("\n\n**Not complete:** missing shards " + (", ".join(map(str, missing)) or "none")
+                     + "; unfinished shards " + (", ".join(map(str, incomplete)) or "none")
+                     + (f". Rerun: `{merged['rerun']}`" if merged.get("rerun") else "") + ".")
+        for kind in ("hardware", "builds"):
+            if merged.get("mixed_" + kind):
+                text += f"\n\nThe shards ran on mixed {kind}: compare their runs with care."
+        parts.append((f"### {label}\n\n" if len(docs) > 1 else "") + text)
+    return "## Shards (fleet run)\n\n" + "\n\n".join(parts) if parts else ""
+
+
 def correctness_cell(run):
     corr = run.get("correctness")
     if not isinstance(corr, dict):
@@ -310,6 +343,6 @@ def build_report(docs, plots, noise_cv=DEFAULT_NOISE_CV, title="Flea-Flicker Lab
              "measured in the same invocation. Runs flagged **SUSPECT** measured faster than the "
              "machine's physical floor and are not results.")
     sections = [intro, files_section(docs), context_section(docs), warnings_section(docs, noise_cv),
-                ceilings_section(docs), runs_section(docs, noise_cv), side_by_side_section(docs),
+                ceilings_section(docs), shards_section(docs), runs_section(docs, noise_cv), side_by_side_section(docs),
                 plots_section(plots)]
     return "\n\n".join(s for s in sections if s) + "\n"

@@ -123,3 +123,35 @@ def test_only_trace_files_is_bad_input(tmp_path, fixture_path, capsys):
     trace = fixture_path("residency_sweep-20261123T101500Z-a1b2.trace.json")
     assert report.main([trace, "--out", str(tmp_path)]) == 2
     assert "no results files" in capsys.readouterr().err
+
+
+def test_merged_fleet_file_lists_its_shards_and_what_is_missing(tmp_path, fixture_path):
+    import json
+    with open(fixture_path("ci_base.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["context"]["shards"] = [
+        {"index": 1, "file": "shard-1-of-3.json", "hostname": "node-a", "git_rev": "0123456789abcdef",
+         "build_type": "Release", "status": {"complete": True, "n_ok": 2, "n_failed": 0},
+         "ceilings": {"fio": [{"io": "odirect", "read_gb_s": 6.5}]}},
+        {"index": 3, "file": "shard-3-of-3.json", "hostname": "node-c", "git_rev": "0123456789abcdef",
+         "build_type": "Release", "status": {"complete": False, "n_ok": 1, "n_failed": 1},
+         "ceilings": {"fio": []}},
+    ]
+    doc["context"]["merged"] = {"n_shards": 3, "present": [1, 3], "missing": [2], "incomplete": [3],
+                                "mixed_hardware": True, "mixed_builds": False,
+                                "rerun": "scripts/slurm/submit.sh s.yaml --shards 3 --only 2,3"}
+    path = tmp_path / "merged.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    out = tmp_path / "out"
+    assert report.main([str(path), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Shards (fleet run)" in text
+    assert "| 1 | node-a | 0123456789 | Release | 2 ok / 0 failed | odirect 6.5" in text
+    assert "| 3 | node-c |" in text and "(**incomplete**)" in text
+    assert "missing shards 2; unfinished shards 3" in text
+    assert "`scripts/slurm/submit.sh s.yaml --shards 3 --only 2,3`" in text
+    assert "mixed hardware" in text
+
+
+def test_unsharded_file_has_no_shards_section(sweep_report):
+    assert "## Shards" not in sweep_report[1]
