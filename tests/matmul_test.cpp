@@ -57,6 +57,22 @@ TEST(ThreadPool, ExplicitGrainAndManyBackToBackJobs) {
   EXPECT_EQ(total.load(), 97 * 3000);
 }
 
+// More threads than cores and than chunks: most workers arrive after the job's chunks are done
+// (the caller does not wait for them) and must then leave the job alone, also while the caller
+// already runs the next one with a different function and size (each job writes its own array).
+TEST(ThreadPool, LateWorkersNeverTouchAFinishedJob) {
+  ThreadPool pool(16);
+  for (int job = 0; job < 4000; ++job) {
+    const int64_t n = 1 + job % 3;
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    pool.parallel_for(n, 1, [&hits, n](int64_t b, int64_t e) {
+      ASSERT_LE(e, n);
+      for (int64_t i = b; i < e; ++i) ++hits[static_cast<size_t>(i)];  // one chunk per index: no race
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)], 1) << "job " << job << " index " << i;
+  }
+}
+
 TEST(ThreadPool, WakesWorkersThatWentToSleep) {
   ThreadPool pool(2);
   for (int job = 0; job < 5; ++job) {

@@ -39,14 +39,18 @@ void ThreadPool::run_chunks() {
     const int64_t begin = next_.fetch_add(grain_, std::memory_order_relaxed);
     if (begin >= n_) return;
     fn(begin, std::min(n_, begin + grain_));
+    chunks_done_.fetch_add(1, std::memory_order_release);
   }
 }
 
 void ThreadPool::worker_loop() {
-  uint64_t seen = 0;
+  uint64_t seen = 0;  // the last generation this worker looked at
   for (;;) {
     int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed)) {
+    uint64_t g;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen || !is_open(g)) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      seen = g;
       if (++spins < kSpinIterations) {
         FLEA_CPU_RELAX();
         continue;
@@ -57,9 +61,12 @@ void ThreadPool::worker_loop() {
       sleeping_.fetch_sub(1);
     }
     if (stop_.load()) return;
-    seen = generation_.load(std::memory_order_acquire);
-    run_chunks();
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    seen = g;
+    // Enter the job only if it is still open: either this increment is seen by the caller's wait
+    // for refs_ == 0 after it closed the job, or this thread sees the close (both seq_cst).
+    refs_.fetch_add(1);
+    if (generation_.load() == g) run_chunks();
+    refs_.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -79,17 +86,27 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   fn_ = &fn;
   n_ = n;
   grain_ = grain;
+  n_chunks_ = (n + grain - 1) / grain;
   next_.store(0, std::memory_order_relaxed);
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1);  // seq_cst: publishes the job before sleeping_ is read
+  chunks_done_.store(0, std::memory_order_relaxed);
+  generation_.fetch_add(1);  // open (odd); seq_cst: publishes the job before sleeping_ is read
   if (sleeping_.load() > 0) {
     { std::lock_guard<std::mutex> lock(mutex_); }
     cv_.notify_all();
   }
   run_chunks();
-  // Workers were all running (or about to run) the job; a descheduled one may take a while on
-  // an oversubscribed machine, so stop hogging the core after a short spin.
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+  // Chunks other threads claimed: they are running them (a claim is made by a running thread).
+  for (int spins = 0; chunks_done_.load(std::memory_order_acquire) < n_chunks_; ++spins) {
+    if (spins < kSpinIterations) {
+      FLEA_CPU_RELAX();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  generation_.fetch_add(1);  // close (even): late workers turn back without touching the job
+  // Workers that entered before the close are past their last chunk; wait for them to leave so
+  // the next job's fields can be written.
+  for (int spins = 0; refs_.load() != 0; ++spins) {  // seq_cst: pairs with the worker's refs_ then generation_
     if (spins < kSpinIterations) {
       FLEA_CPU_RELAX();
     } else {

@@ -1,6 +1,9 @@
 // A persistent fork-join pool for the CPU matmuls: workers spin briefly between jobs (token
 // generation issues ~7 matmuls per layer back to back) and then block so an idle engine costs
-// no CPU.
+// no CPU. A job is done when its chunks are, not when every worker has checked in: on a machine
+// with more runnable threads than cores a descheduled worker would otherwise stall every matmul
+// for a scheduler time slice (measured here: 2 threads 20x slower than 1 under load). Workers
+// that arrive late find the job closed and go back to waiting.
 #pragma once
 
 #include <atomic>
@@ -32,15 +35,19 @@ class ThreadPool {
  private:
   void worker_loop();
   void run_chunks();
+  static bool is_open(uint64_t generation) { return (generation & 1) != 0; }
 
   std::vector<std::thread> workers_;
-  // The current job; written by the caller before generation_ is bumped.
+  // The current job; written by the caller while generation_ is even (closed), read by workers
+  // only between taking a reference (refs_) and seeing generation_ still odd (open) and unchanged.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t grain_ = 1;
-  alignas(64) std::atomic<int64_t> next_{0};        // next unclaimed index
-  alignas(64) std::atomic<uint64_t> generation_{0};  // bumped once per job
-  alignas(64) std::atomic<int> pending_{0};          // workers that have not finished the job
+  int64_t n_chunks_ = 0;
+  alignas(64) std::atomic<int64_t> next_{0};         // next unclaimed index
+  alignas(64) std::atomic<int64_t> chunks_done_{0};  // chunks of the current job finished
+  alignas(64) std::atomic<uint64_t> generation_{0};  // odd while a job is open, +1 to open, +1 to close
+  alignas(64) std::atomic<int> refs_{0};             // workers inside the open job
   std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
