@@ -3,6 +3,8 @@
 // (injected and real), a file replaced by rename keeps being read from the inode that was opened,
 // and no acquire ever hands out wrong bytes.
 #include <gtest/gtest.h>
+#include <thread>
+#include <chrono>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -136,13 +138,13 @@ class ChangedFileTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ChangedFileTest, TruncationAndModificationAreErrorsNotGarbage) {
   if (GetParam() == "io_uring" && !io::io_uring_available()) GTEST_SKIP() << "io_uring unavailable";
-  auto m = test::open_reference_model();
-  ASSERT_NE(m, nullptr);
   const std::vector<uint8_t> ref = test::read_bytes(test::reference_model_path());
   for (const char* change : {"truncate", "modify"}) {
     test::TempDir dir;
     const std::string path = dir.file("m.gguf");
     test::write_bytes(path, ref);
+    auto m = test::open_reference_model(path);  // the header of the file that is streamed
+    ASSERT_NE(m, nullptr);
     ResidencyOptions o;
     o.residency = "transient";
     o.io = GetParam();
@@ -262,6 +264,41 @@ TEST_P(ReplacedFileTest, RenameOverPathKeepsReadingTheOpenedInode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ReplacedFileTest, ::testing::Values("pread", "odirect", "mmap", "io_uring"));
+
+// Between reading the header and opening the file for streaming, the path gets a same-size file
+// with other bytes (renamed over it), or the file is rewritten in place: streaming must refuse,
+// since the header's tensor offsets describe the old bytes. Only the size was compared before.
+TEST(HeaderThenOpen, SameSizeReplacementOrRewriteIsRefused) {
+  const std::vector<uint8_t> ref = test::read_bytes(test::reference_model_path());
+  ASSERT_FALSE(ref.empty());
+  for (const std::string change : {"rename", "rewrite"}) {
+    for (const bool io_only : {false, true}) {
+      test::TempDir dir;
+      const std::string path = dir.file("m.gguf");
+      test::write_bytes(path, ref);
+      StatusOr<std::unique_ptr<Model>> m = Model::open(path);
+      ASSERT_TRUE(m.ok()) << m.status().to_string();
+      std::vector<uint8_t> other = ref;
+      other.back() ^= 0x5A;  // same size, other bytes
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a distinct mtime on coarse clocks
+      if (change == "rename") {
+        test::write_bytes(path + ".new", other);
+        ASSERT_EQ(std::rename((path + ".new").c_str(), path.c_str()), 0);
+      } else {
+        test::write_bytes(path, other);
+      }
+      ResidencyOptions o;
+      o.residency = "transient";
+      StatusOr<Plan> plan = plan_residency((*m)->file, (*m)->layout, o, nullptr);
+      ASSERT_TRUE(plan.ok());
+      const Status st = io_only ? run_io_only(path, (*m)->file, (*m)->layout, *plan, o, 1, nullptr).status()
+                                : make_provider(path, (*m)->file, (*m)->layout, *plan, o, nullptr).status();
+      ASSERT_FALSE(st.ok()) << change << (io_only ? " io-only" : "");
+      EXPECT_NE(st.message().find(change == "rename" ? "replaced by another file" : "modified"), std::string::npos)
+          << st.message();
+    }
+  }
+}
 
 }  // namespace
 }  // namespace flea

@@ -539,6 +539,8 @@ StatusOr<File> read_file(const std::string& path) {
   FileSource src(fd, static_cast<uint64_t>(st.st_size), path);
   File f;
   FLEA_RETURN_IF_ERROR(parse(&src, path, &f));
+  f.inode = static_cast<uint64_t>(st.st_ino);
+  f.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   return f;
 }
 

@@ -71,6 +71,10 @@ struct File {
   std::string path;
   uint32_t version = 0;
   uint64_t file_size = 0;
+  // Identity of the file the header was read from (read_file; 0 = unknown, e.g. read_memory):
+  // streaming refuses a path that names another file, or a modified one, by the time it opens it.
+  uint64_t inode = 0;
+  int64_t mtime_ns = 0;
   uint64_t alignment = kDefaultAlignment;
   uint64_t data_offset = 0;  // absolute offset of the tensor data section
   std::vector<KeyValue> kv;

@@ -100,7 +100,9 @@ class IoBackend {
   // inode in place is an error (kDataLoss: "truncated"/"modified"), but a new file renamed over
   // the path (atomic replacement) is not seen at all — every backend, mmap included, keeps
   // reading the original inode, which the kernel keeps alive while we hold it, so the run stays
-  // consistent with the header it parsed (tests/io_faulty_test.cpp ReplacedFileTest).
+  // consistent with the header it parsed (tests/io_faulty_test.cpp ReplacedFileTest). A file
+  // replaced or rewritten between reading the header and this open() is refused by the streamer,
+  // which compares the header's inode and mtime with opened_stat() (HeaderThenOpen test).
   Status check_unchanged(uint64_t needed_end, int layer) const;
   const std::string& path() const { return path_; }
   const FileStat& opened_stat() const { return opened_; }

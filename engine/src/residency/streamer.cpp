@@ -500,6 +500,22 @@ class StreamingProvider final : public WeightProvider {
   std::vector<std::thread> threads_;
 };
 
+// The file the header was read from, still: same size, and (when known) same inode and mtime. A
+// header read from another file would place every tensor at the wrong bytes.
+Status check_same_file(const std::string& path, const gguf::File& file, const io::IoBackend& backend) {
+  const io::FileStat& now = backend.opened_stat();
+  if (now.size != file.file_size)
+    return data_loss("'" + path + "' is " + std::to_string(now.size) + " bytes but its header was read when it had " +
+                     std::to_string(file.file_size) + "; it changed since");
+  if (file.inode != 0 && now.inode != file.inode)
+    return data_loss("'" + path + "' was replaced by another file after its header was read (inode " +
+                     std::to_string(file.inode) + " then, " + std::to_string(now.inode) +
+                     " now); refusing to stream another file's bytes under this header");
+  if (file.inode != 0 && now.mtime_ns != file.mtime_ns)
+    return data_loss("'" + path + "' was modified after its header was read (mtime changed); refusing to use its bytes");
+  return ok_status();
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path, const gguf::File& file,
@@ -510,9 +526,7 @@ StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path,
                             std::to_string(layout.layers.size()));
   FLEA_ASSIGN_OR_RETURN(std::unique_ptr<io::IoBackend> backend, make_backend(opts));
   FLEA_RETURN_IF_ERROR(backend->open(path));
-  if (backend->opened_stat().size != file.file_size)
-    return data_loss("'" + path + "' is " + std::to_string(backend->opened_stat().size) + " bytes but its header was read when it had " +
-                     std::to_string(file.file_size) + "; it changed since");
+  FLEA_RETURN_IF_ERROR(check_same_file(path, file, *backend));
   auto p = std::make_unique<StreamingProvider>(plan, opts, std::move(backend), telemetry);
   FLEA_RETURN_IF_ERROR(p->init(layout));
   p->start(-1);
@@ -529,6 +543,7 @@ StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& fi
     return invalid_argument("plan and model disagree on the number of layers");
   FLEA_ASSIGN_OR_RETURN(std::unique_ptr<io::IoBackend> backend, make_backend(opts));
   FLEA_RETURN_IF_ERROR(backend->open(path));
+  FLEA_RETURN_IF_ERROR(check_same_file(path, file, *backend));
   auto provider = std::make_unique<StreamingProvider>(plan, opts, std::move(backend), tel);
   FLEA_RETURN_IF_ERROR(provider->init(layout));
   const uint64_t bytes0 = tel->read_bytes();
