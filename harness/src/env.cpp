@@ -89,14 +89,16 @@ std::string read_file_text(const std::string& path) {
   return ss.str();
 }
 
-std::string utc_now_rfc3339() {
+std::string utc_now(const char* strftime_format) {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), strftime_format, &tm);
   return buf;
 }
+
+std::string utc_now_rfc3339() { return utc_now("%Y-%m-%dT%H:%M:%SZ"); }
 
 std::string source_dir() {
 #ifdef FLEA_HARNESS_SOURCE_DIR

@@ -17,6 +17,8 @@ std::string cpu_governor();
 std::string storage_device_of(const std::string& path);
 int64_t last_level_cache_bytes();
 std::string read_file_text(const std::string& path);
+// The current UTC time in a strftime format, e.g. "%Y%m%dT%H%M%SZ" for run ids.
+std::string utc_now(const char* strftime_format);
 std::string utc_now_rfc3339();
 std::string source_dir();  // the repository the harness was built from
 

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <map>
 #include <set>
 
@@ -72,15 +71,6 @@ std::string shell_word(const std::string& s) {
 
 // rNNNN ids sort by length first, so r10000 follows r9999.
 bool id_less(const std::string& a, const std::string& b) { return a.size() != b.size() ? a.size() < b.size() : a < b; }
-
-std::string compact_utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
 
 // "'A' (shard 1), 'B' (shards 2 3)" when the shards disagree on a field; "" when they agree.
 struct Field {
@@ -348,7 +338,7 @@ StatusOr<MergeOutput> merge_shards(const std::vector<ShardFile>& shards, const M
 
   Json ctx = low.doc["context"];
   ctx.erase("shard");
-  ctx["run_id"] = low.scenario_name + "-merged-" + (o.time_compact.empty() ? compact_utc_now() : o.time_compact);
+  ctx["run_id"] = low.scenario_name + "-merged-" + (o.time_compact.empty() ? utc_now("%Y%m%dT%H%M%SZ") : o.time_compact);
   if (ctx.contains("effective") && ctx["effective"].is_object() && !points.empty()) {
     std::vector<std::string> ids;
     for (const auto& [id, p] : points) ids.push_back(id);

@@ -5,8 +5,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <random>
+
+#include "env.h"
 
 namespace flea::harness {
 
@@ -102,11 +103,7 @@ Json trace_events_for_run(int pid, const Json& rec, const Json& engine_trace) {
 }
 
 std::string make_run_id(const std::string& scenario_name) {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char ts[32];
-  std::strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
+  const std::string ts = utc_now("%Y%m%dT%H%M%SZ");
   std::random_device rd;
   char hex[8];
   std::snprintf(hex, sizeof(hex), "%04x", rd() & 0xffff);
