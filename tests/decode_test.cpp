@@ -153,3 +153,24 @@ TEST(DecodeCli, BenchDraftStreamsFewerBytesPerToken) {
 
 }  // namespace
 }  // namespace flea
+
+namespace flea {
+namespace {
+
+// A draft from another vocabulary is bad input for both commands: one line naming both sizes, exit 2.
+TEST(DecodeCli, DraftWithAnotherVocabularyIsRefused) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  test::TempDir dir;
+  const std::string draft = dir.file("tiny.gguf");
+  ASSERT_EQ(test::run_command(test::bin_dir() + "/flea synth --shape tiny --n-vocab 2048 --type Q4_0 -q --out " + draft), 0);
+  const std::string model = " -m " + test::reference_dir() + "/pub-F16.gguf --threads 1 --draft " + draft;
+  for (const std::string cmd : {"generate --tokens 1,2 --n 2", "bench --prompt 0 --gen 2 --reps 1"}) {
+    std::string err;
+    EXPECT_EQ(test::run_command(test::bin_dir() + "/flea " + cmd + model + " 2>&1", &err), 2) << cmd;
+    EXPECT_NE(err.find("has a vocabulary of"), std::string::npos) << cmd << ": " << err;
+    EXPECT_NE(err.find("the model has 1024"), std::string::npos) << cmd << ": " << err;
+  }
+}
+
+}  // namespace
+}  // namespace flea

@@ -120,17 +120,9 @@ int cmd_bench(int argc, char** argv) {
   std::unique_ptr<Evaluator> draft;
   SpeculativeResult spec_total;
   if (!draft_path.empty()) {
-    EngineOptions dopts = opts;
-    dopts.model = draft_path;
-    dopts.residency = ResidencyOptions{};
-    StatusOr<Engine> de = open_engine(dopts);
+    StatusOr<Engine> de = open_draft_engine(opts, draft_path, model.hp.n_vocab);
     if (!de.ok()) return report_error("bench --draft", de.status(), kExitUsage);
     draft_engine.emplace(std::move(*de));
-    if (draft_engine->model->hp.n_vocab != model.hp.n_vocab) {
-      std::fprintf(stderr, "flea bench: --draft %s has a vocabulary of %lld tokens, the model %lld\n", draft_path.c_str(),
-                   static_cast<long long>(draft_engine->model->hp.n_vocab), static_cast<long long>(model.hp.n_vocab));
-      return kExitUsage;
-    }
     auto ds = make_session(*draft_engine, n_gen + draft_k + 2);
     if (!ds.ok()) return report_error("bench --draft", ds.status(), kExitUsage);
     draft = std::move(*ds);

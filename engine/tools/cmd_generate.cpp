@@ -30,16 +30,8 @@ int run_multi(Engine& engine, const EngineOptions& opts, const std::vector<int32
     j["ms_per_step"] = r->steps ? r->decode_ns / 1e6 / static_cast<double>(r->steps) : 0.0;
     j["ms_per_token"] = r->steps ? r->decode_ns / 1e6 / static_cast<double>(r->steps * batch) : 0.0;
   } else {
-    EngineOptions dopts = opts;
-    dopts.model = draft_path;
-    dopts.residency = ResidencyOptions{};  // the draft stays resident
-    auto draft = open_engine(dopts);
-    if (!draft.ok()) { std::fprintf(stderr, "flea generate: --draft: %s\n", draft.status().message().c_str()); return kExitUsage; }
-    if (draft->model->hp.n_vocab != V) {
-      std::fprintf(stderr, "flea generate: --draft: vocabulary of %lld tokens, the model has %lld\n",
-                   static_cast<long long>(draft->model->hp.n_vocab), static_cast<long long>(V));
-      return kExitUsage;
-    }
+    auto draft = open_draft_engine(opts, draft_path, V);
+    if (!draft.ok()) return report_error("generate --draft", draft.status(), kExitUsage);
     auto ts = make_session(engine, n_ctx);
     auto ds = make_session(*draft, n_ctx);
     if (!ts.ok() || !ds.ok()) { std::fprintf(stderr, "flea generate: cannot create sessions\n"); return kExitUsage; }

@@ -45,6 +45,18 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
   return e;
 }
 
+StatusOr<Engine> open_draft_engine(const EngineOptions& target, const std::string& draft_path, int64_t n_vocab) {
+  EngineOptions opts = target;
+  opts.model = draft_path;
+  opts.residency = ResidencyOptions{};
+  FLEA_ASSIGN_OR_RETURN(Engine draft, open_engine(opts));
+  if (draft.model->hp.n_vocab != n_vocab) {
+    return invalid_argument(draft_path + " has a vocabulary of " + std::to_string(draft.model->hp.n_vocab) +
+                            " tokens, the model has " + std::to_string(n_vocab));
+  }
+  return draft;
+}
+
 StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq) {
   if (engine.backend == "cuda") {
 #ifdef FLEA_HAVE_CUDA

@@ -39,6 +39,10 @@ struct Engine {
 // builds its own reader) creates the weight provider.
 StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights = true);
 
+// The draft model of speculative decoding: opened with the target's backend and threads but no
+// residency flags (it stays resident); its vocabulary must be the target's n_vocab.
+StatusOr<Engine> open_draft_engine(const EngineOptions& target, const std::string& draft_path, int64_t n_vocab);
+
 // A decoding session on the engine's compute backend with room for n_ctx positions in each of
 // n_seq sequences.
 StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq = 1);
