@@ -2,9 +2,13 @@
 // The CUDA backend against the CPU backend on every reference model (logits NMSE <= 1e-5),
 // transient residency bit-identical to full residency on the GPU for prefetch 0/1/2 and both pin
 // modes, micro-batching not changing a bit, and the VRAM budget respected or refused with the
-// minimum. Skips when no CUDA device is present.
+// minimum. The KV cache in host memory (CudaOptions::kv "host") gives the resident cache's logits
+// bit for bit over a prompt and decode steps, copies exactly the bytes its formula says, runs in a
+// budget that refuses the resident cache, and starts over after reset(). Skips when no CUDA
+// device is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -179,6 +183,242 @@ TEST(CudaBackend, VramBudgetIsRespectedOrRefusedWithTheMinimum) {
     const auto st = nlohmann::json::parse(r.stats_json);
     EXPECT_LE(st["vram_arena_peak_mb"].get<double>(), static_cast<double>(budget)) << r.stats_json;
     EXPECT_GT(st["vram_device_used_peak_mb"].get<double>(), 0.0);
+  }
+}
+
+// ---- KV cache in host memory
+
+// A prompt (all logits), then `steps` single-token decode steps (one logits row each) feeding the
+// prompt's tokens back in, so every mode sees the same tokens; `rounds` times, with reset()
+// between rounds. Empty logits when the session could not be made (failures recorded).
+struct DecodeRun {
+  std::vector<std::vector<float>> logits;  // [round * (1 + steps) + i]
+  nlohmann::json stats;
+  Status status;                           // make_cuda_session's
+};
+
+DecodeRun run_decode(const Model& m, const ResidencyOptions& opts, const CudaOptions& copts,
+                     const std::vector<int32_t>& prompt, int steps, int64_t n_ctx, int rounds = 1,
+                     bool expect_ok = true) {
+  DecodeRun out;
+  auto plan = plan_residency(m.file, m.layout, opts, nullptr);
+  EXPECT_TRUE(plan.ok()) << plan.status().to_string();
+  if (!plan.ok()) return out;
+  auto provider = make_provider(m.file.path, m.file, m.layout, *plan, opts, nullptr);
+  EXPECT_TRUE(provider.ok()) << provider.status().to_string();
+  if (!provider.ok()) return out;
+  auto s = make_cuda_session(m, provider->get(), *plan, opts, n_ctx, copts);
+  if (!s.ok()) {
+    EXPECT_FALSE(expect_ok) << s.status().to_string();
+    out.status = s.status();
+    return out;
+  }
+  for (int r = 0; r < rounds; ++r) {
+    if (r > 0) (*s)->reset();
+    EXPECT_EQ((*s)->n_past(), 0);
+    std::vector<float> lg;
+    Status st = (*s)->eval(prompt, &lg, true);
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    if (!st.ok()) return out;
+    out.logits.push_back(lg);
+    for (int k = 0; k < steps; ++k) {
+      st = (*s)->eval({prompt[static_cast<size_t>(k) % prompt.size()]}, &lg, false);
+      EXPECT_TRUE(st.ok()) << st.to_string();
+      if (!st.ok()) return out;
+      out.logits.push_back(lg);
+    }
+    EXPECT_EQ((*s)->n_past(), static_cast<int64_t>(prompt.size()) + steps);
+  }
+  out.stats = nlohmann::json::parse(cuda_stats(**s)->to_json());
+  return out;
+}
+
+void expect_same_logits(const DecodeRun& got, const DecodeRun& want, const std::string& what) {
+  ASSERT_EQ(got.logits.size(), want.logits.size()) << what;
+  ASSERT_FALSE(want.logits.empty()) << what;
+  for (size_t i = 0; i < want.logits.size(); ++i) {
+    EXPECT_TRUE(bit_identical(got.logits[i], want.logits[i])) << what << ", eval " << i;
+  }
+}
+
+// The host-mode copy totals of run_decode from the formula: per layer and forward call (a
+// micro-batch of T tokens at position n_past), n_past * KV * 4 * 2 bytes in and T * KV * 4 * 2 out.
+struct KvBytes {
+  uint64_t h2d = 0, d2h = 0;
+};
+KvBytes expected_kv_bytes(const Model& m, int64_t prompt, int steps, int64_t n_ctx, int64_t max_batch, int rounds) {
+  const uint64_t per_row = static_cast<uint64_t>(m.hp.n_embd_kv()) * 4 * 2 * static_cast<uint64_t>(m.hp.n_layer);
+  const int64_t B = std::max<int64_t>(1, std::min(n_ctx, max_batch));
+  KvBytes e;
+  for (int r = 0; r < rounds; ++r) {
+    int64_t n_past = 0;
+    auto call = [&](int64_t T) {
+      e.h2d += static_cast<uint64_t>(n_past) * per_row;
+      e.d2h += static_cast<uint64_t>(T) * per_row;
+      n_past += T;
+    };
+    for (int64_t s = 0; s < prompt; s += B) call(std::min(B, prompt - s));
+    for (int k = 0; k < steps; ++k) call(1);
+  }
+  return e;
+}
+
+std::vector<int32_t> first_prompt(const std::string& model) {
+  const nlohmann::json all = manifest();
+  for (const auto& c : all["cases"]) {
+    if (c["model"].get<std::string>() == model) return c["prompts"][0]["tokens"].get<std::vector<int32_t>>();
+  }
+  ADD_FAILURE() << model << " not in the manifest";
+  return {1, 2, 3, 4};
+}
+
+constexpr int kSteps = 6;
+
+TEST(CudaBackend, HostKvIsBitIdenticalToResidentKv) {
+  SKIP_WITHOUT_GPU_OR_DATA();
+  for (const char* name : {"pub-F16.gguf", "pub-Q8_0.gguf", "pub-Q4_K_M.gguf", "pub-Q6_K.gguf"}) {
+    auto m = Model::open(test::reference_dir() + "/" + name);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const auto prompt = first_prompt(name);
+    const int64_t n_ctx = static_cast<int64_t>(prompt.size()) + kSteps + 4;
+    for (const char* residency : {"full", "transient"}) {
+      for (int64_t max_batch : {128, 5}) {  // 5: the prompt in micro-batches, each at its own n_past
+        ResidencyOptions opts;
+        opts.residency = residency;
+        CudaOptions resident;
+        resident.max_batch = max_batch;
+        CudaOptions host = resident;
+        host.kv = "host";
+        const std::string what = std::string(name) + " --residency " + residency + " max_batch " +
+                                 std::to_string(max_batch);
+        // The same options but the KV mode on both sides: only where the cache lives differs.
+        const DecodeRun want = run_decode(**m, opts, resident, prompt, kSteps, n_ctx);
+        ASSERT_EQ(want.logits.size(), static_cast<size_t>(1 + kSteps)) << what;
+        EXPECT_EQ(want.stats["kv_mode"], "resident") << what;
+        EXPECT_EQ(want.stats["kv_h2d_bytes"].get<uint64_t>(), 0u) << what;
+        EXPECT_EQ(want.stats["kv_d2h_bytes"].get<uint64_t>(), 0u) << what;
+        const DecodeRun got = run_decode(**m, opts, host, prompt, kSteps, n_ctx);
+        expect_same_logits(got, want, what);
+        if (got.stats.is_null()) continue;  // the failure is already recorded
+        EXPECT_EQ(got.stats["kv_mode"], "host") << what;
+        if (std::string(residency) == "transient") {
+          EXPECT_EQ(got.stats["resident_layers"], 0) << what;
+          EXPECT_GT(got.stats["h2d_bytes"].get<uint64_t>(), 0u) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaBackend, HostKvCopiesExactlyTheFormulaBytes) {
+  SKIP_WITHOUT_GPU_OR_DATA();
+  auto m = Model::open(test::reference_dir() + "/pub-Q4_K_M.gguf");
+  ASSERT_TRUE(m.ok());
+  const Model& model = **m;
+  const auto prompt = first_prompt("pub-Q4_K_M.gguf");
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  const int64_t n_ctx = P + kSteps + 3;
+  const uint64_t one = (static_cast<uint64_t>(n_ctx * model.hp.n_embd_kv()) * 4 + 255) / 256 * 256;  // K or V, aligned
+  const uint64_t n_layer = static_cast<uint64_t>(model.hp.n_layer);
+  const DecodeRun resident = run_decode(model, ResidencyOptions{}, CudaOptions{}, prompt, kSteps, n_ctx);
+  ASSERT_FALSE(resident.stats.is_null());
+  EXPECT_EQ(resident.stats["kv_host_mb"].get<double>(), 0.0);
+  EXPECT_EQ(resident.stats["kv_vram_mb"].get<double>(), static_cast<double>(n_layer * 2 * one) / (1 << 20));
+  for (int64_t max_batch : {128, 7, 1}) {
+    for (int rounds : {1, 2}) {
+      CudaOptions host;
+      host.kv = "host";
+      host.max_batch = max_batch;
+      const std::string what = "max_batch " + std::to_string(max_batch) + ", rounds " + std::to_string(rounds);
+      const DecodeRun got = run_decode(model, ResidencyOptions{}, host, prompt, kSteps, n_ctx, rounds);
+      ASSERT_FALSE(got.stats.is_null()) << what;
+      const KvBytes e = expected_kv_bytes(model, P, kSteps, n_ctx, max_batch, rounds);
+      EXPECT_EQ(got.stats["kv_h2d_bytes"].get<uint64_t>(), e.h2d) << what;
+      EXPECT_EQ(got.stats["kv_d2h_bytes"].get<uint64_t>(), e.d2h) << what;
+      EXPECT_GT(e.h2d, 0u);
+      // Every position written back once per round.
+      EXPECT_EQ(e.d2h, static_cast<uint64_t>(rounds) * static_cast<uint64_t>(P + kSteps) * n_layer *
+                           static_cast<uint64_t>(model.hp.n_embd_kv()) * 8);
+      EXPECT_EQ(got.stats["kv_host_mb"].get<double>(),
+                static_cast<double>(n_layer * 2 * static_cast<uint64_t>(n_ctx * model.hp.n_embd_kv()) * 4) / (1 << 20))
+          << what;
+      EXPECT_EQ(got.stats["kv_vram_mb"].get<double>(), static_cast<double>(2 * one) / (1 << 20)) << what;
+      if (max_batch == 128) {
+        // Same scratch as the resident run: the arena is smaller by exactly n_layer - 1 working pairs.
+        EXPECT_NEAR(resident.stats["vram_arena_mb"].get<double>() - got.stats["vram_arena_mb"].get<double>(),
+                    static_cast<double>((n_layer - 1) * 2 * one) / (1 << 20), 1e-9)
+            << what;
+      }
+      EXPECT_NE(got.stats["plan"].get<std::string>().find("KV host"), std::string::npos) << got.stats.dump();
+    }
+  }
+  // An unknown mode is refused.
+  CudaOptions bad;
+  bad.kv = "disk";
+  const DecodeRun refused = run_decode(model, ResidencyOptions{}, bad, prompt, kSteps, n_ctx, 1, false);
+  EXPECT_EQ(refused.status.code(), StatusCode::kInvalidArgument) << refused.status.to_string();
+}
+
+TEST(CudaBackend, HostKvRunsInABudgetThatRefusesResidentKv) {
+  SKIP_WITHOUT_GPU_OR_DATA();
+  auto m = Model::open(test::reference_dir() + "/pub-F16.gguf");
+  ASSERT_TRUE(m.ok());
+  const auto prompt = first_prompt("pub-F16.gguf");
+  // A long context: the resident cache (every layer, 2048 positions) outweighs one working pair by
+  // several MiB on these models, so whole-MB budgets separate the two modes.
+  const int64_t n_ctx = 2048;
+  ResidencyOptions transient;
+  transient.residency = "transient";  // every layer streamed: the arena is the plan's minimum
+  CudaOptions host;
+  host.kv = "host";
+  const DecodeRun want = run_decode(**m, transient, CudaOptions{}, prompt, kSteps, n_ctx);
+  const DecodeRun unlimited = run_decode(**m, transient, host, prompt, kSteps, n_ctx);
+  ASSERT_FALSE(want.stats.is_null());
+  ASSERT_FALSE(unlimited.stats.is_null());
+  const auto budget_mb = [](const DecodeRun& r) {
+    return static_cast<int64_t>(std::ceil(r.stats["vram_arena_mb"].get<double>()));
+  };
+  const int64_t resident_mb = budget_mb(want), host_mb = budget_mb(unlimited);
+  ASSERT_LT(host_mb, resident_mb) << want.stats.dump() << "\n" << unlimited.stats.dump();
+
+  transient.vram_budget_mb = host_mb;
+  const DecodeRun refused = run_decode(**m, transient, CudaOptions{}, prompt, kSteps, n_ctx, 1, false);
+  EXPECT_EQ(refused.status.code(), StatusCode::kResourceExhausted) << refused.status.to_string();
+  EXPECT_NE(refused.status.message().find("at least " + std::to_string(resident_mb) + " MB"), std::string::npos)
+      << refused.status.message();
+  EXPECT_NE(refused.status.message().find("--kv host keeps"), std::string::npos) << refused.status.message();
+
+  const DecodeRun got = run_decode(**m, transient, host, prompt, kSteps, n_ctx);
+  ASSERT_FALSE(got.stats.is_null());
+  EXPECT_LE(got.stats["vram_arena_peak_mb"].get<double>(), static_cast<double>(host_mb)) << got.stats.dump();
+  expect_same_logits(got, want, "--kv host in " + std::to_string(host_mb) + " MB");
+
+  // The resident cache runs in the minimum it states.
+  transient.vram_budget_mb = resident_mb;
+  const DecodeRun fits = run_decode(**m, transient, CudaOptions{}, prompt, kSteps, n_ctx);
+  expect_same_logits(fits, want, "--kv resident in " + std::to_string(resident_mb) + " MB");
+}
+
+TEST(CudaBackend, HostKvStartsOverAfterReset) {
+  SKIP_WITHOUT_GPU_OR_DATA();
+  for (const char* name : {"pub-Q8_0.gguf", "pub-Q5_K_M.gguf"}) {
+    auto m = Model::open(test::reference_dir() + "/" + name);
+    ASSERT_TRUE(m.ok());
+    const auto prompt = first_prompt(name);
+    const int64_t n_ctx = static_cast<int64_t>(prompt.size()) + kSteps;
+    CudaOptions host;
+    host.kv = "host";
+    const DecodeRun twice = run_decode(**m, ResidencyOptions{}, host, prompt, kSteps, n_ctx, 2);
+    ASSERT_EQ(twice.logits.size(), static_cast<size_t>(2 * (1 + kSteps))) << name;
+    for (size_t i = 0; i <= static_cast<size_t>(kSteps); ++i) {
+      EXPECT_TRUE(bit_identical(twice.logits[i], twice.logits[i + 1 + kSteps])) << name << ", eval " << i;
+    }
+    // And both rounds are the resident cache's.
+    const DecodeRun resident = run_decode(**m, ResidencyOptions{}, CudaOptions{}, prompt, kSteps, n_ctx);
+    ASSERT_EQ(resident.logits.size(), static_cast<size_t>(1 + kSteps));
+    for (size_t i = 0; i <= static_cast<size_t>(kSteps); ++i) {
+      EXPECT_TRUE(bit_identical(twice.logits[i + 1 + kSteps], resident.logits[i])) << name << ", eval " << i;
+    }
   }
 }
 

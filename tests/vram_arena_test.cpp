@@ -1,7 +1,8 @@
 // The GPU-independent half of the CUDA backend (compute/vram/): the VRAM arena never hands out
 // more than its budget, the budget split picks the most resident layers that fit and states the
 // minimum when nothing fits, the ring reuses slots in order across tokens, and the schedule
-// overlaps copies with compute when prefetching (checked against a fake clock).
+// overlaps copies with compute when prefetching (checked against a fake clock). The KV cache takes
+// every layer's K/V in VRAM in resident mode and one layer's working pair with --kv host.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -157,6 +158,130 @@ TEST(VramPlan, TransientStreamsEverythingThroughPrefetchPlusOneSlots) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->ring_slots, 4);
   EXPECT_EQ(p->lookahead, 3);
+}
+
+TEST(KvBytes, ExactCountsForBothModes) {
+  // 22 layers, 4096 positions of 256 floats: 4 MiB per K or V of a layer, already aligned.
+  EXPECT_EQ(kv_vram_bytes(22, 4096, 256, false), 22ull * 2 * 4 * kMiB);
+  EXPECT_EQ(kv_vram_bytes(22, 4096, 256, true), 2ull * 4 * kMiB);
+  EXPECT_EQ(kv_host_bytes(22, 4096, 256), 22ull * 2 * 4 * kMiB);
+  // 5 positions of 24 floats = 480 bytes, rounded to one 512-byte reservation each in VRAM only.
+  EXPECT_EQ(kv_vram_bytes(3, 5, 24, false), 3ull * 2 * 512);
+  EXPECT_EQ(kv_vram_bytes(3, 5, 24, true), 2ull * 512);
+  EXPECT_EQ(kv_host_bytes(3, 5, 24), 3ull * 2 * 480);
+  // One layer: both modes hold the same pair; no layers: nothing.
+  EXPECT_EQ(kv_vram_bytes(1, 100, 64, true), kv_vram_bytes(1, 100, 64, false));
+  EXPECT_EQ(kv_vram_bytes(0, 100, 64, true), 0u);
+  EXPECT_EQ(kv_vram_bytes(0, 100, 64, false), 0u);
+  // Host mode saves exactly (n_layer - 1) / n_layer of the resident cache.
+  for (int64_t n_layer : {1, 2, 7, 32, 80}) {
+    for (int64_t n_ctx : {1, 33, 512, 8192}) {
+      for (int64_t kv : {32, 96, 1024}) {
+        const uint64_t resident = kv_vram_bytes(n_layer, n_ctx, kv, false);
+        const uint64_t host = kv_vram_bytes(n_layer, n_ctx, kv, true);
+        EXPECT_EQ(resident - host, resident / static_cast<uint64_t>(n_layer) * static_cast<uint64_t>(n_layer - 1))
+            << n_layer << " " << n_ctx << " " << kv;
+        EXPECT_EQ(resident % static_cast<uint64_t>(n_layer), 0u);
+      }
+    }
+  }
+}
+
+// The "at least N MB" a refusal states.
+uint64_t stated_minimum_mb(const std::string& message) {
+  const size_t at = message.find("at least ");
+  if (at == std::string::npos) return 0;
+  return std::stoull(message.substr(at + 9));
+}
+
+// A small-GPU request: 22 layers of 40 MiB, 4096 positions of 256 floats (176 MiB of KV resident,
+// 8 MiB in host mode).
+VramRequest long_context_request(bool kv_host, bool may_be_resident) {
+  VramRequest r;
+  r.global_bytes = 50 * kMiB;
+  r.norm_bytes = align_up(22 * 2 * 2048 * 4);
+  r.kv_bytes = kv_vram_bytes(22, 4096, 256, kv_host);
+  r.kv_host = kv_host;
+  r.scratch_bytes = 10 * kMiB;
+  r.layer_bytes.assign(22, 40 * kMiB);
+  r.may_be_resident.assign(22, may_be_resident);
+  r.prefetch = 1;
+  return r;
+}
+
+TEST(VramPlan, HostKvRunsInABudgetThatRefusesResidentKv) {
+  for (bool may_be_resident : {false, true}) {
+    SCOPED_TRACE(may_be_resident ? "auto" : "transient");
+    // Unlimited budget: the minimum of each mode, 168 MiB apart.
+    auto res_free = plan_vram(long_context_request(false, may_be_resident));
+    auto host_free = plan_vram(long_context_request(true, may_be_resident));
+    ASSERT_TRUE(res_free.ok() && host_free.ok());
+    const uint64_t res_min = res_free->minimum_bytes, host_min = host_free->minimum_bytes;
+    EXPECT_EQ(res_min - host_min, 21ull * 2 * 4 * kMiB);
+    EXPECT_EQ(host_free->kv_bytes, 8 * kMiB);
+    EXPECT_TRUE(host_free->kv_host);
+    EXPECT_FALSE(res_free->kv_host);
+    EXPECT_NE(host_free->to_string().find("KV host"), std::string::npos) << host_free->to_string();
+    EXPECT_NE(res_free->to_string().find("KV resident (176.0 MB"), std::string::npos) << res_free->to_string();
+
+    // A budget between the two: resident refused (stating its minimum, suggesting --kv host), host fits.
+    VramRequest r = long_context_request(false, may_be_resident);
+    r.budget_bytes = ceil_mb(host_min) * kMiB;
+    ASSERT_LT(r.budget_bytes, res_min);
+    auto refused = plan_vram(r);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_EQ(stated_minimum_mb(refused.status().message()), ceil_mb(res_min)) << refused.status().message();
+    EXPECT_NE(refused.status().message().find("--kv host keeps"), std::string::npos) << refused.status().message();
+    VramRequest h = long_context_request(true, may_be_resident);
+    h.budget_bytes = r.budget_bytes;
+    auto fits = plan_vram(h);
+    ASSERT_TRUE(fits.ok()) << fits.status().to_string();
+    EXPECT_LE(fits->total_bytes, h.budget_bytes);
+    EXPECT_EQ(fits->minimum_bytes, host_min);
+    EXPECT_EQ(fits->kv_bytes, 8 * kMiB);
+
+    // The minimum each mode states is exactly what fits: that many MB runs, one MB less is refused
+    // (stating the same minimum), and so does the exact byte count.
+    for (bool kv_host : {false, true}) {
+      VramRequest q = long_context_request(kv_host, may_be_resident);
+      const uint64_t min_bytes = kv_host ? host_min : res_min;
+      q.budget_bytes = (ceil_mb(min_bytes) - 1) * kMiB;
+      auto no = plan_vram(q);
+      ASSERT_FALSE(no.ok());
+      const uint64_t stated = stated_minimum_mb(no.status().message());
+      EXPECT_EQ(stated, ceil_mb(min_bytes)) << no.status().message();
+      EXPECT_EQ(no.status().message().find("--kv host keeps") != std::string::npos, !kv_host) << no.status().message();
+      q.budget_bytes = stated * kMiB;
+      auto yes = plan_vram(q);
+      ASSERT_TRUE(yes.ok()) << yes.status().to_string();
+      EXPECT_LE(yes->total_bytes, q.budget_bytes);
+      q.budget_bytes = min_bytes;
+      yes = plan_vram(q);
+      ASSERT_TRUE(yes.ok()) << yes.status().to_string();
+      EXPECT_EQ(yes->total_bytes, min_bytes);
+      q.budget_bytes = min_bytes - 1;
+      EXPECT_FALSE(plan_vram(q).ok());
+    }
+  }
+}
+
+TEST(VramPlan, FullResidencyWithHostKvNeedsOneLayerOfCache) {
+  VramRequest r = long_context_request(false, true);
+  r.require_all_resident = true;
+  VramRequest h = long_context_request(true, true);
+  h.require_all_resident = true;
+  auto pr = plan_vram(r), ph = plan_vram(h);
+  ASSERT_TRUE(pr.ok() && ph.ok());
+  EXPECT_EQ(pr->total_bytes - ph->total_bytes, 21ull * 2 * 4 * kMiB);
+  r.budget_bytes = ph->total_bytes;
+  auto no = plan_vram(r);
+  ASSERT_FALSE(no.ok());
+  EXPECT_NE(no.status().message().find("--residency full needs " + std::to_string(ceil_mb(pr->total_bytes)) + " MB"),
+            std::string::npos) << no.status().message();
+  EXPECT_NE(no.status().message().find("--kv host keeps"), std::string::npos) << no.status().message();
+  h.budget_bytes = ph->total_bytes;
+  EXPECT_TRUE(plan_vram(h).ok());
 }
 
 TEST(LayerRing, SlotsWrapInVisitOrder) {

@@ -70,7 +70,8 @@ int cmd_generate(int argc, char** argv) {
       ->excludes(tok_opt);
   app.add_option("--n,-n", n_gen, "tokens to generate")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_option("--kv", kv, "KV cache: resident (incremental), none (recompute the whole context every "
-                             "token: quadratic), host (cache in host memory; on the CPU backend the same as resident)")
+                             "token: quadratic), host (KV cache in host memory, streamed to the GPU per layer "
+                             "with the weights (CUDA); on the CPU backend the same as resident)")
       ->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
   app.add_option("--temp", sc.temperature, "temperature; 0 = greedy")->capture_default_str();
   app.add_option("--top-k", sc.top_k, "top-k (0 = off)")->capture_default_str();
@@ -116,11 +117,8 @@ int cmd_generate(int argc, char** argv) {
   for (int32_t t : prompt) sampler->accept(t);  // the repetition penalty sees the prompt too
   const bool stream_text = tokenizer && !json_out;
   const int64_t V = engine->model->hp.n_vocab;
-  auto session_or = make_session(*engine, static_cast<int64_t>(prompt.size()) + n_gen);
-  if (!session_or.ok()) {
-    std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
-    return kExitUsage;
-  }
+  auto session_or = make_session(*engine, static_cast<int64_t>(prompt.size()) + n_gen, 1, kv);
+  if (!session_or.ok()) return report_error("generate", session_or.status(), kExitUsage);
   Evaluator& session = **session_or;
   std::vector<int32_t> context = prompt, generated;
   std::vector<float> logits;

@@ -57,11 +57,16 @@ StatusOr<Engine> open_draft_engine(const EngineOptions& target, const std::strin
   return draft;
 }
 
-StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq) {
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq, const std::string& kv) {
+  if (kv != "resident" && kv != "none" && kv != "host") {
+    return invalid_argument("--kv: unknown mode '" + kv + "' (resident, none or host)");
+  }
   if (engine.backend == "cuda") {
 #ifdef FLEA_HAVE_CUDA
     if (n_seq != 1) return unimplemented("--backend cuda decodes one sequence at a time (--batch 1)");
-    return make_cuda_session(*engine.model, engine.weights.get(), *engine.plan, engine.residency, n_ctx);
+    CudaOptions copts;
+    copts.kv = kv == "host" ? "host" : "resident";
+    return make_cuda_session(*engine.model, engine.weights.get(), *engine.plan, engine.residency, n_ctx, copts);
 #else
     return unimplemented("--backend cuda: this build has no CUDA backend");
 #endif

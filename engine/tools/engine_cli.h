@@ -44,8 +44,12 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights = true
 StatusOr<Engine> open_draft_engine(const EngineOptions& target, const std::string& draft_path, int64_t n_vocab);
 
 // A decoding session on the engine's compute backend with room for n_ctx positions in each of
-// n_seq sequences.
-StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq = 1);
+// n_seq sequences. kv is the --kv mode: "resident" (the default) and "none" keep the cache where
+// the backend computes (with "none" the caller resets the session every token); "host" keeps it
+// in pinned host memory streamed to the GPU per layer on the CUDA backend, and is the same as
+// resident on the CPU backend (whose cache is in host memory already). Anything else is an error.
+StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx, int n_seq = 1,
+                                                  const std::string& kv = "resident");
 
 // "1,2,3" -> {1, 2, 3}; errors name the offending item.
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text);

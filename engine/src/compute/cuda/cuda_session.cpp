@@ -6,6 +6,11 @@
 //   compute stream recorded when the slot's previous layer was done), then the same steps as the
 //   CPU: rmsnorm, Q/K/V (K and V written straight into the VRAM cache), RoPE, attention, Wo,
 //   residual, rmsnorm, gate/up, SwiGLU, down, residual.
+//   With the KV cache in host memory (CudaOptions::kv "host") the layer's "VRAM cache" is one
+//   working pair shared by all layers: before the layer, rows [0, n_past) of its host K and V are
+//   copied in (H2D); after attention, the batch's rows [n_past, n_past + T) are copied back (D2H).
+//   Both copies are on the compute stream, so they are ordered with the kernels that write and
+//   read the working pair, and the next layer's copy-in cannot overtake this layer's copy-back.
 //   logits = rmsnorm(x) Wout                            (rows, V)
 //
 // The host thread drives both streams: for each streamed visit it enqueues the compute, then
@@ -85,8 +90,10 @@ class CudaSession final : public Evaluator {
     uint8_t* resident = nullptr;       // arena region when resident in VRAM
     float* attn_norm = nullptr;
     float* ffn_norm = nullptr;
-    float* k_cache = nullptr;          // (n_ctx, KV)
+    float* k_cache = nullptr;          // (n_ctx, KV) in VRAM; the shared working pair in host mode
     float* v_cache = nullptr;
+    float* host_k = nullptr;           // host mode: (n_ctx, KV) in the pinned host cache
+    float* host_v = nullptr;
   };
 
   uint8_t* dev(uint64_t offset) const { return base_ + offset; }
@@ -112,6 +119,7 @@ class CudaSession final : public Evaluator {
   const Plan& plan_;
   ResidencyOptions opts_;
   CudaOptions copts_;
+  bool kv_host_ = false;  // copts_.kv == "host"
   int64_t n_ctx_;
   int64_t n_past_ = 0;
   int64_t max_batch_ = 1;
@@ -142,6 +150,7 @@ class CudaSession final : public Evaluator {
   // Pinned host buffers.
   int32_t* host_ids_ = nullptr;
   float* host_cos_sin_ = nullptr;
+  float* host_kv_ = nullptr;  // host mode: [n_layer][K, V](n_ctx, KV)
   std::array<uint8_t*, 2> bounce_{};
   std::array<cudaEvent_t, 2> bounce_free_{};
   int bounce_next_ = 0;
@@ -160,6 +169,7 @@ CudaSession::~CudaSession() {
   for (uint8_t* b : bounce_) if (b != nullptr) cudaFreeHost(b);
   if (host_ids_ != nullptr) cudaFreeHost(host_ids_);
   if (host_cos_sin_ != nullptr) cudaFreeHost(host_cos_sin_);
+  if (host_kv_ != nullptr) cudaFreeHost(host_kv_);
   if (base_ != nullptr) cudaFree(base_);
   if (compute_ != nullptr) cudaStreamDestroy(compute_);
   if (copy_ != nullptr) cudaStreamDestroy(copy_);
@@ -230,6 +240,10 @@ Status CudaSession::init() {
   const int n_layer = static_cast<int>(hp.n_layer);
   const int64_t E = hp.n_embd, KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
   if (n_ctx_ <= 0) return invalid_argument("--backend cuda: n_ctx must be positive");
+  if (copts_.kv != "resident" && copts_.kv != "host") {
+    return invalid_argument("--backend cuda: unknown KV mode '" + copts_.kv + "' (resident or host)");
+  }
+  kv_host_ = copts_.kv == "host";
   int n_dev = 0;
   FLEA_CUDA_RETURN(cudaGetDeviceCount(&n_dev), "--backend cuda: cudaGetDeviceCount");
   if (copts_.device < 0 || copts_.device >= n_dev) {
@@ -255,7 +269,8 @@ Status CudaSession::init() {
   const auto* out_t = L.globals[static_cast<int>(GlobalTensor::kOutput)];
   req.global_bytes = a(embd_t->n_bytes) + a(static_cast<uint64_t>(E) * 4) + (hp.tied_embeddings ? 0 : a(out_t->n_bytes));
   req.norm_bytes = static_cast<uint64_t>(n_layer) * 2 * a(static_cast<uint64_t>(E) * 4);
-  req.kv_bytes = static_cast<uint64_t>(n_layer) * 2 * a(static_cast<uint64_t>(n_ctx_ * KV) * 4);
+  req.kv_bytes = vram::kv_vram_bytes(n_layer, n_ctx_, KV, kv_host_);
+  req.kv_host = kv_host_;
   const std::vector<uint64_t> scratch = {
       a(B * E * 4), a(B * E * 4), a(B * E * 4), a(B * E * 4), a(B * F * 4), a(B * F * 4),  // x xn q att gate up
       a(B * V * 4),                                                                      // logits
@@ -285,14 +300,21 @@ Status CudaSession::init() {
   uint64_t off_out = 0;
   if (!hp.tied_embeddings) { FLEA_ASSIGN_OR_RETURN(off_out, arena_.reserve("output", out_t->n_bytes)); }
   FLEA_ASSIGN_OR_RETURN(uint64_t off_out_norm, arena_.reserve("output_norm", static_cast<uint64_t>(E) * 4));
+  const uint64_t kv_one_bytes = static_cast<uint64_t>(n_ctx_ * KV) * 4;  // one layer's K (or V)
   std::vector<std::array<uint64_t, 4>> layer_off(static_cast<size_t>(n_layer));  // norms x2, k, v
   for (int il = 0; il < n_layer; ++il) {
     auto& o = layer_off[static_cast<size_t>(il)];
     const std::string n = "layer " + std::to_string(il);
     FLEA_ASSIGN_OR_RETURN(o[0], arena_.reserve(n + " attn_norm", static_cast<uint64_t>(E) * 4));
     FLEA_ASSIGN_OR_RETURN(o[1], arena_.reserve(n + " ffn_norm", static_cast<uint64_t>(E) * 4));
-    FLEA_ASSIGN_OR_RETURN(o[2], arena_.reserve(n + " K cache", static_cast<uint64_t>(n_ctx_ * KV) * 4));
-    FLEA_ASSIGN_OR_RETURN(o[3], arena_.reserve(n + " V cache", static_cast<uint64_t>(n_ctx_ * KV) * 4));
+    if (kv_host_ && il > 0) {  // every layer uses layer 0's working pair
+      o[2] = layer_off[0][2];
+      o[3] = layer_off[0][3];
+      continue;
+    }
+    const std::string what = kv_host_ ? "working" : n;
+    FLEA_ASSIGN_OR_RETURN(o[2], arena_.reserve(what + " K cache", kv_one_bytes));
+    FLEA_ASSIGN_OR_RETURN(o[3], arena_.reserve(what + " V cache", kv_one_bytes));
   }
   std::vector<uint64_t> scratch_off;
   for (size_t i = 0; i < scratch.size(); ++i) {
@@ -320,7 +342,8 @@ Status CudaSession::init() {
     cudaMemGetInfo(&free_b, &total_b);
     return resource_exhausted("cudaMalloc of " + mb_str(total) + " for the VRAM arena failed (" + vplan_.to_string() +
                               "); the device has " + mb_str(free_b) + " free of " + mb_str(total_b) +
-                              ": lower --vram-budget-mb, use --residency auto/transient or a smaller context");
+                              ": lower --vram-budget-mb, use --residency auto/transient" +
+                              (kv_host_ ? "" : ", --kv host") + " or a smaller context");
   }
   cstats_.arena_mb = vram::to_mb(total);
   cstats_.arena_peak_mb = vram::to_mb(arena_.peak_bytes());
@@ -330,6 +353,8 @@ Status CudaSession::init() {
   cstats_.ring_slots = vplan_.ring_slots;
   cstats_.lookahead = vplan_.lookahead;
   cstats_.slot_mb = vram::to_mb(vplan_.slot_bytes);
+  cstats_.kv_mode = kv_host_ ? "host" : "resident";
+  cstats_.kv_vram_mb = vram::to_mb(req.kv_bytes);
 
   embd_ = cuda::DeviceMatrix{embd_t->type, embd_t->ne[0], embd_t->n_rows(), dev(off_embd)};
   out_ = hp.tied_embeddings ? embd_ : cuda::DeviceMatrix{out_t->type, out_t->ne[0], out_t->n_rows(), dev(off_out)};
@@ -375,6 +400,18 @@ Status CudaSession::init() {
   FLEA_RETURN_IF_ERROR(host_alloc(reinterpret_cast<void**>(&host_ids_), static_cast<uint64_t>(B) * 4, "token ids"));
   FLEA_RETURN_IF_ERROR(host_alloc(reinterpret_cast<void**>(&host_cos_sin_),
                                   static_cast<uint64_t>(B * std::max<int64_t>(2, hp.n_rot)) * 4, "RoPE angles"));
+  if (kv_host_) {
+    const uint64_t host_bytes = vram::kv_host_bytes(n_layer, n_ctx_, KV);
+    FLEA_RETURN_IF_ERROR(host_alloc(reinterpret_cast<void**>(&host_kv_), host_bytes,
+                                    "the KV cache in host memory (--kv host)"));
+    cstats_.kv_host_mb = vram::to_mb(host_bytes);
+    const int64_t layer_floats = n_ctx_ * KV;  // one layer's K (or V), in floats
+    for (int il = 0; il < n_layer; ++il) {
+      Layer& ly = layers_[static_cast<size_t>(il)];
+      ly.host_k = host_kv_ + (2 * static_cast<int64_t>(il)) * layer_floats;
+      ly.host_v = host_kv_ + (2 * static_cast<int64_t>(il) + 1) * layer_floats;
+    }
+  }
   use_bounce_ = copts_.pin == "bounce" || opts_.io.find("mmap") != std::string::npos;
   if (copts_.pin != "bounce" && use_bounce_) cstats_.pin_fallback = "--io mmap: file pages are not pinned";
   if (!vplan_.streamed.empty()) {
@@ -571,6 +608,14 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
     }
     const int64_t t_compute = steady_now_ns();
     auto W = [&](int k) { return matrix(il, k, base); };  // k indexes kMatrices
+    if (kv_host_ && n_past_ > 0) {
+      // The cached rows [0, n_past) into the working pair (the previous layer's copy-back is
+      // ahead of this on the compute stream).
+      const size_t bytes = static_cast<size_t>(n_past_ * KV) * 4;
+      FLEA_CUDA_RETURN(cudaMemcpyAsync(ly.k_cache, ly.host_k, bytes, cudaMemcpyHostToDevice, compute_), "KV cache H2D (K)");
+      FLEA_CUDA_RETURN(cudaMemcpyAsync(ly.v_cache, ly.host_v, bytes, cudaMemcpyHostToDevice, compute_), "KV cache H2D (V)");
+      cstats_.kv_h2d_bytes += 2 * static_cast<uint64_t>(bytes);
+    }
     float* kc = ly.k_cache + n_past_ * KV;
     float* vc = ly.v_cache + n_past_ * KV;
 
@@ -585,6 +630,16 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
     cuda::rope(q_, cos_sin_, T, H, D, hp.n_rot, compute_);
     cuda::rope(kc, cos_sin_, T, hp.n_head_kv, D, hp.n_rot, compute_);
     cuda::attention(q_, ly.k_cache, ly.v_cache, att_, T, n_past_, H, hp.n_head_kv, D, kq_scale, compute_);
+    if (kv_host_) {
+      // The batch's rows [n_past, n_past + T), K after RoPE, back to the host cache; the next
+      // layer's copy-in to the same working pair is behind this on the compute stream.
+      const size_t bytes = static_cast<size_t>(T * KV) * 4;
+      FLEA_CUDA_RETURN(cudaMemcpyAsync(ly.host_k + n_past_ * KV, kc, bytes, cudaMemcpyDeviceToHost, compute_),
+                       "KV cache D2H (K)");
+      FLEA_CUDA_RETURN(cudaMemcpyAsync(ly.host_v + n_past_ * KV, vc, bytes, cudaMemcpyDeviceToHost, compute_),
+                       "KV cache D2H (V)");
+      cstats_.kv_d2h_bytes += 2 * static_cast<uint64_t>(bytes);
+    }
     act = quantize(att_, T, E, W(3).type);
     cuda::matmul(W(3), act, xn_, compute_);                                       // (T, E)
     cuda::add_inplace(x_, xn_, T * E, compute_);
@@ -690,6 +745,11 @@ std::string CudaStats::to_json() const {
   j["pin_fallback"] = pin_fallback;
   j["registered_bytes"] = registered_bytes;
   j["plan"] = plan;
+  j["kv_mode"] = kv_mode;
+  j["kv_host_mb"] = kv_host_mb;
+  j["kv_vram_mb"] = kv_vram_mb;
+  j["kv_h2d_bytes"] = kv_h2d_bytes;
+  j["kv_d2h_bytes"] = kv_d2h_bytes;
   return j.dump();
 }
 

@@ -3,6 +3,9 @@
 // resident are uploaded once; every other layer is copied from the WeightProvider's host buffers
 // into a ring of VRAM slots on a copy stream, `lookahead` layers ahead of the compute stream
 // (see compute/vram/vram_arena.h for the budget split and the ring schedule).
+// The K/V cache lives in VRAM for every layer (kv "resident") or, with kv "host", in pinned host
+// memory: VRAM then holds one layer's working K/V pair, filled from the host cache before each
+// layer and written back after it (same kernels on the same data: the logits do not change).
 //
 // Built only with -DFLEA_CUDA=ON (FLEA_HAVE_CUDA defined); host code may include this header.
 #pragma once
@@ -25,6 +28,10 @@ struct CudaOptions {
   // cudaHostRegister (falling back to the bounce buffer, recorded in the stats, when that fails or
   // with --io mmap); "bounce" always memcpys through a pinned bounce buffer.
   std::string pin = "auto";
+  // Where the K/V cache lives: "resident" (every layer's in VRAM) or "host" (pinned host memory,
+  // n_layer * 2 * n_ctx * n_embd_kv * 4 bytes; per layer, rows [0, n_past) are copied into one
+  // working pair in VRAM and the batch's new rows copied back, all on the compute stream).
+  std::string kv = "resident";
 };
 
 struct CudaStats {
@@ -43,6 +50,11 @@ struct CudaStats {
   std::string pin_fallback;           // why "auto" fell back to the bounce buffer, if it did
   uint64_t registered_bytes = 0;      // host memory pinned with cudaHostRegister
   std::string plan;                   // VramPlan::to_string()
+  std::string kv_mode;                // "resident" or "host"
+  double kv_host_mb = 0;              // pinned host cache (host mode; 0 otherwise)
+  double kv_vram_mb = 0;              // VRAM held for K/V: every layer's, or one working pair
+  uint64_t kv_h2d_bytes = 0;          // host mode: cached rows copied in, sum of n_past * KV * 4 * 2 per layer
+  uint64_t kv_d2h_bytes = 0;          // host mode: new rows copied back, sum of T * KV * 4 * 2 per layer
 
   double h2d_gb_s() const { return h2d_ns > 0 ? static_cast<double>(h2d_bytes) / static_cast<double>(h2d_ns) : 0.0; }
   std::string to_json() const;  // one JSON object, units in the field names
@@ -55,7 +67,8 @@ bool cuda_device_available(std::string* why);
 // CPU Session uses). --residency full keeps every layer in VRAM (an error when the budget cannot
 // hold it), transient streams every layer, auto keeps the plan's resident layers in VRAM while
 // they fit opts.vram_budget_mb. Errors: no device, unsupported tensor type or shape, budget too
-// small (stating the minimum), cudaMalloc / cudaHostAlloc failures (naming what and how much).
+// small (stating the minimum), cudaMalloc / cudaHostAlloc failures (naming what and how much),
+// an unknown cuda_opts.kv.
 StatusOr<std::unique_ptr<Evaluator>> make_cuda_session(const Model& model, WeightProvider* weights, const Plan& plan,
                                                        const ResidencyOptions& opts, int64_t n_ctx);
 StatusOr<std::unique_ptr<Evaluator>> make_cuda_session(const Model& model, WeightProvider* weights, const Plan& plan,

@@ -14,6 +14,18 @@ std::string mb(uint64_t bytes) {
 
 }  // namespace
 
+uint64_t kv_vram_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_embd_kv, bool kv_host) {
+  FLEA_CHECK(n_layer >= 0 && n_ctx >= 0 && n_embd_kv >= 0, "KV sizes must be non-negative");
+  const uint64_t one = align_up(static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(n_embd_kv) * 4);  // K or V
+  const uint64_t layers = kv_host ? (n_layer > 0 ? 1 : 0) : static_cast<uint64_t>(n_layer);
+  return layers * 2 * one;
+}
+
+uint64_t kv_host_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_embd_kv) {
+  FLEA_CHECK(n_layer >= 0 && n_ctx >= 0 && n_embd_kv >= 0, "KV sizes must be non-negative");
+  return static_cast<uint64_t>(n_layer) * 2 * static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(n_embd_kv) * 4;
+}
+
 StatusOr<uint64_t> VramArena::reserve(const std::string& what, uint64_t bytes) {
   const uint64_t size = align_up(bytes);
   if (budget_bytes_ != 0 && used_bytes_ + size > budget_bytes_) {
@@ -34,7 +46,9 @@ std::string VramPlan::to_string() const {
                   " streamed through " + std::to_string(ring_slots) + " slots of " + mb(slot_bytes) +
                   " (lookahead " + std::to_string(lookahead) + "), fixed " + mb(fixed_bytes) + ", total " +
                   mb(total_bytes) + ", minimum " + mb(minimum_bytes) + ", H2D per token " +
-                  mb(streamed_bytes_per_token);
+                  mb(streamed_bytes_per_token) +
+                  (kv_host ? ", KV host (one layer's working K/V in VRAM: " + mb(kv_bytes) + ")"
+                           : ", KV resident (" + mb(kv_bytes) + " in VRAM)");
   return s;
 }
 
@@ -64,6 +78,8 @@ StatusOr<VramPlan> plan_vram(const VramRequest& req) {
     p.ring_slots = p.streamed.empty() ? 0 : std::min<int>(req.prefetch + 1, static_cast<int>(p.streamed.size()));
     p.lookahead = p.ring_slots == 0 ? 0 : std::min(req.prefetch, p.ring_slots - 1);
     p.ring_bytes = static_cast<uint64_t>(p.ring_slots) * p.slot_bytes;
+    p.kv_host = req.kv_host;
+    p.kv_bytes = req.kv_bytes;
     p.fixed_bytes = fixed;
     p.total_bytes = fixed + p.resident_bytes + p.ring_bytes;
     return p;
@@ -72,7 +88,12 @@ StatusOr<VramPlan> plan_vram(const VramRequest& req) {
   const size_t n_allowed = static_cast<size_t>(std::count(req.may_be_resident.begin(), req.may_be_resident.end(), true));
   const VramPlan all_streamed = layout(0);
   const std::string parts = "globals " + mb(req.global_bytes) + ", norms " + mb(req.norm_bytes) + ", KV cache " +
-                            mb(req.kv_bytes) + ", scratch " + mb(req.scratch_bytes);
+                            (req.kv_host ? "(--kv host: one layer) " : "") + mb(req.kv_bytes) + ", scratch " +
+                            mb(req.scratch_bytes);
+  // Only worth suggesting when it would free something: more than one layer's cache in VRAM.
+  const std::string kv_hint = !req.kv_host && n_layer > 1 && req.kv_bytes > 0
+                                  ? "; --kv host keeps only one layer's KV cache in VRAM"
+                                  : "";
   if (req.require_all_resident) {
     FLEA_CHECK(n_allowed == n_layer, "full residency needs every layer allowed in VRAM");
     VramPlan p = layout(n_layer);
@@ -81,7 +102,7 @@ StatusOr<VramPlan> plan_vram(const VramRequest& req) {
       return resource_exhausted("--residency full needs " + std::to_string(ceil_mb(p.total_bytes)) +
                                 " MB of VRAM (" + parts + ", layers " + mb(p.resident_bytes) +
                                 ") but --vram-budget-mb is " + std::to_string(ceil_mb(req.budget_bytes)) +
-                                "; use --residency auto or transient to stream layers");
+                                "; use --residency auto or transient to stream layers" + kv_hint);
     }
     return p;
   }
@@ -100,7 +121,7 @@ StatusOr<VramPlan> plan_vram(const VramRequest& req) {
                             " is too small: streaming every layer needs at least " +
                             std::to_string(ceil_mb(minimum)) + " MB (" + parts + ", ring " +
                             std::to_string(all_streamed.ring_slots) + " x " + mb(all_streamed.slot_bytes) +
-                            " for prefetch " + std::to_string(req.prefetch) + ")");
+                            " for prefetch " + std::to_string(req.prefetch) + ")" + kv_hint);
 }
 
 LayerRing::LayerRing(int n_slots, int lookahead) : n_slots_(n_slots), lookahead_(lookahead) {

@@ -21,6 +21,14 @@ inline double to_mb(uint64_t bytes) { return static_cast<double>(bytes) / static
 // Whole MiB, rounded up: what an error message tells the user to pass as --vram-budget-mb.
 inline uint64_t ceil_mb(uint64_t bytes) { return (bytes + kMiB - 1) / kMiB; }
 
+// VRAM for the K/V cache (F32, n_ctx rows of n_embd_kv per layer, K and V each a kAlign-rounded
+// reservation): resident mode keeps every layer's pair, n_layer * 2 * align_up(n_ctx * n_embd_kv * 4);
+// host mode (--kv host) keeps one working pair, 2 * align_up(n_ctx * n_embd_kv * 4), while the full
+// cache lives in pinned host memory (kv_host_bytes) and is streamed per layer.
+uint64_t kv_vram_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_embd_kv, bool kv_host);
+// Pinned host memory of the host-mode cache: n_layer * 2 * n_ctx * n_embd_kv * 4 (one allocation).
+uint64_t kv_host_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_embd_kv);
+
 // Offsets inside one device allocation; never hands out more than `budget_bytes` (0 = unlimited).
 // Allocations live as long as the session, so this is a bump allocator with a name per region.
 class VramArena {
@@ -53,7 +61,8 @@ class VramArena {
 struct VramRequest {
   uint64_t global_bytes = 0;   // token_embd + output_norm + output
   uint64_t norm_bytes = 0;     // every layer's attn_norm + ffn_norm
-  uint64_t kv_bytes = 0;       // K and V cache of every layer for n_ctx positions
+  uint64_t kv_bytes = 0;       // K/V cache in VRAM: kv_vram_bytes(..., kv_host)
+  bool kv_host = false;        // --kv host: kv_bytes is one layer's working pair (named in messages)
   uint64_t scratch_bytes = 0;  // activations for one micro-batch
   std::vector<uint64_t> layer_bytes;  // [n_layer]: the seven matrices of each layer
   // [n_layer]: may the layer stay in VRAM? (the host plan's resident layers; streamed and cached
@@ -70,6 +79,8 @@ struct VramPlan {
   int ring_slots = 0;             // min(prefetch + 1, streamed.size())
   int lookahead = 0;              // copies issued ahead of compute: min(prefetch, ring_slots - 1)
   uint64_t slot_bytes = 0;        // largest streamed layer
+  bool kv_host = false;           // the request's KV mode
+  uint64_t kv_bytes = 0;          // K/V cache in VRAM (part of fixed_bytes)
   uint64_t fixed_bytes = 0;       // globals + norms + KV + scratch
   uint64_t resident_bytes = 0;    // resident layers
   uint64_t ring_bytes = 0;        // ring_slots * slot_bytes
