@@ -448,6 +448,7 @@ int main(int argc, char** argv) {
         fo.runtime_s = cs["fio_runtime_s"].get<double>();
         fo.block_bytes = cs["block_kb"].get<int64_t>() * 1024;
         fo.iodepth = cs["iodepth"].get<int>();
+        fo.mem = cs["fio_mem"].get<std::string>();
         std::set<std::string> done;
         for (const auto& r : runs) {
           if (r.engine == "llama-bench") continue;

@@ -76,3 +76,29 @@ def test_bad_input_exits_two_with_one_line(tmp_path):
     assert p.returncode == 2 and "multiple of 4" in p.stderr
     p2 = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "missing.gguf")], capture_output=True, text=True)
     assert p2.returncode == 2 and "model file not found" in p2.stderr
+
+
+def nr_hugepages():
+    try:
+        with open("/proc/sys/vm/nr_hugepages") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+@needs
+def test_fio_buffers_are_fios_default_unless_hugetlb_is_asked_and_the_pool_is_given_back(tmp_path):
+    before = nr_hugepages()
+    p, doc, log = run(tmp_path, "--rounds", "1", "--target", "0")
+    assert p.returncode == 0, p.stderr
+    assert "--mem=malloc" in log[0].split() and doc["fio_buffer"] == "malloc"
+    assert doc["rounds"][0]["fio"]["buffer"] == "malloc"
+    eng = doc["rounds"][0]["engine"]["huge_pages"]
+    assert doc["huge_pages"] == "on" and eng["setting"] == "on" and eng["buffer_bytes"] > 0
+    p, doc, log = run(tmp_path, "--rounds", "1", "--target", "0", "--fio-mem", "hugetlb")
+    assert nr_hugepages() == before  # whatever was reserved for fio was returned
+    if p.returncode == 2:  # not root, no pool, or fragmented memory: one line naming why
+        assert "--fio-mem hugetlb" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        pytest.skip(p.stderr.strip())
+    assert p.returncode == 0, p.stderr
+    assert "--mem=mmaphuge" in log[-1].split() and doc["fio_buffer"] == "hugetlb"

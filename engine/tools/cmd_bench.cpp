@@ -9,6 +9,7 @@
 #include "flea/clock.h"
 #include "commands.h"
 #include "engine_cli.h"
+#include "io/aligned_buffer.h"
 #include "model/decode.h"
 #include "quant/quant.h"
 #ifdef FLEA_HAVE_CUDA
@@ -23,6 +24,17 @@ double median(std::vector<int64_t> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? static_cast<double>(v[n / 2]) : 0.5 * static_cast<double>(v[n / 2 - 1] + v[n / 2]);
+}
+
+// What --huge-pages asked for and what the kernel did: the THP mode in force, the provider's host
+// buffers and how much of them was advised, and the process's AnonHugePages at the end of the run
+// while the provider was alive (the bytes actually backed by huge pages; 0 with THP "never").
+nlohmann::json huge_pages_json(const ResidencyOptions& opts, const ProviderBuffers& b) {
+  return {{"setting", opts.huge_pages},
+          {"thp_mode", io::thp_mode()},
+          {"buffer_bytes", b.bytes},
+          {"advised_bytes", b.huge_advised_bytes},
+          {"anon_huge_bytes", b.anon_huge_bytes}};
 }
 
 int cmd_bench(int argc, char** argv) {
@@ -40,7 +52,8 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--reps,-r", reps, "timed repetitions")->check(CLI::Range(1, 10000))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--seed", seed, "seed of the random prompt token ids")->capture_default_str();
-  app.add_option("--kv", kv, "KV cache mode")->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
+  app.add_option("--kv", kv, "KV cache mode: resident, none (recompute the context every token), host (cache in "
+                             "host memory, copied to the GPU per layer; on the CPU the same as resident)")->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
   app.add_option("--compute", compute, "full, or none: only the plan's reads per token (the I/O path alone)")
       ->check(CLI::IsMember({"full", "none"}))->capture_default_str();
   app.add_option("--batch", batch, "sequences decoded together in tg (each layer fetched once per step for all); "
@@ -98,6 +111,7 @@ int cmd_bench(int argc, char** argv) {
     j["read_gb_s"] = r->read_gb_s;
     j["read_bytes_per_token"] = r->read_bytes / static_cast<uint64_t>(tokens);
     j["tokens"] = tokens;
+    j["huge_pages"] = huge_pages_json(opts.residency, r->buffers);
     j["peak_rss_bytes"] = peak_rss_bytes();
     j["warnings"] = warnings;
     std::printf("%s\n", j.dump().c_str());
@@ -109,7 +123,7 @@ int cmd_bench(int argc, char** argv) {
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = pick(rng);
 
-  auto session_or = make_session(*engine, std::max(n_prompt, n_gen + draft_k) + 2, batch);
+  auto session_or = make_session(*engine, std::max(n_prompt, n_gen + draft_k) + 2, batch, kv);
   if (!session_or.ok()) {
     std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
     return kExitUsage;
@@ -239,6 +253,7 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch_hits"] = tel.value("prefetch_hits", 0);
   j["prefetch_misses"] = tel.value("prefetch_misses", 0);
   j["layers"] = layers;
+  j["huge_pages"] = huge_pages_json(opts.residency, provider_buffers(engine->weights.get()));
   j["peak_rss_bytes"] = peak_rss_bytes();
 #ifdef FLEA_HAVE_CUDA
   if (const CudaStats* cs = cuda_stats(session)) j["cuda"] = nlohmann::json::parse(cs->to_json());

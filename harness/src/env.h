@@ -31,6 +31,35 @@ struct FioOptions {
   double runtime_s = 3;
   int64_t block_bytes = 1 << 20;
   int iodepth = 4;
+  // fio's I/O buffers. "malloc": fio's default (4 KiB pages), the comparison of "the same block
+  // size, direct I/O and queue depth". "hugetlb": --mem=mmaphuge from the hugetlb pool (as root the
+  // harness reserves the few pages it needs and gives them back). "both": malloc, plus hugetlb
+  // when the pool can be had, recorded under "hugetlb"; ceiling_gb_s is the better of the two.
+  // On a host-cached virtual disk fio's small, reused buffer stays in the CPU cache and a huge-page
+  // one reads 2-4x faster than a streaming engine can land bytes in DRAM (see README, "The I/O
+  // path against fio"), so the floors use the best figure: a floor must never be beatable.
+  std::string mem = "both";
+};
+
+// Huge pages of the hugetlb pool, for fio --mem=mmaphuge: ensures `bytes` worth are free,
+// raising /proc/sys/vm/nr_hugepages when we may (root), and gives the pages it added back on
+// destruction. Holds an flock on /tmp/flea-hugetlb.lock meanwhile, so concurrent harness runs
+// (and bench/io_vs_fio.py) take turns instead of freeing each other's pages.
+class HugetlbReservation {
+ public:
+  explicit HugetlbReservation(uint64_t bytes);
+  ~HugetlbReservation();
+  HugetlbReservation(const HugetlbReservation&) = delete;
+  HugetlbReservation& operator=(const HugetlbReservation&) = delete;
+  bool ok() const { return ok_; }
+  const std::string& why() const { return why_; }  // when !ok(): what stood in the way
+  int64_t added_pages() const { return added_; }   // pages this object added to the pool
+
+ private:
+  bool ok_ = false;
+  std::string why_;
+  int64_t added_ = 0;
+  int lock_fd_ = -1;
 };
 std::string find_in_path(const std::string& exe);
 // One ceilings.fio entry; "error" set (and read_gb_s null) when fio failed.

@@ -296,6 +296,7 @@ void push_residency_flags(std::vector<std::string>* a, const Json& p) {
   add("--residency", p["residency"].get<std::string>());
   add("--io", p["io"].get<std::string>());
   add("--prefetch", std::to_string(p["prefetch"].get<int64_t>()));
+  add("--huge-pages", p.value("huge_pages", std::string("on")));
   add("--vram-budget-mb", std::to_string(p["vram_budget_mb"].get<int64_t>()));
   add("--ram-budget-mb", std::to_string(p["ram_budget_mb"].get<int64_t>()));
   const double th = p.value("throttle_gb_s", 0.0);
@@ -374,6 +375,8 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
       if (f["path"] == r.model.path && f["io"] == r.point["io"] && f["read_gb_s"].is_number() &&
           f["read_gb_s"].get<double>() > 0) {
         io["fraction_of_fio"] = io["read_gb_s"].get<double>() / f["read_gb_s"].get<double>();
+        if (f.contains("ceiling_gb_s") && f["ceiling_gb_s"].is_number() && f["ceiling_gb_s"].get<double>() > 0)
+          io["fraction_of_fio_ceiling"] = io["read_gb_s"].get<double>() / f["ceiling_gb_s"].get<double>();
       }
     }
   }
@@ -384,6 +387,7 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   if (b.contains("stall_fraction") && b["stall_fraction"].is_number()) io["stall_fraction"] = b["stall_fraction"];
   else if (io["stall_ns"].is_number() && timed_ns > 0) io["stall_fraction"] = io["stall_ns"].get<double>() / timed_ns;
   else io["stall_fraction"] = nullptr;
+  io["huge_pages"] = b.contains("huge_pages") && b["huge_pages"].is_object() ? b["huge_pages"] : Json(nullptr);
   io["prefetch_hits"] = num_or_null(b, "prefetch_hits");
   io["prefetch_misses"] = num_or_null(b, "prefetch_misses");
   rec["io"] = io;
@@ -483,7 +487,10 @@ void add_prediction(Json* rec, const RunSpec& r, const Json& b, const RunEnv& en
   // The floor is always this machine's (what was measured here cannot beat its own physics).
   Profile here = env.machine;
   for (const auto& f : env.ceilings.value("fio", Json::array())) {
-    if (f["path"] == r.model.path && f["io"] == p["io"] && f["read_gb_s"].is_number()) here.storage_gb_s = f["read_gb_s"];
+    if (f["path"] != r.model.path || f["io"] != p["io"]) continue;
+    // The best fio managed with any buffer kind (ceiling_gb_s), so the floor cannot be beaten.
+    if (f.contains("ceiling_gb_s") && f["ceiling_gb_s"].is_number()) here.storage_gb_s = f["ceiling_gb_s"];
+    else if (f["read_gb_s"].is_number()) here.storage_gb_s = f["read_gb_s"];
   }
   if (p.value("throttle_gb_s", 0.0) > 0) here.storage_gb_s = std::min(here.storage_gb_s > 0 ? here.storage_gb_s : 1e9, p["throttle_gb_s"].get<double>());
   Prediction fl = predict(here, in);

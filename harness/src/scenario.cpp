@@ -138,6 +138,10 @@ const std::vector<KeySpec>& ceiling_keys() {
       float_key("fio_runtime_s", 3.0, 0.1, 600, false, "cap on one fio repetition"),
       int_key("block_kb", 1024, 4, 65536, false, "fio block size (the engine's --io-block-kb default)"),
       int_key("iodepth", 4, 1, 1024, false, "fio iodepth for io_uring (the engine's --queue-depth default)"),
+      enum_key("fio_mem", "both", {"both", "malloc", "hugetlb"}, false,
+               "fio's buffers: malloc (fio's default, 4 KiB pages), hugetlb (--mem=mmaphuge; as root the harness "
+               "reserves the few pool pages needed and gives them back), or both (malloc, plus hugetlb when the pool "
+               "can be had; the floors use the better of the two)"),
       key("memory", KeyType::kBool, true, "memcpy bandwidth probe"),
       key("h2d", KeyType::kBool, true, "pinned host-to-device copy bandwidth (needs a CUDA build and a GPU)"),
   };
@@ -160,6 +164,8 @@ const std::vector<KeySpec>& scenario_keys() {
                "full: all resident; transient: every layer streams; auto: the planner fits the budgets"),
       enum_key("io", "pread", {"pread", "odirect", "io_uring", "mmap"}, true, "I/O backend for streamed weights"),
       int_key("prefetch", 1, 0, 64, true, "layers loaded ahead (0 = load then compute, 1 = double buffer)"),
+      enum_key("huge_pages", "on", {"on", "off"}, true,
+               "the engine's --huge-pages: staging and cache buffers on transparent huge pages (on) or 4 KiB pages"),
       int_key("vram_budget_mb", 0, 0, 1e8, true, "weight-memory budget in MiB (0 = unlimited; capped by an emulated profile)"),
       int_key("ram_budget_mb", 0, 0, 1e9, true, "host RAM budget for staging + cache in MiB (0 = unlimited)"),
       float_key("throttle_gb_s", 0.0, 0, 10000, true, "throttle storage reads to this GB/s (0 = off; set by an emulated profile)"),

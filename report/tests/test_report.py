@@ -155,3 +155,15 @@ def test_merged_fleet_file_lists_its_shards_and_what_is_missing(tmp_path, fixtur
 
 def test_unsharded_file_has_no_shards_section(sweep_report):
     assert "## Shards" not in sweep_report[1]
+
+
+def test_ceilings_show_the_hugetlb_fio_next_to_the_default_one():
+    from flea_report import render
+    import synth
+    ceilings = synth.make_ceilings(fio=[("odirect", 1.8), ("io_uring", 1.9)])
+    ceilings["fio"][0]["hugetlb"] = {"samples_gb_s": [6.0, 6.1], "read_gb_s": 6.1, "error": None}
+    ceilings["fio"][1]["hugetlb"] = {"samples_gb_s": [], "read_gb_s": None, "error": "no hugetlb pages: not root"}
+    text = render.ceilings_section([{"ceilings": ceilings}])
+    assert "| fio odirect | model.gguf | 1.80 GB/s |" in text
+    assert "| fio odirect, hugetlb buffer | model.gguf | 6.10 GB/s |" in text
+    assert "| fio io_uring, hugetlb buffer | model.gguf | — (no hugetlb pages: not root) |" in text

@@ -49,6 +49,11 @@ void add_residency_flags(CLI::App& app, ResidencyOptions* o) {
                  "request size in KiB for odirect/io_uring (multiple of 4); 0 = one request per layer")
       ->check(CLI::Range(static_cast<int64_t>(0), static_cast<int64_t>(1) << 21))
       ->capture_default_str();
+  app.add_option("--huge-pages", o->huge_pages,
+                 "on: staging and cache buffers of 2 MiB and more ask for transparent huge pages "
+                 "(madvise; O_DIRECT then pins 512x fewer pages per read); off: 4 KiB pages")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
 }
 
 Status validate_residency_options(const ResidencyOptions& o) {
@@ -62,6 +67,8 @@ Status validate_residency_options(const ResidencyOptions& o) {
   if (o.queue_depth < 1 || o.queue_depth > 4096) return out_of_range("--queue-depth must be in [1, 4096]");
   if (o.io_block_kb < 0 || o.io_block_kb % 4 != 0)
     return out_of_range("--io-block-kb must be a non-negative multiple of 4, got " + std::to_string(o.io_block_kb));
+  if (o.huge_pages != "on" && o.huge_pages != "off")
+    return invalid_argument("--huge-pages '" + o.huge_pages + "' unknown; expected on or off");
   return ok_status();
 }
 

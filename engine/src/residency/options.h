@@ -21,11 +21,14 @@ struct ResidencyOptions {
   int io_threads = 1;
   int queue_depth = 4;              // io_uring reads in flight
   int64_t io_block_kb = 1024;       // odirect/io_uring request size; 0 = whole layer span per request
+  // Staging slots, cached layers and the globals buffer ask for transparent huge pages (on) or
+  // stay on 4 KiB pages (off); see io/aligned_buffer.h for why it matters to O_DIRECT.
+  std::string huge_pages = "on";
   std::string fault_plan;           // tests only: wraps the backend in faulty() (see FaultPlan::parse)
 };
 
 // --residency --io --prefetch --vram-budget-mb --ram-budget-mb --throttle-gb-s --io-threads
-// --queue-depth --io-block-kb, with help text and allowed values.
+// --queue-depth --io-block-kb --huge-pages, with help text and allowed values.
 void add_residency_flags(CLI::App& app, ResidencyOptions* opts);
 
 // Range and name checks (the CLI validators do the same; this is for the harness and tests).

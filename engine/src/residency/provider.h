@@ -26,6 +26,15 @@ StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path,
                                                         const ModelLayout& layout, const Plan& plan,
                                                         const ResidencyOptions& opts, Telemetry* telemetry);
 
+// The host buffers a streaming provider allocated (globals, resident and cached layers, staging
+// slots) and how many of those bytes were advised MADV_HUGEPAGE (--huge-pages on, buffers of at
+// least 2 MiB), with the process's huge-page-backed bytes sampled at that moment. With --io mmap the layers are not copied, so only the globals count.
+struct ProviderBuffers {
+  uint64_t bytes = 0;
+  uint64_t huge_advised_bytes = 0;
+  uint64_t anon_huge_bytes = 0;  // the process's AnonHugePages when this was taken (provider alive)
+};
+
 // `flea bench --compute none`: exactly the plan's reads for n_tokens tokens (acquire + release
 // of every layer in order), without computing.
 struct IoOnlyResult {
@@ -33,6 +42,7 @@ struct IoOnlyResult {
   uint64_t read_bytes = 0;  // during the timed tokens (not the resident set read at start-up)
   int64_t elapsed_ns = 0;
   double read_gb_s = 0;     // read_bytes / elapsed (1 GB = 1e9 bytes)
+  ProviderBuffers buffers;
 };
 StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& file, const ModelLayout& layout,
                                    const Plan& plan, const ResidencyOptions& opts, int n_tokens,
@@ -43,5 +53,7 @@ bool drop_page_cache(const std::string& path);
 
 // What the user should be told about a provider's I/O (e.g. "O_DIRECT refused, buffered reads").
 std::vector<std::string> provider_warnings(const WeightProvider* p);
+// Zeros for anything but the streaming provider (e.g. the in-memory provider of --residency full).
+ProviderBuffers provider_buffers(const WeightProvider* p);
 
 }  // namespace flea

@@ -65,6 +65,11 @@ class StreamingProvider final : public WeightProvider {
     });
   }
   std::vector<std::string> warnings() const { return backend_->warnings(); }
+  ProviderBuffers buffers() const {
+    ProviderBuffers b = buffers_;
+    b.anon_huge_bytes = io::process_anon_huge_bytes();
+    return b;
+  }
 
   Status init(const ModelLayout& layout) {
     FLEA_RETURN_IF_ERROR(load_fixed(layout));
@@ -72,7 +77,7 @@ class StreamingProvider final : public WeightProvider {
       base_.push_back(nullptr);
       if (lp.placement == Placement::kStreamed || mapped_ != nullptr) continue;
       io::AlignedBuffer buf;
-      if (!io::AlignedBuffer::try_allocate(lp.buffer_bytes, &buf))
+      if (!allocate(lp.buffer_bytes, &buf))
         return resource_exhausted("cannot allocate " + std::to_string(lp.buffer_bytes) + " bytes for layer " +
                                   std::to_string(lp.layer));
       base_.back() = buf.data();
@@ -81,7 +86,7 @@ class StreamingProvider final : public WeightProvider {
     if (mapped_ == nullptr) {
       for (int s = 0; s < plan_.ring_slots; ++s) {
         io::AlignedBuffer buf;
-        if (!io::AlignedBuffer::try_allocate(plan_.slot_bytes, &buf))
+        if (!allocate(plan_.slot_bytes, &buf))
           return resource_exhausted("cannot allocate staging slot of " + std::to_string(plan_.slot_bytes) + " bytes");
         slots_.push_back(std::move(buf));
       }
@@ -432,7 +437,7 @@ class StreamingProvider final : public WeightProvider {
     for (const ReadSpan& s : spans) total = s.buffer_offset + s.length;
     const int64_t t0 = now();
     uint64_t bytes = 0;
-    if (total > 0 && !io::AlignedBuffer::try_allocate(total, &fixed_))
+    if (total > 0 && !allocate(total, &fixed_))
       return resource_exhausted("cannot allocate " + std::to_string(total) + " bytes for globals and norms");
     const uint64_t file_size = backend_->opened_stat().size;
     for (const ReadSpan& s : spans) {
@@ -474,8 +479,18 @@ class StreamingProvider final : public WeightProvider {
     return ok_status();
   }
 
+  // Every host buffer the provider owns goes through here (huge pages per --huge-pages).
+  bool allocate(uint64_t bytes, io::AlignedBuffer* buf) {
+    if (!io::AlignedBuffer::try_allocate(bytes, buf, io::kIoAlignment, opts_.huge_pages == "on")) return false;
+    buf->prefault();  // at start-up, not inside the first token's reads
+    buffers_.bytes += bytes;
+    if (buf->huge_advised()) buffers_.huge_advised_bytes += bytes;
+    return true;
+  }
+
   const Plan plan_;
   const ResidencyOptions opts_;
+  ProviderBuffers buffers_;
   std::unique_ptr<io::IoBackend> backend_;
   Telemetry* tel_;
   const uint8_t* mapped_ = nullptr;
@@ -561,6 +576,7 @@ StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& fi
   r.elapsed_ns = tel->now_ns() - t0;
   r.read_bytes = tel->read_bytes() - bytes0;
   r.read_gb_s = r.elapsed_ns > 0 ? static_cast<double>(r.read_bytes) / static_cast<double>(r.elapsed_ns) : 0;
+  r.buffers = provider->buffers();
   return r;
 }
 
@@ -569,6 +585,11 @@ bool drop_page_cache(const std::string& path) { return io::drop_page_cache(path)
 std::vector<std::string> provider_warnings(const WeightProvider* p) {
   const auto* s = dynamic_cast<const StreamingProvider*>(p);
   return s != nullptr ? s->warnings() : std::vector<std::string>{};
+}
+
+ProviderBuffers provider_buffers(const WeightProvider* p) {
+  const auto* s = dynamic_cast<const StreamingProvider*>(p);
+  return s != nullptr ? s->buffers() : ProviderBuffers{};
 }
 
 }  // namespace flea
