@@ -104,6 +104,49 @@ void run(benchmark::State& state, const std::string& backend) {
                                               benchmark::Counter::kIsRate);
 }
 
+// Where the bytes land matters to O_DIRECT: 1 MiB reads cycling through a destination ring of
+// `ring_mb`, on 4 KiB pages or transparent huge pages (prefaulted, as the streamer's slots are).
+// A ring of a few MiB stays in the CPU cache (fio's buffer is one of those); a streaming engine's
+// slots are a layer each. args: ring MiB, huge (0/1).
+void run_ring(benchmark::State& state) {
+  BenchFile& file = bench_file();
+  constexpr uint64_t kBlock = 1u << 20;
+  const uint64_t ring = static_cast<uint64_t>(state.range(0)) << 20;
+  const bool huge = state.range(1) != 0;
+  flea::io::IoBackendOptions o;
+  o.block_bytes = kBlock;
+  AlignedBuffer buf;
+  if (!AlignedBuffer::try_allocate(ring, &buf, 4096, huge)) {
+    state.SkipWithError("cannot allocate the ring");
+    return;
+  }
+  buf.prefault();
+  int cold = 0, passes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto b = flea::io::make_io_backend("odirect", o);
+    cold += flea::io::drop_page_cache(file.path) ? 1 : 0;
+    ++passes;
+    if (auto st = (*b)->open(file.path); !st.ok()) {
+      state.SkipWithError(st.message().c_str());
+      break;
+    }
+    state.ResumeTiming();
+    for (uint64_t off = 0; off + kBlock <= file.bytes; off += kBlock) {
+      auto got = (*b)->read({off, kBlock, buf.data() + off % ring, 0});
+      if (!got.ok()) {
+        state.SkipWithError(got.status().message().c_str());
+        break;
+      }
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * file.bytes));
+  state.counters["cold"] = passes > 0 ? static_cast<double>(cold) / passes : 0;
+  state.counters["huge_advised"] = buf.huge_advised() ? 1 : 0;
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.iterations() * file.bytes) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 // The streamer's own path (plan spans, staging ring, I/O thread, prefetch) over the bench file seen
 // as a 32-layer model: what `flea bench --compute none` measures. args: block KiB, qd, prefetch.
 struct FakeModel {
@@ -249,6 +292,12 @@ void register_all() {
     auto* bm = benchmark::RegisterBenchmark((std::string("io/") + be).c_str(), [be](benchmark::State& s) { run(s, be); });
     for (int kb : {64, 1024, 4096}) bm->Args({kb, 1});
     bm->ArgNames({"block_kb", "qd"})->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  {
+    auto* bm = benchmark::RegisterBenchmark("io/odirect_ring", run_ring);
+    for (int mb : {2, 16, 128})
+      for (int huge : {0, 1}) bm->Args({mb, huge});
+    bm->ArgNames({"ring_mb", "huge"})->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   if (flea::io::io_uring_available()) {
     auto* bm = benchmark::RegisterBenchmark("io/io_uring", [](benchmark::State& s) { run(s, "io_uring"); });

@@ -16,7 +16,7 @@ case "$san" in
 esac
 # Parsers, kernels, I/O and streaming, the forward pass against llama.cpp, decoding, the scenario loader.
 FAST=(gguf_test quant_test matmul_test tokenizer_test sampling_test io_backend_test io_faulty_test
-      residency_planner_test residency_streamer_test llama_reference_test llama_transient_test
+      aligned_buffer_test residency_planner_test residency_streamer_test llama_reference_test llama_transient_test
       decode_test harness_scenario_test)
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
