@@ -63,11 +63,27 @@ TEST(HarnessSweep, CartesianProductInTableOrderModelOutermost) {
   EXPECT_EQ(runs[6].point["model"], "b.gguf");
   EXPECT_EQ(runs[0].model.path, "/scen/a.gguf");
   // Every point carries every sweep axis with defaults filled in, except the speculative keys,
-  // which only a point with a draft has (so older points keep their identity).
+  // which only a point with a draft has, and huge_pages, which only an "off" point has (so older
+  // points keep their identity).
   for (const auto& k : fh::point_keys()) {
-    EXPECT_EQ(runs[5].point.contains(k), k != "draft" && k != "draft_k") << k;
+    EXPECT_EQ(runs[5].point.contains(k), k != "draft" && k != "draft_k" && k != "huge_pages") << k;
   }
   EXPECT_EQ(runs[5].point["reps"], 5);
+}
+
+TEST(HarnessSweep, HugePagesAppearInThePointOnlyWhenOffAndReachTheEngine) {
+  auto runs = expand("model: m.gguf\nio: odirect\nhuge_pages: [on, off]\n");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_FALSE(runs[0].point.contains("huge_pages"));
+  EXPECT_EQ(runs[1].point["huge_pages"], "off");
+  EXPECT_NE(fh::run_key("flea", runs[0].point), fh::run_key("flea", runs[1].point));
+  auto flag = [](const std::vector<std::string>& argv) {
+    for (size_t i = 0; i + 1 < argv.size(); ++i)
+      if (argv[i] == "--huge-pages") return argv[i + 1];
+    return std::string("missing");
+  };
+  EXPECT_EQ(flag(fh::bench_argv("flea", runs[0].point, "m.gguf", "", "")), "on");
+  EXPECT_EQ(flag(fh::bench_argv("flea", runs[1].point, "m.gguf", "", "")), "off");
 }
 
 TEST(HarnessSweep, DraftPointsResolveTheDraftAndRejectSynthOrMissingDrafts) {

@@ -119,13 +119,15 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     }
     for (auto& p : partial) points.push_back(std::move(p));
   }
-  // 'draft' and 'draft_k' exist only on speculative points, so every other point keeps the identity
-  // (run_key, the gate's point key) it had before these keys existed.
+  // 'draft' and 'draft_k' exist only on speculative points, and 'huge_pages' only where it is
+  // "off", so every other point keeps the identity (run_key, the gate's point key) it had before
+  // these keys existed and baselines written then still match.
   for (auto& p : points) {
     if (!p["draft"].is_string()) {
       p.erase("draft");
       p.erase("draft_k");
     }
+    if (p.value("huge_pages", std::string("on")) == "on") p.erase("huge_pages");
   }
   // Models in first-seen order; runs grouped by model (stable within a model).
   std::vector<std::string> model_order;

@@ -22,18 +22,9 @@ def run_engine(run):
     return run.get("engine") or "flea"
 
 
-# Point keys the harness added after results files already existed, with the value every earlier
-# run implicitly had. A point holding that default is the same point as one without the key, so
-# baselines written before the key existed still match.
-LATER_POINT_KEYS = {"huge_pages": "on"}
-
-
 def point_key(run):
-    """Identity of a run point across files: engine + the point dict (order-independent), without
-    later-added keys that hold their default (LATER_POINT_KEYS)."""
-    point = {k: v for k, v in (run.get("point") or {}).items()
-             if not (k in LATER_POINT_KEYS and v == LATER_POINT_KEYS[k])}
-    return run_engine(run) + "|" + json.dumps(point, sort_keys=True)
+    """Identity of a run point across files: engine + the point dict (order-independent)."""
+    return run_engine(run) + "|" + json.dumps(run.get("point") or {}, sort_keys=True)
 
 
 def varying_keys(runs):
