@@ -58,6 +58,24 @@ BenchFile& bench_file() {
   return f;
 }
 
+// A fresh backend per pass (a live mapping would keep its pages from being dropped), opened on the
+// bench file just after dropping it from the page cache (counted in *cold). Null after
+// SkipWithError. Call with timing paused.
+std::unique_ptr<flea::io::IoBackend> open_cold(benchmark::State& state, const std::string& backend,
+                                               const flea::io::IoBackendOptions& o, int* cold) {
+  auto b = flea::io::make_io_backend(backend, o);
+  if (!b.ok()) {
+    state.SkipWithError(b.status().message().c_str());
+    return nullptr;
+  }
+  *cold += flea::io::drop_page_cache(bench_file().path) ? 1 : 0;
+  if (auto st = (*b)->open(bench_file().path); !st.ok()) {
+    state.SkipWithError(st.message().c_str());
+    return nullptr;
+  }
+  return std::move(*b);
+}
+
 // args: block KiB, queue depth
 void run(benchmark::State& state, const std::string& backend) {
   BenchFile& file = bench_file();
@@ -75,22 +93,17 @@ void run(benchmark::State& state, const std::string& backend) {
   AlignedBuffer buf(whole ? flea::io::align_up(file.bytes) : block);
   int cold = 0, passes = 0;
   for (auto _ : state) {
-    // A fresh backend per pass: a live mapping would keep its pages from being dropped.
     state.PauseTiming();
-    auto b = flea::io::make_io_backend(backend, o);
-    cold += flea::io::drop_page_cache(file.path) ? 1 : 0;
+    auto b = open_cold(state, backend, o, &cold);
     ++passes;
-    if (auto st = (*b)->open(file.path); !st.ok()) {
-      state.SkipWithError(st.message().c_str());
-      break;
-    }
+    if (b == nullptr) break;
     state.ResumeTiming();
     if (whole) {
-      auto got = (*b)->read({0, flea::io::align_up(file.bytes), buf.data(), 0});
+      auto got = b->read({0, flea::io::align_up(file.bytes), buf.data(), 0});
       if (!got.ok()) state.SkipWithError(got.status().message().c_str());
     } else {
       for (uint64_t off = 0; off < file.bytes; off += block) {
-        auto got = (*b)->read({off, block, buf.data(), 0});
+        auto got = b->read({off, block, buf.data(), 0});
         if (!got.ok()) {
           state.SkipWithError(got.status().message().c_str());
           break;
@@ -124,16 +137,12 @@ void run_ring(benchmark::State& state) {
   int cold = 0, passes = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    auto b = flea::io::make_io_backend("odirect", o);
-    cold += flea::io::drop_page_cache(file.path) ? 1 : 0;
+    auto b = open_cold(state, "odirect", o, &cold);
     ++passes;
-    if (auto st = (*b)->open(file.path); !st.ok()) {
-      state.SkipWithError(st.message().c_str());
-      break;
-    }
+    if (b == nullptr) break;
     state.ResumeTiming();
     for (uint64_t off = 0; off + kBlock <= file.bytes; off += kBlock) {
-      auto got = (*b)->read({off, kBlock, buf.data() + off % ring, 0});
+      auto got = b->read({off, kBlock, buf.data() + off % ring, 0});
       if (!got.ok()) {
         state.SkipWithError(got.status().message().c_str());
         break;

@@ -124,6 +124,9 @@ if [ -s "$M7Q" ]; then
   bench 7b_q4_b2048_p2 "$M7Q" --residency auto --vram-budget-mb 2048 --prefetch 2
   bench 7b_q4_b2048_p0 "$M7Q" --residency auto --vram-budget-mb 2048 --prefetch 0
   bench 7b_q4_transient_p2 "$M7Q" --residency transient --prefetch 2
+  # KV cache in host memory (--kv host) against resident KV at the same point: the cost of the
+  # per-layer copies (kv_h2d_bytes / kv_d2h_bytes are in the JSON's "cuda" object).
+  bench 7b_q4_b2048_p2_kvhost "$M7Q" --residency auto --vram-budget-mb 2048 --prefetch 2 --kv host
 fi
 
 # ---- 7b F16 (13.5 GB; removed afterwards to leave room for the 70b)

@@ -38,16 +38,31 @@ struct RunResult {
   std::string stats_json;
 };
 
+// The residency plan and weight provider a session runs over; the plan must outlive the session.
+struct Weights {
+  Plan plan;
+  std::unique_ptr<WeightProvider> provider;
+};
+
+// False, with the test failure recorded, when planning or opening the provider fails.
+bool open_weights(const Model& m, const ResidencyOptions& opts, Weights* w) {
+  auto plan = plan_residency(m.file, m.layout, opts, nullptr);
+  EXPECT_TRUE(plan.ok()) << plan.status().to_string();
+  if (!plan.ok()) return false;
+  w->plan = std::move(*plan);
+  auto provider = make_provider(m.file.path, m.file, m.layout, w->plan, opts, nullptr);
+  EXPECT_TRUE(provider.ok()) << provider.status().to_string();
+  if (!provider.ok()) return false;
+  w->provider = std::move(*provider);
+  return true;
+}
+
 RunResult run_cuda(const Model& m, const ResidencyOptions& opts, const std::vector<int32_t>& tokens,
              const CudaOptions& copts = CudaOptions{}) {
   RunResult out;
-  auto plan = plan_residency(m.file, m.layout, opts, nullptr);
-  EXPECT_TRUE(plan.ok()) << plan.status().to_string();
-  if (!plan.ok()) return out;
-  auto provider = make_provider(m.file.path, m.file, m.layout, *plan, opts, nullptr);
-  EXPECT_TRUE(provider.ok()) << provider.status().to_string();
-  if (!provider.ok()) return out;
-  auto s = make_cuda_session(m, provider->get(), *plan, opts, static_cast<int64_t>(tokens.size()) + 4, copts);
+  Weights w;
+  if (!open_weights(m, opts, &w)) return out;
+  auto s = make_cuda_session(m, w.provider.get(), w.plan, opts, static_cast<int64_t>(tokens.size()) + 4, copts);
   EXPECT_TRUE(s.ok()) << s.status().to_string();
   if (!s.ok()) return out;
   Status st = (*s)->eval(tokens, &out.prompt_logits, true);
@@ -60,11 +75,10 @@ RunResult run_cuda(const Model& m, const ResidencyOptions& opts, const std::vect
 
 RunResult run_cpu(const Model& m, const std::vector<int32_t>& tokens) {
   RunResult out;
-  ResidencyOptions opts;
-  auto plan = plan_residency(m.file, m.layout, opts, nullptr);
-  auto provider = make_provider(m.file.path, m.file, m.layout, *plan, opts, nullptr);
+  Weights w;
+  if (!open_weights(m, ResidencyOptions{}, &w)) return out;
   cpu::ThreadPool pool(2);
-  Session s(m, provider->get(), &pool, static_cast<int64_t>(tokens.size()) + 4);
+  Session s(m, w.provider.get(), &pool, static_cast<int64_t>(tokens.size()) + 4);
   EXPECT_TRUE(s.eval(tokens, &out.prompt_logits, true).ok());
   EXPECT_TRUE(s.eval({tokens[0]}, &out.next_logits, false).ok());
   return out;
@@ -201,13 +215,9 @@ DecodeRun run_decode(const Model& m, const ResidencyOptions& opts, const CudaOpt
                      const std::vector<int32_t>& prompt, int steps, int64_t n_ctx, int rounds = 1,
                      bool expect_ok = true) {
   DecodeRun out;
-  auto plan = plan_residency(m.file, m.layout, opts, nullptr);
-  EXPECT_TRUE(plan.ok()) << plan.status().to_string();
-  if (!plan.ok()) return out;
-  auto provider = make_provider(m.file.path, m.file, m.layout, *plan, opts, nullptr);
-  EXPECT_TRUE(provider.ok()) << provider.status().to_string();
-  if (!provider.ok()) return out;
-  auto s = make_cuda_session(m, provider->get(), *plan, opts, n_ctx, copts);
+  Weights w;
+  if (!open_weights(m, opts, &w)) return out;
+  auto s = make_cuda_session(m, w.provider.get(), w.plan, opts, n_ctx, copts);
   if (!s.ok()) {
     EXPECT_FALSE(expect_ok) << s.status().to_string();
     out.status = s.status();
