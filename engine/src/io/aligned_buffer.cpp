@@ -68,8 +68,13 @@ bool AlignedBuffer::try_allocate(size_t bytes, AlignedBuffer* out, size_t alignm
   out->data_ = static_cast<uint8_t*>(p);
   out->size_ = bytes;
   out->free_ = a.free;
-  // Advice only: a kernel without THP (EINVAL) still gets a working buffer with 4 KiB pages.
-  if (huge) out->huge_advised_ = madvise(p, (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE) == 0;
+  // Advice only, and only where it can take effect: with THP "never" the kernel accepts the advice
+  // and ignores it, and without THP it refuses it (EINVAL); either way the buffer works on 4 KiB pages.
+  static const bool kThpHonoursAdvice = [] {
+    const std::string m = thp_mode();
+    return m == "always" || m == "madvise";
+  }();
+  if (huge && kThpHonoursAdvice) out->huge_advised_ = madvise(p, (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE) == 0;
   return true;
 }
 

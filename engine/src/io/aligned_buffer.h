@@ -44,9 +44,10 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   // FLEA_CHECKs that allocation succeeded; use try_allocate for budget-driven sizes.
   explicit AlignedBuffer(size_t bytes, size_t alignment = 4096);
-  // huge_pages: a buffer of at least kHugePageBytes is aligned to kHugePageBytes and advised
-  // MADV_HUGEPAGE (smaller ones are unaffected). Whether the kernel then backs it with huge
-  // pages depends on thp_mode(); huge_advised() says whether the advice was accepted.
+  // huge_pages: a buffer of at least kHugePageBytes is aligned to kHugePageBytes and, when
+  // thp_mode() is "always" or "madvise", advised MADV_HUGEPAGE (smaller ones are unaffected);
+  // huge_advised() says whether that advice was given and accepted. The kernel may still back it
+  // with 4 KiB pages when no huge page is free (process_anon_huge_bytes() tells).
   static bool try_allocate(size_t bytes, AlignedBuffer* out, size_t alignment = 4096, bool huge_pages = false);
   ~AlignedBuffer() { reset(); }
   AlignedBuffer(AlignedBuffer&& o) noexcept { *this = std::move(o); }
