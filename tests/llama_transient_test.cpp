@@ -110,6 +110,10 @@ TEST(LlamaTransient, CliGenerateKvModesAgreeAndBadInputIsAnError) {
   ASSERT_EQ(test::run_command(flea + " generate -m " + model + " --tokens 3,4,5 --n 6", &a), 0);
   ASSERT_EQ(test::run_command(flea + " generate -m " + model + " --tokens 3,4,5 --n 6 --kv none --residency transient --io odirect", &b), 0);
   EXPECT_EQ(nlohmann::json::parse(a)["tokens"], nlohmann::json::parse(b)["tokens"]);
+  std::string c;
+  ASSERT_EQ(test::run_command(flea + " generate -m " + model + " --tokens 3,4,5 --n 6 --kv host --residency transient", &c), 0);
+  EXPECT_EQ(nlohmann::json::parse(a)["tokens"], nlohmann::json::parse(c)["tokens"]);
+  EXPECT_EQ(nlohmann::json::parse(c)["kv"], "host");
   EXPECT_EQ(test::run_command(flea + " generate -m " + model + " --tokens 3,x 2>&1", &err), 2);
   EXPECT_NE(err.find("'x'"), std::string::npos) << err;
   EXPECT_EQ(test::run_command(flea + " logits -m " + model + " --tokens 5000 --out /dev/null 2>&1", &err), 2);
