@@ -45,6 +45,16 @@ class FioCeilingTest : public ::testing::Test {
     o_.iodepth = 4;
   }
   std::string log_lines() { return flea::test::read_text(log_); }
+  // fio_ceiling on odirect with `mem`, the log holding only this call's fio invocations; checks
+  // that every pool page added for fio was given back.
+  fh::Json ceiling_on_a_fresh_log(const std::string& mem, bool refuse_huge) {
+    flea::test::write_text(log_, "");
+    const int64_t before = nr_hugepages();
+    o_.mem = mem;
+    fh::Json e = fh::fio_ceiling(write_fake_fio(dir_, log_, refuse_huge), model_, "odirect", o_);
+    EXPECT_EQ(nr_hugepages(), before) << "pool pages added for fio are given back";
+    return e;
+  }
   void both_keeps_the_default_figure_and_takes_the_better_as_the_ceiling();
   void a_hugetlb_failure_is_recorded_and_the_malloc_ceiling_stands();
   void hugetlb_only_is_an_error_without_the_pool();
@@ -71,11 +81,7 @@ TEST_F(FioCeilingTest, MallocOnlyIsFiosDefaultBufferAndTheCeiling) {
 // The hugetlb pool is machine-wide: the cases that may touch it run one after another in one test
 // (ctest -j runs separate tests at once, and each would see the other's pages in nr_hugepages).
 void FioCeilingTest::both_keeps_the_default_figure_and_takes_the_better_as_the_ceiling() {
-  flea::test::write_text(log_, "");  // this case's fio calls only
-  const int64_t before = nr_hugepages();
-  o_.mem = "both";
-  const fh::Json e = fh::fio_ceiling(write_fake_fio(dir_, log_, false), model_, "odirect", o_);
-  EXPECT_EQ(nr_hugepages(), before) << "pool pages added for fio are given back";
+  const fh::Json e = ceiling_on_a_fresh_log("both", /*refuse_huge=*/false);
   EXPECT_TRUE(e["error"].is_null()) << e.dump();
   EXPECT_EQ(e["buffer"], "malloc");
   EXPECT_DOUBLE_EQ(e["read_gb_s"].get<double>(), 2.5) << "fraction_of_fio stays against fio's default";
@@ -92,11 +98,7 @@ void FioCeilingTest::both_keeps_the_default_figure_and_takes_the_better_as_the_c
 }
 
 void FioCeilingTest::a_hugetlb_failure_is_recorded_and_the_malloc_ceiling_stands() {
-  flea::test::write_text(log_, "");  // this case's fio calls only
-  const int64_t before = nr_hugepages();
-  o_.mem = "both";
-  const fh::Json e = fh::fio_ceiling(write_fake_fio(dir_, log_, true), model_, "odirect", o_);
-  EXPECT_EQ(nr_hugepages(), before);
+  const fh::Json e = ceiling_on_a_fresh_log("both", /*refuse_huge=*/true);
   EXPECT_TRUE(e["error"].is_null()) << e.dump();
   EXPECT_DOUBLE_EQ(e["read_gb_s"].get<double>(), 2.5);
   EXPECT_DOUBLE_EQ(e["ceiling_gb_s"].get<double>(), 2.5);
@@ -106,11 +108,7 @@ void FioCeilingTest::a_hugetlb_failure_is_recorded_and_the_malloc_ceiling_stands
 }
 
 void FioCeilingTest::hugetlb_only_is_an_error_without_the_pool() {
-  flea::test::write_text(log_, "");  // this case's fio calls only
-  const int64_t before = nr_hugepages();
-  o_.mem = "hugetlb";
-  const fh::Json e = fh::fio_ceiling(write_fake_fio(dir_, log_, false), model_, "odirect", o_);
-  EXPECT_EQ(nr_hugepages(), before);
+  const fh::Json e = ceiling_on_a_fresh_log("hugetlb", /*refuse_huge=*/false);
   EXPECT_EQ(e["buffer"], "hugetlb");
   if (e["error"].is_string()) {
     EXPECT_NE(e["error"].get<std::string>().find("no hugetlb pages"), std::string::npos) << e.dump();

@@ -25,6 +25,7 @@ using Json = nlohmann::json;
 
 namespace {
 
+using flea::test::count_lines;
 using flea::test::fake_flea;
 using flea::test::harness_bin;
 using flea::test::read_text;
@@ -32,13 +33,6 @@ using flea::test::schema_errors;
 using flea::test::write_text;
 
 
-int count_lines(const std::string& text, const std::string& needle) {
-  std::istringstream in(text);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
-  return n;
-}
 
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;

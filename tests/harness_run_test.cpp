@@ -19,6 +19,7 @@ using Json = nlohmann::json;
 
 namespace {
 
+using flea::test::count_lines;
 using flea::test::fake_flea;
 using flea::test::harness_bin;
 using flea::test::read_text;
@@ -26,13 +27,6 @@ using flea::test::schema_errors;
 using flea::test::write_text;
 
 
-int count_lines(const std::string& path, const std::string& needle) {
-  std::istringstream in(read_text(path));
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
-  return n;
-}
 
 // The single results file in dir (not the trace).
 std::string results_file(const std::string& dir) {
@@ -125,9 +119,9 @@ TEST_F(HarnessRun, SweepWritesSchemaValidResultsWithExactSummaries) {
   EXPECT_TRUE(j["runs"][0]["harness"]["overhead_fraction"].is_number());
   EXPECT_NE(r.out.find("harness overhead:"), std::string::npos);
   // The engine got the point's flags.
-  EXPECT_EQ(count_lines(log_, "bench --model " + model_), 4);
-  EXPECT_EQ(count_lines(log_, "--residency transient"), 2);
-  EXPECT_EQ(count_lines(log_, "--prefetch 0"), 2);
+  EXPECT_EQ(count_lines(read_text(log_), "bench --model " + model_), 4);
+  EXPECT_EQ(count_lines(read_text(log_), "--residency transient"), 2);
+  EXPECT_EQ(count_lines(read_text(log_), "--prefetch 0"), 2);
   // Chrome trace with the engine's events re-homed per run.
   Json trace = Json::parse(read_text(f.substr(0, f.size() - 5) + ".trace.json"));
   int engine_events = 0;
@@ -207,8 +201,8 @@ TEST_F(HarnessRun, CorrectnessAgainstReferenceLogits) {
   EXPECT_EQ(c["nmse"], 0.0);
   EXPECT_EQ(c["top1_agreement"], 1.0);
   EXPECT_EQ(c["reference_commit"], "abc");
-  EXPECT_EQ(count_lines(log_, "logits --model"), 2);
-  EXPECT_EQ(count_lines(log_, "--tokens 5,6"), 2);
+  EXPECT_EQ(count_lines(read_text(log_), "logits --model"), 2);
+  EXPECT_EQ(count_lines(read_text(log_), "--tokens 5,6"), 2);
   // Row 0 shifted by +1 everywhere keeps argmax and KL but not NMSE: 4 / (Σref² = 19.25).
   flea::test::run_command("rm -rf " + out_);
   r = harness_run(env + " FAKE_FLEA_LOGITS_NOISE=1", "--config " + s + " --out " + out_);
@@ -267,7 +261,7 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
   EXPECT_GE(done, 2u);
   EXPECT_LT(done, 6u);
   for (const auto& r : j["runs"]) EXPECT_EQ(r["status"], "ok");  // the interrupted run is not recorded
-  const int first_invocations = count_lines(log_, "bench ");
+  const int first_invocations = count_lines(read_text(log_), "bench ");
   const std::string errs = schema_errors(f);
   if (errs != "skip") {
     EXPECT_EQ(errs, "");
@@ -280,7 +274,7 @@ TEST_F(HarnessRun, SigintWritesPartialAndResumeFinishes) {
   EXPECT_EQ(j["status"]["partial"], false);
   ASSERT_EQ(j["runs"].size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(j["runs"][i]["point"]["prefetch"], static_cast<int>(i));
-  EXPECT_EQ(count_lines(log_, "bench ") - first_invocations, static_cast<int>(6 - done));  // finished points skipped
+  EXPECT_EQ(count_lines(read_text(log_), "bench ") - first_invocations, static_cast<int>(6 - done));  // finished points skipped
   EXPECT_EQ(j["context"]["resumed"].size(), 1u);
 }
 

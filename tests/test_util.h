@@ -36,6 +36,8 @@ int run_command(const std::string& cmd, std::string* out = nullptr);
 
 // Whole file as text ("" when it cannot be read); write_text replaces the file.
 std::string read_text(const std::string& path);
+// Lines of `text` that contain `needle`.
+int count_lines(const std::string& text, const std::string& needle);
 void write_text(const std::string& path, const std::string& text);
 
 // results/results.schema.json check of a results file with /usr/bin/python3's jsonschema: "" when
