@@ -72,7 +72,8 @@ std::string capture(const std::vector<std::string>& argv, int* rc) {
   return out;
 }
 
-int64_t meminfo_kb(const std::string& field) {
+// A field of /proc/meminfo in its own unit (kB for sizes, a count for HugePages_*); -1 if absent.
+int64_t meminfo_field(const std::string& field) {
   std::ifstream in("/proc/meminfo");
   std::string line;
   while (std::getline(in, line)) {
@@ -191,7 +192,7 @@ Json host_info(const std::string& model_path) {
     }
   }
   h["cpu_flags"] = flags;
-  const int64_t mem_kb = meminfo_kb("MemTotal");
+  const int64_t mem_kb = meminfo_field("MemTotal");
   h["ram_bytes"] = mem_kb >= 0 ? Json(mem_kb * 1024) : Json(nullptr);
   h["cpu_governor"] = cpu_governor();
   h["storage_device"] = storage_device_of(model_path);
@@ -360,18 +361,6 @@ namespace {
 constexpr const char* kNrHugepages = "/proc/sys/vm/nr_hugepages";
 constexpr const char* kHugetlbLock = "/tmp/flea-hugetlb.lock";
 
-// A field of /proc/meminfo in its own unit (kB for sizes, a count for HugePages_*); -1 if absent.
-int64_t meminfo_value(const std::string& key) {
-  std::ifstream f("/proc/meminfo");
-  std::string k;
-  int64_t v = 0;
-  while (f >> k) {
-    if (k == key + ":" && (f >> v)) return v;
-    f.ignore(1 << 12, '\n');
-  }
-  return -1;
-}
-
 int64_t read_nr_hugepages() {
   std::ifstream f(kNrHugepages);
   int64_t n = -1;
@@ -393,8 +382,8 @@ HugetlbReservation::HugetlbReservation(uint64_t bytes) {
   // the object's lifetime, released by the kernel if the process dies.
   lock_fd_ = ::open(kHugetlbLock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
   if (lock_fd_ >= 0) flock(lock_fd_, LOCK_EX);
-  const int64_t page_kb = meminfo_value("Hugepagesize");
-  const int64_t free_pages = meminfo_value("HugePages_Free");
+  const int64_t page_kb = meminfo_field("Hugepagesize");
+  const int64_t free_pages = meminfo_field("HugePages_Free");
   if (page_kb <= 0 || free_pages < 0) {
     why_ = "no hugetlb pool in /proc/meminfo";
     return;
@@ -421,7 +410,7 @@ HugetlbReservation::HugetlbReservation(uint64_t bytes) {
   }
   // The kernel may grant fewer than asked (fragmented memory): count what it really added.
   added_ = std::max<int64_t>(0, read_nr_hugepages() - nr);
-  if (meminfo_value("HugePages_Free") < need) {
+  if (meminfo_field("HugePages_Free") < need) {
     why_ = "the kernel could not find " + std::to_string(need) + " free huge pages (memory fragmented)";
     return;
   }

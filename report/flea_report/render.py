@@ -154,19 +154,19 @@ def ceilings_section(docs):
     for label, doc in zip(file_labels(docs), docs):
         for entry in get(doc, "ceilings.fio") or []:
             dropped = entry.get("cache_dropped")
-            rows.append([label, "fio " + str(entry.get("io")), os.path.basename(str(entry.get("path"))),
-                         fmt(entry.get("read_gb_s"), " GB/s"),
-                         fmt_bytes(entry.get("block_bytes")) + f" × qd {entry.get('iodepth', '—')}",
-                         "—" if dropped is None else ("yes" if dropped else "**no**")])
+
+            def fio_row(name, value):
+                return [label, name, os.path.basename(str(entry.get("path"))), value,
+                        fmt_bytes(entry.get("block_bytes")) + f" × qd {entry.get('iodepth', '—')}",
+                        "—" if dropped is None else ("yes" if dropped else "**no**")]
+
+            rows.append(fio_row("fio " + str(entry.get("io")), fmt(entry.get("read_gb_s"), " GB/s")))
             # The same fio on hugetlb buffers, when the harness measured it (ceilings.fio_mem both).
             huge = entry.get("hugetlb")
             if isinstance(huge, dict):
                 value = (fmt(huge.get("read_gb_s"), " GB/s") if is_number(huge.get("read_gb_s"))
                          else "— (" + str(huge.get("error") or "not measured") + ")")
-                rows.append([label, "fio " + str(entry.get("io")) + ", hugetlb buffer",
-                             os.path.basename(str(entry.get("path"))), value,
-                             fmt_bytes(entry.get("block_bytes")) + f" × qd {entry.get('iodepth', '—')}",
-                             "—" if dropped is None else ("yes" if dropped else "**no**")])
+                rows.append(fio_row("fio " + str(entry.get("io")) + ", hugetlb buffer", value))
         for key, value in (get(doc, "ceilings.h2d") or {}).items():
             rows.append([label, f"H2D {key.replace('_gb_s', '')}", "—", fmt(value, " GB/s"), "—", "—"])
         mem = get(doc, "ceilings.memory_bw_gb_s")

@@ -28,7 +28,8 @@ StatusOr<std::unique_ptr<WeightProvider>> make_provider(const std::string& path,
 
 // The host buffers a streaming provider allocated (globals, resident and cached layers, staging
 // slots) and how many of those bytes were advised MADV_HUGEPAGE (--huge-pages on, buffers of at
-// least 2 MiB), with the process's huge-page-backed bytes sampled at that moment. With --io mmap the layers are not copied, so only the globals count.
+// least 2 MiB), with the process's huge-page-backed bytes sampled at that moment. With --io mmap
+// the layers are not copied, so only the globals count.
 struct ProviderBuffers {
   uint64_t bytes = 0;
   uint64_t huge_advised_bytes = 0;
