@@ -60,6 +60,76 @@ struct BlockQ6K {
 };
 static_assert(sizeof(BlockQ6K) == 210, "Q6_K block is 210 bytes");
 
+// value = d * q + m, q in 0..15; nibble layout as Q4_0.
+struct BlockQ4_1 {
+  uint16_t d;  // fp16
+  uint16_t m;  // fp16
+  uint8_t qs[kQk0 / 2];
+};
+static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
+
+// value = d * (q - 16), q in 0..31: low 4 bits as Q4_0, bit j of the little-endian uint32 qh is
+// the fifth bit of element j.
+struct BlockQ5_0 {
+  uint16_t d;  // fp16
+  uint8_t qh[4];
+  uint8_t qs[kQk0 / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block is 22 bytes");
+
+// value = d * q + m, q in 0..31; bits as Q5_0.
+struct BlockQ5_1 {
+  uint16_t d;  // fp16
+  uint16_t m;  // fp16
+  uint8_t qh[4];
+  uint8_t qs[kQk0 / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block is 24 bytes");
+
+// value = d * kIq4nlValues[q], q in 0..15; nibble layout as Q4_0.
+struct BlockIq4Nl {
+  uint16_t d;  // fp16
+  uint8_t qs[kQk0 / 2];
+};
+static_assert(sizeof(BlockIq4Nl) == 18, "IQ4_NL block is 18 bytes");
+
+// The 16 non-linear levels of IQ4_NL and IQ4_XS.
+constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+
+// 16 sub-blocks of 16: value = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4), q in 0..3.
+// Within each 128-element half h, byte qs[32h + l] holds elements 128h + 32s + l in bits 2s..2s+1.
+struct BlockQ2K {
+  uint8_t scales[kQkK / 16];
+  uint8_t qs[kQkK / 4];
+  uint16_t d;     // fp16
+  uint16_t dmin;  // fp16
+};
+static_assert(sizeof(BlockQ2K) == 84, "Q2_K block is 84 bytes");
+
+// 16 sub-blocks of 16: value = d * (s[j] - 32) * (q - 4 * !hbit), q (2 low bits) in qs as Q2_K,
+// hbit = bit (e / 32) of hmask[e % 32]; s[j] six-bit scales packed in 12 bytes: low nibbles in
+// bytes 0-7 (j < 8 low nibble of byte j, j >= 8 high nibble of byte j - 8), high 2 bits in bytes
+// 8-11 (bits 2(j / 4)... of byte 8 + j % 4).
+struct BlockQ3K {
+  uint8_t hmask[kQkK / 8];
+  uint8_t qs[kQkK / 4];
+  uint8_t scales[12];
+  uint16_t d;  // fp16
+};
+static_assert(sizeof(BlockQ3K) == 110, "Q3_K block is 110 bytes");
+
+// 8 sub-blocks of 32: value = d * (ls[j] - 32) * kIq4nlValues[q]; ls[j] six bits, low 4 in
+// scales_l (nibble j % 2 of byte j / 2), high 2 in bits 2j..2j+1 of scales_h. Within sub-block j,
+// qs[16j + l] holds element 32j + l in the low nibble and 32j + 16 + l in the high one.
+struct BlockIq4Xs {
+  uint16_t d;  // fp16
+  uint16_t scales_h;
+  uint8_t scales_l[kQkK / 64];
+  uint8_t qs[kQkK / 2];
+};
+static_assert(sizeof(BlockIq4Xs) == 136, "IQ4_XS block is 136 bytes");
+
 // Activation format of the k-quant dot products: value = d * q; bsums[g] = sum of qs[16g..16g+15].
 struct BlockQ8K {
   float d;
