@@ -183,11 +183,12 @@ FakeModel* fake_model() {
       off += n;
       return &fm->file.tensors.back();
     };
-    fm->layout.globals = {add(region), add(4096), add(region - 4096)};
+    fm->layout.globals = {add(region), add(4096), add(region - 4096), nullptr};
     fm->layout.layers.resize(kLayers);
     for (int il = 0; il < kLayers; ++il)
       for (int t = 0; t < flea::kLayerTensorCount; ++t)
-        fm->layout.layers[il][t] = add(t == 0 || t == 5 ? 4096 : matrix);
+        if (!flea::is_optional(static_cast<flea::LayerTensor>(t)))
+          fm->layout.layers[il][t] = add(flea::is_resident_vector(t) ? 4096 : matrix);
     return fm;
   }();
   return m;

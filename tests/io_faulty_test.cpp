@@ -69,6 +69,7 @@ class FaultyStreamTest : public ::testing::TestWithParam<int> {
   void expect_ok_bytes(int il, const LayerWeights& w) {
     for (int t = 0; t < kLayerTensorCount; ++t) {
       const gguf::TensorInfo* ti = m_->layout.layers[il][t];
+      if (ti == nullptr) continue;
       ASSERT_EQ(std::memcmp(w.data[t], ref_.data() + ti->file_offset, ti->n_bytes), 0);
     }
   }
@@ -172,6 +173,7 @@ TEST_P(ChangedFileTest, TruncationAndModificationAreErrorsNotGarbage) {
         }
         for (int t = 0; t < kLayerTensorCount; ++t) {
           const gguf::TensorInfo* ti = m->layout.layers[il][t];
+          if (ti == nullptr) continue;
           ASSERT_EQ(std::memcmp(w->data[t], ref.data() + ti->file_offset, ti->n_bytes), 0);
         }
         (*p)->release(il);

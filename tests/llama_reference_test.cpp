@@ -1,5 +1,7 @@
-// The CPU forward pass against llama.cpp on every case of ../shared/reference: logits NMSE and
-// top-1 agreement for each prompt, and the greedy continuation token by token.
+// The CPU forward pass against llama.cpp on every dense case of ../shared/reference and of its arch/
+// (Llama 3 with rope_freqs, Qwen2) and quants/ (low-bit types) sets: logits NMSE and top-1 agreement
+// for each prompt, and the greedy continuation token by token. The MoE and Llama 4 cases must be
+// refused with one clear error until the engine computes them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,34 +21,49 @@ struct Tolerance {
   double top1;
 };
 
-// ../shared/reference/README.md, "Suggested tolerances".
-Tolerance tolerance_for(const std::string& file_type) {
-  if (file_type == "F16" || file_type == "BF16" || file_type == "Q8_0") return {2e-4, 0.97};
+// ../shared/reference/README.md, "Suggested tolerances"; arch/ and quants/ use the model-coverage
+// issue's bounds (5e-4 for Q8_0: the Llama 3 and Qwen2 cases' own exact-math NMSE is up to 1.6e-4).
+Tolerance tolerance_for(const std::string& set, const std::string& file_type) {
+  if (file_type == "F16" || file_type == "BF16") return {2e-4, 0.97};
+  if (file_type == "Q8_0") return {set.empty() ? 2e-4 : 5e-4, 0.97};
   return {2e-3, 0.97};
 }
 
-nlohmann::json manifest() {
-  std::ifstream in(test::reference_dir() + "/manifest.json");
+nlohmann::json manifest(const std::string& set) {
+  std::ifstream in(test::reference_dir() + "/" + set + "manifest.json");
   return nlohmann::json::parse(in);
+}
+
+// "arch/l3-Q8_0" -> set "arch/", model "l3-Q8_0.gguf".
+struct CaseId {
+  std::string set, model;
+};
+CaseId split(const std::string& param) {
+  const size_t slash = param.rfind('/');
+  if (slash == std::string::npos) return {"", param + ".gguf"};
+  return {param.substr(0, slash + 1), param.substr(slash + 1) + ".gguf"};
 }
 
 class ReferenceCase : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (!test::reference_available()) GTEST_SKIP() << "reference data not found at " << test::reference_dir();
-    const nlohmann::json all = manifest();
+    id_ = split(GetParam());
+    const nlohmann::json all = manifest(id_.set);
     for (const auto& c : all["cases"]) {
-      if (c["file_type"] == GetParam()) case_ = c;
+      if (c["model"] == id_.model) case_ = c;
     }
     ASSERT_FALSE(case_.is_null()) << "no case for " << GetParam();
-    auto m = Model::open(test::reference_dir() + "/" + case_["model"].get<std::string>());
+    auto m = Model::open(dir() + case_["model"].get<std::string>());
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     model_ = std::move(*m);
     auto p = MemoryProvider::load(*model_);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     weights_ = std::move(*p);
   }
+  std::string dir() const { return test::reference_dir() + "/" + id_.set; }
 
+  CaseId id_;
   nlohmann::json case_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<MemoryProvider> weights_;
@@ -54,11 +71,11 @@ class ReferenceCase : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(ReferenceCase, LogitsMatchLlamaCpp) {
-  const Tolerance tol = tolerance_for(GetParam());
+  const Tolerance tol = tolerance_for(id_.set, case_["file_type"].get<std::string>());
   const int64_t V = model_->hp.n_vocab;
   for (const auto& prompt : case_["prompts"]) {
     const auto tokens = prompt["tokens"].get<std::vector<int32_t>>();
-    const auto ref = test::read_f32(test::reference_dir() + "/" + prompt["logits"].get<std::string>());
+    const auto ref = test::read_f32(dir() + prompt["logits"].get<std::string>());
     ASSERT_EQ(ref.size(), tokens.size() * static_cast<size_t>(V));
     Session s(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()));
     std::vector<float> got;
@@ -105,9 +122,67 @@ TEST_P(ReferenceCase, GreedyContinuationIsIdentical) {
   EXPECT_EQ(got, want);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllFileTypes, ReferenceCase,
-                         ::testing::Values("F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"),
-                         [](const auto& info) { return info.param; });
+std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string n = info.param;
+  for (char& c : n)
+    if (c == '/' || c == '-') c = '_';
+  return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Llama2, ReferenceCase,
+                         ::testing::Values("pub-F16", "pub-BF16", "pub-Q8_0", "pub-Q4_0", "pub-Q4_K_M", "pub-Q5_K_M",
+                                           "pub-Q6_K"),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(Architectures, ReferenceCase,
+                         ::testing::Values("arch/l3-Q8_0", "arch/l3-Q4_K_M", "arch/qwen2-Q8_0", "arch/qwen2-Q4_K_M"),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(LowBitTypes, ReferenceCase,
+                         ::testing::Values("quants/pub-Q2_K", "quants/pub-Q3_K_M", "quants/pub-Q4_1", "quants/pub-Q5_0",
+                                           "quants/pub-Q5_1", "quants/pub-IQ4_NL", "quants/pub-IQ4_XS"),
+                         case_name);
+
+// Files of a family the engine does not compute yet get one line naming what was found, never logits.
+TEST(ReferenceRefusals, MixtureOfExpertsAndLlama4AreRefusedClearly) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  const std::pair<const char*, const char*> cases[] = {
+      {"arch/moe-Q8_0.gguf", "llama.expert_count = 4"},
+      {"arch/moe-Q3_K_M.gguf", "mixture-of-experts"},
+      {"arch/l4-Q8_0.gguf", "general.architecture = \"llama4\" is not an architecture this engine runs (supported: llama, qwen2)"},
+  };
+  for (const auto& [file, want] : cases) {
+    auto m = Model::open(test::reference_dir() + "/" + file);
+    ASSERT_FALSE(m.ok()) << file;
+    EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented) << file;
+    EXPECT_NE(m.status().to_string().find(want), std::string::npos) << m.status().to_string();
+    EXPECT_EQ(m.status().to_string().find('\n'), std::string::npos) << "one line: " << m.status().to_string();
+  }
+}
+
+// The architecture facts the forward pass reads, per reference file.
+TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  const nlohmann::json all = manifest("arch/");
+  int checked = 0;
+  for (const auto& c : all["cases"]) {
+    const std::string arch = c["arch"];
+    if (arch != "llama" && arch != "qwen2") continue;
+    if (c["features"]["n_expert"].is_number() && c["features"]["n_expert"].get<int>() > 0) continue;
+    auto m = Model::open(test::reference_dir() + "/arch/" + c["model"].get<std::string>());
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const LlamaHparams& hp = (*m)->hp;
+    const auto& f = c["features"];
+    EXPECT_EQ(hp.arch->name, arch);
+    EXPECT_STREQ(rope_type_name(hp.rope_type), f["rope_type"].get<std::string>().c_str()) << c["model"];
+    EXPECT_EQ(hp.n_rot, f["n_rot"].get<int64_t>());
+    EXPECT_EQ(hp.qkv_bias, f["attn_bias"].get<bool>());
+    EXPECT_EQ(hp.rope_freqs, !f["rope_freqs"].is_null());
+    EXPECT_EQ(hp.tied_embeddings, c["tied"].get<bool>());
+    EXPECT_EQ(hp.n_head_kv, c["n_head_kv"].get<int64_t>());
+    EXPECT_DOUBLE_EQ(hp.rope_freq_base, c["rope_freq_base"].get<double>());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
+}
 
 }  // namespace
 }  // namespace flea

@@ -1,6 +1,7 @@
 // Residency must not change the numbers: transient logits are bit-identical to full residency
-// for every I/O backend and prefetch depth on every reference model, and --kv none generates the
-// same tokens as the resident KV cache.
+// for every I/O backend and prefetch depth on every dense reference model (LLaMA-2 types, the
+// Llama 3 and Qwen2 architectures, the low-bit types), and --kv none generates the same tokens as the
+// resident KV cache.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -37,15 +38,23 @@ std::vector<float> logits_with(const Model& m, const ResidencyOptions& opts, con
 
 TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  std::ifstream in(test::reference_dir() + "/manifest.json");
-  const nlohmann::json manifest = nlohmann::json::parse(in);
+  // Every dense case of the three reference sets (MoE and Llama 4 files are refused, tested elsewhere).
+  std::vector<std::pair<std::string, nlohmann::json>> cases;
+  for (const std::string set : {"", "arch/", "quants/"}) {
+    std::ifstream in(test::reference_dir() + "/" + set + "manifest.json");
+    for (const auto& c : nlohmann::json::parse(in)["cases"]) {
+      const bool dense = !c.contains("features") || c["features"]["n_expert"].get<int>() == 0;
+      if (dense && c.value("arch", "llama") != "llama4") cases.emplace_back(set, c);
+    }
+  }
+  ASSERT_EQ(cases.size(), 7u + 4u + 7u);
   cpu::ThreadPool pool(2);
   std::vector<std::string> backends = {"pread", "odirect", "mmap"};
 #ifdef FLEA_HAVE_IO_URING
   backends.push_back("io_uring");
 #endif
-  for (const auto& c : manifest["cases"]) {
-    auto m = Model::open(test::reference_dir() + "/" + c["model"].get<std::string>());
+  for (const auto& [set, c] : cases) {
+    auto m = Model::open(test::reference_dir() + "/" + set + c["model"].get<std::string>());
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     const auto tokens = c["prompts"][0]["tokens"].get<std::vector<int32_t>>();
     ResidencyOptions full;

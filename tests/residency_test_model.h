@@ -77,11 +77,12 @@ inline std::unique_ptr<TestModel> make_fake_model(const std::string& path, int n
     }
   m->file.file_size = off;
   auto find = [&](const std::string& n) { return &m->file.tensors[m->file.tensor_index.at(n)]; };
-  m->layout.globals = {find("token_embd.weight"), find("output_norm.weight"), find("output.weight")};
+  m->layout.globals = {find("token_embd.weight"), find("output_norm.weight"), find("output.weight"), nullptr};
   m->layout.layers.resize(n_layer);
   for (int il = 0; il < n_layer; ++il)
     for (int t = 0; t < kLayerTensorCount; ++t)
-      m->layout.layers[il][t] = find("blk." + std::to_string(il) + "." + layer_tensor_name(static_cast<LayerTensor>(t)) + ".weight");
+      if (!is_optional(static_cast<LayerTensor>(t)))  // no biases in this model
+        m->layout.layers[il][t] = find(layer_tensor_gguf_name(il, static_cast<LayerTensor>(t)));
   if (write) {
     FILE* f = std::fopen(path.c_str(), "wb");
     EXPECT_NE(f, nullptr);

@@ -27,11 +27,11 @@ int cmd_synth(int argc, char** argv) {
   using flea::cli::kExitUsage;
   namespace fs = flea::synth;
 
-  CLI::App app("Write a deterministic synthetic LLaMA-architecture GGUF model of a real shape, with "
+  CLI::App app("Write a deterministic synthetic LLaMA-family (llama, qwen2) GGUF model of a real shape, with "
                "llama.cpp's per-tensor type mix for the file type. Streams: memory stays small at "
                "any size.",
                "flea synth");
-  std::string shape_name, type_name = "Q4_K_M", out, model_name;
+  std::string shape_name, type_name = "Q4_K_M", out, model_name, vocab_path;
   uint64_t seed = 0;
   int threads = 2;
   bool quiet = false, dry_run = false, list_tensors = false;
@@ -59,6 +59,10 @@ int cmd_synth(int argc, char** argv) {
   app.add_option("--ctx", n_ctx, "llama.context_length");
   app.add_option("--rope-base", rope_base, "rope.freq_base");
   app.add_flag("--tied", tied, "no output.weight: token_embd is the output matrix");
+  app.add_option("--vocab", vocab_path,
+                 "copy every tokenizer.* key of this GGUF file (e.g. a real Llama 3 vocabulary) instead of the "
+                 "synthetic SentencePiece vocab, so --prompt text round-trips through the real tokenizer; "
+                 "n_vocab becomes its token count");
   if (int rc = flea::cli::parse_or_exit(app, argc, argv); rc >= 0) return rc;
   auto fail = [](const std::string& msg, int code) {
     std::fprintf(stderr, "flea synth: %s\n", msg.c_str());
@@ -88,6 +92,17 @@ int cmd_synth(int argc, char** argv) {
   if (n_ctx) shape.n_ctx = n_ctx;
   if (rope_base != 0.0) shape.rope_freq_base = rope_base;
   if (tied) shape.tied = true;
+  fs::VocabSource vocab;
+  if (!vocab_path.empty()) {
+    auto v = fs::read_vocab_source(vocab_path);
+    if (!v.ok()) return fail(v.status().message(), kExitUsage);
+    vocab = std::move(*v);
+    if (n_vocab && n_vocab != vocab.n_tokens) {
+      return fail("--n-vocab " + std::to_string(n_vocab) + " disagrees with --vocab " + vocab_path + " (" +
+                  std::to_string(vocab.n_tokens) + " tokens)", kExitUsage);
+    }
+    shape.n_vocab = vocab.n_tokens;
+  }
   if (auto st = fs::validate_shape(shape); !st.ok()) return fail(st.message(), kExitUsage);
 
   auto ft = fs::parse_file_type(type_name);
@@ -101,6 +116,7 @@ int cmd_synth(int argc, char** argv) {
   opt.model_name = model_name;
   opt.threads = threads;
   opt.cancel = &g_cancel;
+  if (!vocab_path.empty()) opt.vocab = &vocab;
 
   auto plan = fs::synth_tensor_plan(shape, *ft);
   if (!plan.ok()) return fail(plan.status().message(), kExitUsage);
@@ -111,10 +127,11 @@ int cmd_synth(int argc, char** argv) {
     std::map<std::string, int> counts;
     for (const auto& t : *plan) counts[flea::type_info(t.type).name]++;
     std::printf("shape %s: n_embd %lld n_ff %lld n_layer %lld n_head %lld n_head_kv %lld n_vocab %lld "
-                "ctx %lld rope_base %g%s\n",
+                "ctx %lld rope_base %g arch %s%s%s%s\n",
                 shape.name.c_str(), (long long)shape.n_embd, (long long)shape.n_ff,
                 (long long)shape.n_layer, (long long)shape.n_head, (long long)shape.n_head_kv,
-                (long long)shape.n_vocab, (long long)shape.n_ctx, shape.rope_freq_base,
+                (long long)shape.n_vocab, (long long)shape.n_ctx, shape.rope_freq_base, shape.arch.c_str(),
+                shape.qkv_bias ? " qkv_bias" : "", shape.rope_scaling_factor > 0 ? " rope_freqs" : "",
                 shape.tied ? " tied" : "");
     std::printf("type %s: %zu tensors", fs::file_type_name(*ft), plan->size());
     for (const auto& [name, n] : counts) std::printf(" %s=%d", name.c_str(), n);

@@ -1,10 +1,11 @@
-// The LLaMA forward pass, top to bottom like the math. One call evaluates a batch of T tokens:
+// The LLaMA-family forward pass (llama, qwen2: see the architecture table in llama_hparams.cpp),
+// top to bottom like the math. One call evaluates a batch of T tokens:
 //
 //   x = embed(tokens)                                  (T, E)
 //   for each layer:
 //     h = rmsnorm(x) * attn_norm                       (T, E)
-//     q, k, v = h Wq, h Wk, h Wv                       (T, E), (T, KV), (T, KV)
-//     rope(q), rope(k) at their positions; k, v appended to the cache
+//     q, k, v = h Wq (+ bq), h Wk (+ bk), h Wv (+ bv)  (T, E), (T, KV), (T, KV)  biases: qwen2
+//     rope(q), rope(k) at their positions (pairing and frequencies per architecture); k, v cached
 //     x += softmax(q k^T / sqrt(d) + causal mask) v Wo  (T, E)
 //     h = rmsnorm(x) * ffn_norm
 //     x += (silu(h Wgate) * (h Wup)) Wdown             (T, E)
@@ -21,6 +22,7 @@
 #include "flea/clock.h"
 #include "compute/cpu/matmul.h"
 #include "compute/cpu/thread_pool.h"
+#include "quant/quant.h"
 
 namespace flea {
 namespace {
@@ -41,24 +43,46 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t T, int64_t n, f
   }
 }
 
-// RoPE as GGUF LLaMA files expect it ("normal", not NeoX): within each head, the pair
-// (x[2i], x[2i+1]) of row t is rotated by pos[t] * base^(-2i / n_rot) for 2i < n_rot.
+// RoPE: within each head, pair i of the first n_rot values is rotated by the angle
+// pos[t] * freq_scale * base^(-2i / n_rot) / freq_factors[i] (factors from rope_freqs.weight, 1 without
+// it). kNorm pairs (x[2i], x[2i+1]) (GGUF llama), kNeox pairs (x[i], x[i + n_rot/2]) (qwen2).
 void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t n_rot, const int64_t* pos,
-          float freq_base, float freq_scale) {
+          float freq_base, float freq_scale, RopeType type, const float* freq_factors) {
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
+  const int64_t half = n_rot / 2;
+  const int64_t stride = type == RopeType::kNeox ? 1 : 2;       // distance between pair starts
+  const int64_t partner = type == RopeType::kNeox ? half : 1;   // offset of the second element
   for (int64_t t = 0; t < T; ++t) {
-    float theta = static_cast<float>(pos[t]) * freq_scale;
-    for (int64_t i = 0; i < n_rot; i += 2) {
+    float theta_base = static_cast<float>(pos[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float theta = freq_scale * (freq_factors ? theta_base / freq_factors[i] : theta_base);
       const float c = std::cos(theta), s = std::sin(theta);
       for (int64_t h = 0; h < n_heads; ++h) {
-        float* p = x + (t * n_heads + h) * head_dim + i;
-        const float x0 = p[0], x1 = p[1];
+        float* p = x + (t * n_heads + h) * head_dim + i * stride;
+        const float x0 = p[0], x1 = p[partner];
         p[0] = x0 * c - x1 * s;
-        p[1] = x0 * s + x1 * c;
+        p[partner] = x0 * s + x1 * c;
       }
-      theta *= theta_scale;
+      theta_base *= theta_scale;
     }
   }
+}
+
+// rows[t] += bias for each of the T rows of width n (Qwen2's q/k/v projections).
+void add_bias(float* rows, const float* bias, int64_t T, int64_t n) {
+  if (bias == nullptr) return;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n; ++i) rows[t * n + i] += bias[i];
+}
+
+// "F32 F16 ...": every type the CPU kernels cover, from the quant table.
+std::string computable_type_names() {
+  std::string names;
+  for (uint32_t id = 0; id < 64; ++id) {
+    const TypeInfo* t = type_info(id);
+    if (t && quant::ops(t->type)) names += std::string(names.empty() ? "" : " ") + t->name;
+  }
+  return names;
 }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
@@ -76,9 +100,9 @@ StatusOr<std::unique_ptr<Model>> Model::open(const std::string& path) {
   FLEA_ASSIGN_OR_RETURN(m->file, gguf::read_file(path));
   FLEA_ASSIGN_OR_RETURN(m->hp, llama_hparams(m->file));
   for (const auto& t : m->file.tensors) {
-    if (!type_info(t.type).compute_supported) {
+    if (quant::ops(t.type) == nullptr) {
       return unimplemented(path + ": tensor '" + t.name + "' has type " + type_info(t.type).name +
-                           ", which this engine cannot compute (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K)");
+                           ", which this engine cannot compute (supported: " + computable_type_names() + ")");
     }
   }
   FLEA_ASSIGN_OR_RETURN(m->layout, model_layout(m->file, static_cast<int>(m->hp.n_layer)));
@@ -166,6 +190,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
   for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, rows[static_cast<size_t>(t)].token, &x_[static_cast<size_t>(t * E)]);
 
   const float kq_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const auto* freq_factors = reinterpret_cast<const float*>(weights_->global(GlobalTensor::kRopeFreqs));  // [n_rot/2] or null
   for (int64_t il = 0; il < hp.n_layer; ++il) {
     const int64_t t_acquire = steady_now_ns();
     FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(static_cast<int>(il)));
@@ -178,10 +203,13 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     cpu::matmul(W(LayerTensor::kAttnQ), xn_.data(), T, q_.data(), pool_);   // (T, E)
     cpu::matmul(W(LayerTensor::kAttnK), xn_.data(), T, k_.data(), pool_);   // (T, KV)
     cpu::matmul(W(LayerTensor::kAttnV), xn_.data(), T, v_.data(), pool_);   // (T, KV)
+    add_bias(q_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnQBias]), T, E);
+    add_bias(k_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnKBias]), T, KV);
+    add_bias(v_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnVBias]), T, KV);
     rope(q_.data(), T, H, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
-         static_cast<float>(hp.rope_freq_scale));
+         static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
     rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
-         static_cast<float>(hp.rope_freq_scale));
+         static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
     // Cache of sequence s: (n_ctx, KV) starting at s * n_ctx * KV.
     auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
     auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };

@@ -9,7 +9,27 @@
 
 namespace flea {
 
+// How RoPE pairs the values of a head: kNorm rotates (x[2i], x[2i+1]) (GGUF `llama`), kNeox rotates
+// (x[i], x[i + n_rot/2]) (GGUF `qwen2`, GPT-NeoX). The files store Q/K rows in the order their
+// architecture's rope expects, so no permutation is involved.
+enum class RopeType { kNorm, kNeox };
+const char* rope_type_name(RopeType t);
+
+// What is optional, required or absent per architecture: one row per GGUF `general.architecture`.
+enum class Presence { kAbsent, kOptional, kRequired };
+struct ArchInfo {
+  const char* name;      // general.architecture, also the metadata key prefix
+  RopeType rope_type;
+  Presence qkv_bias;     // blk.N.attn_{q,k,v}.bias
+  Presence rope_freqs;   // rope_freqs.weight: per-frequency divisors of the rope angle (Llama 3.1+)
+};
+// nullptr when the engine does not run this architecture.
+const ArchInfo* arch_info(const std::string& name);
+// "llama, qwen2": for error messages.
+std::string supported_archs();
+
 struct LlamaHparams {
+  const ArchInfo* arch = nullptr;
   int64_t n_vocab = 0;
   int64_t n_ctx_train = 0;
   int64_t n_embd = 0;
@@ -22,15 +42,20 @@ struct LlamaHparams {
   double rope_freq_scale = 1.0;
   double rms_eps = 1e-5;
   bool tied_embeddings = false;  // no output.weight: token_embd is the output matrix
+  bool qkv_bias = false;         // the file has blk.N.attn_{q,k,v}.bias (added before the rope)
+  bool rope_freqs = false;       // the file has rope_freqs.weight ([n_rot / 2] F32)
+  RopeType rope_type = RopeType::kNorm;
 
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
   int64_t n_gqa() const { return n_head / n_head_kv; }
 };
 
-// Reads and validates the hyperparameters: architecture is llama, required keys present with sane
-// values, heads divide, block_count agrees with the blk.N tensors present, and every tensor's shape
-// agrees with the metadata. Errors name the key or tensor, the value and what was expected.
+// Reads and validates the hyperparameters: an architecture of the table above, required keys (under
+// its own prefix) present with sane values, heads divide, block_count agrees with the blk.N tensors
+// present, and every tensor's shape agrees with the metadata. A file the engine would compute wrongly
+// (unknown architecture, mixture of experts, a rope scaling it does not implement) is refused.
+// Errors name the key or tensor, the value and what was expected.
 StatusOr<LlamaHparams> llama_hparams(const gguf::File& file);
 
 std::string describe(const LlamaHparams& hp);

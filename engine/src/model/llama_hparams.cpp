@@ -42,52 +42,116 @@ Status expect_shape(const gguf::File& f, const std::string& name, std::initializ
 
 }  // namespace
 
+constexpr ArchInfo kArchs[] = {
+    // name     rope              q/k/v biases         rope_freqs.weight
+    {"llama", RopeType::kNorm, Presence::kOptional, Presence::kOptional},
+    {"qwen2", RopeType::kNeox, Presence::kRequired, Presence::kAbsent},
+};
+
+const char* rope_type_name(RopeType t) { return t == RopeType::kNeox ? "neox" : "norm"; }
+
+const ArchInfo* arch_info(const std::string& name) {
+  for (const ArchInfo& a : kArchs)
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+std::string supported_archs() {
+  std::string s;
+  for (const ArchInfo& a : kArchs) s += std::string(s.empty() ? "" : ", ") + a.name;
+  return s;
+}
+
 StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
   FLEA_ASSIGN_OR_RETURN(std::string arch, f.get_string("general.architecture"));
-  if (arch != "llama") return bad(f, "'general.architecture'", "\"" + arch + "\"", "\"llama\"");
-  constexpr int64_t kMaxDim = 1 << 20;
   LlamaHparams hp;
-  FLEA_ASSIGN_OR_RETURN(hp.n_embd, positive_int(f, "llama.embedding_length", kMaxDim));
-  FLEA_ASSIGN_OR_RETURN(hp.n_ff, positive_int(f, "llama.feed_forward_length", 4 * kMaxDim));
-  FLEA_ASSIGN_OR_RETURN(hp.n_layer, positive_int(f, "llama.block_count", 4096));
-  FLEA_ASSIGN_OR_RETURN(hp.n_head, positive_int(f, "llama.attention.head_count", 16384));
+  hp.arch = arch_info(arch);
+  if (!hp.arch) {
+    return unimplemented(f.path + ": general.architecture = \"" + arch +
+                         "\" is not an architecture this engine runs (supported: " + supported_archs() + ")");
+  }
+  hp.rope_type = hp.arch->rope_type;
+  const std::string k = arch + ".";  // every hyperparameter key lives under the architecture's name
+  // Mixture-of-experts files keep the dense key names but route each token through experts this
+  // forward pass does not have: refuse them instead of computing a dense FFN that is not there.
+  for (const char* moe_key : {"expert_count", "expert_used_count"}) {
+    if (f.find(k + moe_key)) {
+      FLEA_ASSIGN_OR_RETURN(int64_t n, f.get_int(k + moe_key));
+      if (n > 0) {
+        return unimplemented(f.path + ": mixture-of-experts model (" + k + moe_key + " = " + std::to_string(n) +
+                             "); this engine runs dense models only");
+      }
+    }
+  }
+  constexpr int64_t kMaxDim = 1 << 20;
+  FLEA_ASSIGN_OR_RETURN(hp.n_embd, positive_int(f, k + "embedding_length", kMaxDim));
+  FLEA_ASSIGN_OR_RETURN(hp.n_ff, positive_int(f, k + "feed_forward_length", 4 * kMaxDim));
+  FLEA_ASSIGN_OR_RETURN(hp.n_layer, positive_int(f, k + "block_count", 4096));
+  FLEA_ASSIGN_OR_RETURN(hp.n_head, positive_int(f, k + "attention.head_count", 16384));
   hp.n_head_kv = hp.n_head;
-  if (f.find("llama.attention.head_count_kv")) {
-    FLEA_ASSIGN_OR_RETURN(hp.n_head_kv, positive_int(f, "llama.attention.head_count_kv", 16384));
+  if (f.find(k + "attention.head_count_kv")) {
+    FLEA_ASSIGN_OR_RETURN(hp.n_head_kv, positive_int(f, k + "attention.head_count_kv", 16384));
   }
   hp.n_ctx_train = 2048;
-  if (f.find("llama.context_length")) {
-    FLEA_ASSIGN_OR_RETURN(hp.n_ctx_train, positive_int(f, "llama.context_length", 1 << 24));
+  if (f.find(k + "context_length")) {
+    FLEA_ASSIGN_OR_RETURN(hp.n_ctx_train, positive_int(f, k + "context_length", 1 << 24));
   }
   if (hp.n_embd % hp.n_head != 0) {
-    return bad(f, "'llama.attention.head_count'", std::to_string(hp.n_head),
+    return bad(f, "'" + k + "attention.head_count'", std::to_string(hp.n_head),
                "a divisor of embedding_length " + std::to_string(hp.n_embd));
   }
   if (hp.n_head % hp.n_head_kv != 0) {
-    return bad(f, "'llama.attention.head_count_kv'", std::to_string(hp.n_head_kv),
+    return bad(f, "'" + k + "attention.head_count_kv'", std::to_string(hp.n_head_kv),
                "a divisor of head_count " + std::to_string(hp.n_head));
   }
+  // The forward pass assumes head_dim = embedding_length / head_count; a file that says otherwise
+  // (attention.key_length) would be computed with the wrong head size.
+  for (const char* len_key : {"attention.key_length", "attention.value_length"}) {
+    if (f.find(k + len_key)) {
+      FLEA_ASSIGN_OR_RETURN(int64_t len, f.get_int(k + len_key));
+      if (len != hp.head_dim()) {
+        return unimplemented(f.path + ": '" + k + len_key + "' = " + std::to_string(len) +
+                             " differs from embedding_length / head_count = " + std::to_string(hp.head_dim()) +
+                             "; this engine supports head_dim = embedding_length / head_count only");
+      }
+    }
+  }
   hp.n_rot = hp.head_dim();
-  if (f.find("llama.rope.dimension_count")) {
-    FLEA_ASSIGN_OR_RETURN(hp.n_rot, f.get_int("llama.rope.dimension_count"));
+  if (f.find(k + "rope.dimension_count")) {
+    FLEA_ASSIGN_OR_RETURN(hp.n_rot, f.get_int(k + "rope.dimension_count"));
     if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim() || hp.n_rot % 2 != 0) {
-      return bad(f, "'llama.rope.dimension_count'", std::to_string(hp.n_rot),
+      return bad(f, "'" + k + "rope.dimension_count'", std::to_string(hp.n_rot),
                  "an even number in 2.." + std::to_string(hp.head_dim()) + " (the head dimension)");
     }
   }
-  if (f.find("llama.rope.freq_base")) {
-    FLEA_ASSIGN_OR_RETURN(hp.rope_freq_base, f.get_float("llama.rope.freq_base"));
-    if (!(hp.rope_freq_base > 0)) return bad(f, "'llama.rope.freq_base'", std::to_string(hp.rope_freq_base), "> 0");
+  if (f.find(k + "rope.freq_base")) {
+    FLEA_ASSIGN_OR_RETURN(hp.rope_freq_base, f.get_float(k + "rope.freq_base"));
+    if (!(hp.rope_freq_base > 0)) return bad(f, "'" + k + "rope.freq_base'", std::to_string(hp.rope_freq_base), "> 0");
   }
-  if (f.find("llama.rope.scale_linear")) {
-    FLEA_ASSIGN_OR_RETURN(double s, f.get_float("llama.rope.scale_linear"));
-    if (!(s > 0)) return bad(f, "'llama.rope.scale_linear'", std::to_string(s), "> 0");
+  if (f.find(k + "rope.scale_linear")) {
+    FLEA_ASSIGN_OR_RETURN(double s, f.get_float(k + "rope.scale_linear"));
+    if (!(s > 0)) return bad(f, "'" + k + "rope.scale_linear'", std::to_string(s), "> 0");
     hp.rope_freq_scale = 1.0 / s;
   }
-  if (f.find("llama.attention.layer_norm_rms_epsilon")) {
-    FLEA_ASSIGN_OR_RETURN(hp.rms_eps, f.get_float("llama.attention.layer_norm_rms_epsilon"));
+  // rope.scaling.type: "none" and "linear" (angle / factor) are what this rope computes; YaRN and
+  // the like change the angles and the attention scale, so such files are refused, not mis-run.
+  if (f.find(k + "rope.scaling.type")) {
+    FLEA_ASSIGN_OR_RETURN(std::string type, f.get_string(k + "rope.scaling.type"));
+    if (type == "linear") {
+      if (f.find(k + "rope.scaling.factor")) {
+        FLEA_ASSIGN_OR_RETURN(double factor, f.get_float(k + "rope.scaling.factor"));
+        if (!(factor > 0)) return bad(f, "'" + k + "rope.scaling.factor'", std::to_string(factor), "> 0");
+        hp.rope_freq_scale = 1.0 / factor;
+      }
+    } else if (type != "none") {
+      return unimplemented(f.path + ": '" + k + "rope.scaling.type' = \"" + type +
+                           "\" is not supported (supported: none, linear; Llama 3.1 scaling comes as rope_freqs.weight)");
+    }
+  }
+  if (f.find(k + "attention.layer_norm_rms_epsilon")) {
+    FLEA_ASSIGN_OR_RETURN(hp.rms_eps, f.get_float(k + "attention.layer_norm_rms_epsilon"));
     if (!(hp.rms_eps > 0 && hp.rms_eps < 1)) {
-      return bad(f, "'llama.attention.layer_norm_rms_epsilon'", std::to_string(hp.rms_eps), "in (0, 1)");
+      return bad(f, "'" + k + "attention.layer_norm_rms_epsilon'", std::to_string(hp.rms_eps), "in (0, 1)");
     }
   }
 
@@ -111,7 +175,7 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
   }
   const int64_t max_layer = layers_present.empty() ? -1 : *layers_present.rbegin();
   if (max_layer + 1 != hp.n_layer || static_cast<int64_t>(layers_present.size()) != hp.n_layer) {
-    return bad(f, "'llama.block_count'", std::to_string(hp.n_layer),
+    return bad(f, "'" + k + "block_count'", std::to_string(hp.n_layer),
                std::to_string(layers_present.size()) + " layers found in the tensor table (blk.0..blk." +
                    std::to_string(max_layer) + ")");
   }
@@ -131,10 +195,49 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate.weight", {E, F}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up.weight", {E, F}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down.weight", {F, E}));
+    // Biases come as a set: all three or none.
+    const int n_bias = (f.find_tensor(p + "attn_q.bias") != nullptr) + (f.find_tensor(p + "attn_k.bias") != nullptr) +
+                       (f.find_tensor(p + "attn_v.bias") != nullptr);
+    if (n_bias != 0 && n_bias != 3) return bad(f, "layer " + std::to_string(il) + " q/k/v biases", std::to_string(n_bias) + " of 3", "all three or none");
+    if (il == 0) hp.qkv_bias = n_bias == 3;
+    if ((n_bias == 3) != hp.qkv_bias) return bad(f, "tensor '" + p + "attn_q.bias'", hp.qkv_bias ? "missing" : "present", "as in layer 0");
+    if (hp.qkv_bias) {
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_q.bias", {E}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_k.bias", {KV}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_v.bias", {KV}));
+    }
   }
-  // Norms are applied as float vectors; anything else is not a LLaMA file we can run.
+  if (hp.qkv_bias && hp.arch->qkv_bias == Presence::kAbsent)
+    return bad(f, "tensor 'blk.0.attn_q.bias'", "present", std::string("absent in a '") + hp.arch->name + "' model");
+  if (!hp.qkv_bias && hp.arch->qkv_bias == Presence::kRequired)
+    return bad(f, "tensor 'blk.0.attn_q.bias'", "missing", std::string("present in a '") + hp.arch->name + "' model");
+  hp.rope_freqs = f.find_tensor("rope_freqs.weight") != nullptr;
+  if (hp.rope_freqs && hp.arch->rope_freqs == Presence::kAbsent)
+    return bad(f, "tensor 'rope_freqs.weight'", "present", std::string("absent in a '") + hp.arch->name + "' model");
+  if (hp.rope_freqs) {
+    FLEA_RETURN_IF_ERROR(expect_shape(f, "rope_freqs.weight", {hp.n_rot / 2}));
+    if (f.find_tensor("rope_freqs.weight")->type != GgmlType::F32)
+      return bad(f, "tensor 'rope_freqs.weight' type", type_info(f.find_tensor("rope_freqs.weight")->type).name, "F32");
+  }
+  // Any other blk.N tensor (experts, routers, extra norms) belongs to a variant this forward pass
+  // does not compute.
   for (const auto& t : f.tensors) {
-    if (t.name.find("_norm.weight") != std::string::npos && t.type != GgmlType::F32) {
+    int64_t il = -1;
+    int consumed = 0;
+    if (std::sscanf(t.name.c_str(), "blk.%ld.%n", &il, &consumed) != 1 || consumed == 0) continue;
+    bool known = false;
+    for (int lt = 0; lt < kLayerTensorCount && !known; ++lt)
+      known = t.name == layer_tensor_gguf_name(static_cast<int>(il), static_cast<LayerTensor>(lt));
+    if (!known) {
+      return unimplemented(f.path + ": tensor '" + t.name + "' is not part of a dense " + hp.arch->name +
+                           " layer this engine computes");
+    }
+  }
+  // Norms and biases are applied as float vectors; anything else is not a file we can run.
+  for (const auto& t : f.tensors) {
+    const bool vector = t.name.find("_norm.weight") != std::string::npos ||
+                        t.name.compare(t.name.size() - std::min<size_t>(5, t.name.size()), 5, ".bias") == 0;
+    if (vector && t.type != GgmlType::F32) {
       return bad(f, "tensor '" + t.name + "' type", type_info(t.type).name, "F32");
     }
   }
@@ -146,33 +249,51 @@ std::string describe(const LlamaHparams& hp) {
   os << "n_vocab=" << hp.n_vocab << " n_embd=" << hp.n_embd << " n_ff=" << hp.n_ff
      << " n_layer=" << hp.n_layer << " n_head=" << hp.n_head << " n_head_kv=" << hp.n_head_kv
      << " head_dim=" << hp.head_dim() << " n_rot=" << hp.n_rot << " rope_base=" << hp.rope_freq_base
-     << " rms_eps=" << hp.rms_eps << (hp.tied_embeddings ? " tied" : "");
+     << " rms_eps=" << hp.rms_eps << " arch=" << (hp.arch ? hp.arch->name : "?")
+     << " rope=" << rope_type_name(hp.rope_type) << (hp.rope_freqs ? " rope_freqs" : "")
+     << (hp.qkv_bias ? " qkv_bias" : "") << (hp.tied_embeddings ? " tied" : "");
   return os.str();
 }
 
 const char* layer_tensor_name(LayerTensor t) {
   static const char* const kNames[kLayerTensorCount] = {
-      "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
+      "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
+      "attn_q.bias", "attn_k.bias", "attn_v.bias"};
   return kNames[static_cast<int>(t)];
+}
+
+std::string layer_tensor_gguf_name(int il, LayerTensor t) {
+  const std::string name = layer_tensor_name(t);
+  const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  return "blk." + std::to_string(il) + "." + name + (bias ? "" : ".weight");
+}
+
+bool is_optional(LayerTensor t) {
+  return t == LayerTensor::kAttnQBias || t == LayerTensor::kAttnKBias || t == LayerTensor::kAttnVBias;
+}
+
+bool is_resident_vector(int t) {
+  const auto lt = static_cast<LayerTensor>(t);
+  return lt == LayerTensor::kAttnNorm || lt == LayerTensor::kFfnNorm || is_optional(lt);
 }
 
 StatusOr<ModelLayout> model_layout(const gguf::File& f, int n_layer) {
   ModelLayout m;
   static const char* const kGlobals[kGlobalTensorCount] = {"token_embd.weight", "output_norm.weight",
-                                                           "output.weight"};
+                                                           "output.weight", "rope_freqs.weight"};
   for (int g = 0; g < kGlobalTensorCount; ++g) {
     m.globals[g] = f.find_tensor(kGlobals[g]);
-    if (!m.globals[g] && g != static_cast<int>(GlobalTensor::kOutput)) {
+    if (!m.globals[g] && g != static_cast<int>(GlobalTensor::kOutput) && g != static_cast<int>(GlobalTensor::kRopeFreqs)) {
       return not_found(f.path + ": missing tensor '" + kGlobals[g] + "'");
     }
   }
   m.layers.resize(static_cast<size_t>(n_layer));
   for (int il = 0; il < n_layer; ++il) {
     for (int k = 0; k < kLayerTensorCount; ++k) {
-      const std::string name = "blk." + std::to_string(il) + "." +
-                               layer_tensor_name(static_cast<LayerTensor>(k)) + ".weight";
+      const std::string name = layer_tensor_gguf_name(il, static_cast<LayerTensor>(k));
       m.layers[il][k] = f.find_tensor(name);
-      if (!m.layers[il][k]) return not_found(f.path + ": missing tensor '" + name + "'");
+      if (!m.layers[il][k] && !is_optional(static_cast<LayerTensor>(k)))
+        return not_found(f.path + ": missing tensor '" + name + "'");
     }
   }
   return m;
@@ -186,7 +307,8 @@ uint64_t ModelLayout::global_bytes() const {
 
 uint64_t ModelLayout::layer_bytes(int il) const {
   uint64_t b = 0;
-  for (const auto* t : layers[static_cast<size_t>(il)]) b += t->n_bytes;
+  for (const auto* t : layers[static_cast<size_t>(il)])
+    if (t) b += t->n_bytes;
   return b;
 }
 

@@ -41,7 +41,8 @@ const uint8_t* MemoryProvider::global(GlobalTensor t) {
 StatusOr<LayerWeights> MemoryProvider::acquire(int il) {
   LayerWeights w;
   for (int k = 0; k < kLayerTensorCount; ++k) {
-    w.data[k] = bytes_.get() + model_.layout.layers[static_cast<size_t>(il)][k]->file_offset;
+    const gguf::TensorInfo* t = model_.layout.layers[static_cast<size_t>(il)][k];
+    w.data[k] = t ? bytes_.get() + t->file_offset : nullptr;
   }
   return w;
 }

@@ -46,9 +46,24 @@ const std::vector<SynthShape>& presets() {
       make_shape("7b", 4096, 11008, 32, 32, 32, 32000, 4096),    // Llama-2-7B
       make_shape("13b", 5120, 13824, 40, 40, 40, 32000, 4096),   // Llama-2-13B
       make_shape("70b", 8192, 28672, 80, 64, 8, 32000, 4096),    // Llama-2-70B
-      make_shape("llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0),
+      make_shape("llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0),  // Llama-3.1-8B
+      make_shape("llama3-70b", 8192, 28672, 80, 64, 8, 128256, 8192, 500000.0),  // Llama-3.1-70B
+      make_shape("qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, 32768, 1000000.0),  // Qwen2.5-7B
   };
-  return kPresets;
+  static const std::vector<SynthShape> kWithArch = [] {
+    std::vector<SynthShape> v = kPresets;
+    for (SynthShape& s : v) {
+      if (s.name.rfind("llama3-", 0) == 0) {
+        s.rope_scaling_factor = 8.0;  // Llama 3.1: factor 8, low/high 1/4, original context 8192
+      } else if (s.name.rfind("qwen2", 0) == 0) {
+        s.arch = "qwen2";
+        s.qkv_bias = true;
+        s.rms_eps = 1e-6;
+      }
+    }
+    return v;
+  }();
+  return kWithArch;
 }
 
 struct FileTypeInfo {
@@ -64,9 +79,20 @@ constexpr FileTypeInfo kFileTypes[] = {
     {FileType::BF16, "BF16", 32, GgmlType::BF16, false},
     {FileType::Q8_0, "Q8_0", 7, GgmlType::Q8_0, true},
     {FileType::Q4_0, "Q4_0", 2, GgmlType::Q4_0, true},
+    {FileType::Q4_1, "Q4_1", 3, GgmlType::Q4_1, true},
+    {FileType::Q5_0, "Q5_0", 8, GgmlType::Q5_0, true},
+    {FileType::Q5_1, "Q5_1", 9, GgmlType::Q5_1, true},
+    {FileType::Q2_K, "Q2_K", 10, GgmlType::Q2_K, true},
+    {FileType::Q3_K_S, "Q3_K_S", 11, GgmlType::Q3_K, true},
+    {FileType::Q3_K_M, "Q3_K_M", 12, GgmlType::Q3_K, true},
+    {FileType::Q3_K_L, "Q3_K_L", 13, GgmlType::Q3_K, true},
+    {FileType::Q4_K_S, "Q4_K_S", 14, GgmlType::Q4_K, true},
     {FileType::Q4_K_M, "Q4_K_M", 15, GgmlType::Q4_K, true},
+    {FileType::Q5_K_S, "Q5_K_S", 16, GgmlType::Q5_K, true},
     {FileType::Q5_K_M, "Q5_K_M", 17, GgmlType::Q5_K, true},
     {FileType::Q6_K, "Q6_K", 18, GgmlType::Q6_K, true},
+    {FileType::IQ4_NL, "IQ4_NL", 25, GgmlType::IQ4_NL, true},
+    {FileType::IQ4_XS, "IQ4_XS", 30, GgmlType::IQ4_XS, true},
 };
 
 const FileTypeInfo& ft_info(FileType t) {
@@ -79,7 +105,9 @@ const FileTypeInfo& ft_info(FileType t) {
 
 // ---- llama.cpp's per-tensor type choice (llama_tensor_get_type) ---------------------------------
 
-enum class Role { kTokenEmbd, kOutput, kNorm, kAttnQ, kAttnK, kAttnV, kAttnOut, kFfnGate, kFfnUp, kFfnDown };
+enum class Role {
+  kTokenEmbd, kOutput, kNorm, kBias, kRopeFreqs, kAttnQ, kAttnK, kAttnV, kAttnOut, kFfnGate, kFfnUp, kFfnDown
+};
 
 // Layers that get more bits in the _M mixes: the first and last eighth and every third in between.
 bool use_more_bits(int64_t i_layer, int64_t n_layer) {
@@ -88,29 +116,64 @@ bool use_more_bits(int64_t i_layer, int64_t n_layer) {
 
 int64_t block_size(GgmlType t) { return type_info(t).block_size; }
 
+// llama.cpp's rules (llama_tensor_get_type, dense models without an importance matrix) for the
+// tensors whose type differs from the file type's default. Layer counters equal the layer index
+// here: every layer has one attn_v and one ffn_down.
+GgmlType mixed_type(const SynthShape& s, FileType ft, Role role, int64_t il, GgmlType t) {
+  const int64_t n = s.n_layer;
+  const bool gqa4 = s.n_head / s.n_head_kv >= 4;
+  // llama.cpp classifies an 80-layer LLaMA with grouped-query attention as 70B.
+  const bool is_70b = s.n_layer == 80 && s.n_head_kv != s.n_head;
+  using F = FileType;
+  if (role == Role::kAttnV) {
+    switch (ft) {
+      case F::Q2_K: t = gqa4 ? GgmlType::Q4_K : GgmlType::Q3_K; break;
+      case F::Q3_K_M: t = il < 2 ? GgmlType::Q5_K : GgmlType::Q4_K; break;
+      case F::Q3_K_L: t = GgmlType::Q5_K; break;
+      case F::IQ4_NL: case F::IQ4_XS: if (gqa4) t = GgmlType::Q5_K; break;
+      case F::Q4_K_M: case F::Q5_K_M: if (use_more_bits(il, n)) t = GgmlType::Q6_K; break;
+      case F::Q4_K_S: if (il < 4) t = GgmlType::Q5_K; break;
+      default: break;
+    }
+    if (is_70b && (t == GgmlType::Q3_K || t == GgmlType::Q4_K)) t = GgmlType::Q5_K;
+  } else if (role == Role::kFfnDown) {
+    switch (ft) {
+      case F::Q2_K: t = GgmlType::Q3_K; break;
+      case F::Q3_K_M: t = il < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K; break;
+      case F::Q3_K_L: t = GgmlType::Q5_K; break;
+      case F::Q4_K_M: case F::Q5_K_M: if (use_more_bits(il, n)) t = GgmlType::Q6_K; break;
+      case F::IQ4_NL: case F::IQ4_XS: case F::Q4_K_S: if (il < n / 8) t = GgmlType::Q5_K; break;
+      default: break;
+    }
+  } else if (role == Role::kAttnOut) {
+    switch (ft) {
+      case F::Q2_K: t = GgmlType::Q3_K; break;
+      case F::Q3_K_M: t = GgmlType::Q4_K; break;
+      case F::Q3_K_L: t = GgmlType::Q5_K; break;
+      default: break;
+    }
+  }
+  return t;
+}
+
 StatusOr<GgmlType> choose_type(const SynthShape& s, FileType ft, Role role, int64_t i_layer, int64_t ne0) {
-  if (role == Role::kNorm) return GgmlType::F32;  // 1-D tensors are never quantized
+  if (role == Role::kNorm || role == Role::kBias || role == Role::kRopeFreqs) return GgmlType::F32;  // 1-D: never quantized
   const FileTypeInfo& fi = ft_info(ft);
   GgmlType t = fi.default_type;
   if (!fi.quantized) return t;
-  const bool is_m = ft == FileType::Q4_K_M || ft == FileType::Q5_K_M;
-  // llama.cpp classifies an 80-layer LLaMA with grouped-query attention as 70B.
-  const bool is_70b = s.n_layer == 80 && s.n_head_kv != s.n_head;
   if (role == Role::kOutput || (s.tied && role == Role::kTokenEmbd)) {
-    if (ne0 % kQkK != 0) {
+    if (ne0 % block_size(t) != 0) {
       t = GgmlType::Q8_0;
     } else if (t != GgmlType::Q8_0) {
       t = GgmlType::Q6_K;
     }
-  } else if (role == Role::kAttnV) {
-    if (is_m && use_more_bits(i_layer, s.n_layer)) t = GgmlType::Q6_K;
-    if (is_70b && t == GgmlType::Q4_K) t = GgmlType::Q5_K;
-  } else if (role == Role::kFfnDown) {
-    if (is_m && use_more_bits(i_layer, s.n_layer)) t = GgmlType::Q6_K;
+  } else {
+    t = mixed_type(s, ft, role, i_layer, t);
   }
   // Rows that do not fill a k-quant super-block fall back to a 32-element type.
   if (ne0 % block_size(t) != 0) {
     switch (t) {
+      case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::IQ4_XS: t = GgmlType::IQ4_NL; break;
       case GgmlType::Q4_K: t = GgmlType::Q5_0; break;
       case GgmlType::Q5_K: t = GgmlType::Q5_1; break;
       case GgmlType::Q6_K: t = GgmlType::Q8_0; break;
@@ -182,6 +245,17 @@ constexpr double kRmsQ6 = 18.4797;       // q - 32, q in 0..63
 constexpr double kRmsKScale = 48.3865;   // 6-bit sub-block scales uniform in 32..63
 constexpr double kRmsQ6Scale = 97.2703;  // |int8 scale| uniform in 64..127
 constexpr double kRmsJitter = 1.0104;    // block scale jitter uniform in [0.75, 1.25)
+constexpr double kRmsIq4 = 67.4389;      // kIq4nlValues[q], q in 0..15
+constexpr double kRmsQ2Centred = 1.1180; // q - 1.5, q in 0..3
+constexpr double kRmsQ3 = 2.3452;        // q - 4, q in 0..7
+constexpr double kRmsQ2Scale = 11.7260;  // 4-bit sub-block scales uniform in 8..15
+constexpr double kRmsSignedScale = 23.9479;  // 6-bit scale - 32, uniform in 16..31
+
+// A block scale of random sign (centres formats whose integer levels are lopsided) with jitter.
+inline double signed_scale(uint64_t w, double sd, double rms) {
+  const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
+  return (w & 1 ? -1.0 : 1.0) * sd / (rms * kRmsJitter) * jitter;
+}
 
 struct TensorGen {
   const SynthTensor* t = nullptr;
@@ -205,7 +279,7 @@ struct TensorGen {
     switch (t->type) {
       case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: {
         const float z = normal_from(rng.next());
-        const float v = t->is_norm ? 1.0f + 0.1f * z : static_cast<float>(sd) * z;
+        const float v = !t->values.empty() ? t->values[u] : t->is_norm ? 1.0f + 0.1f * z : static_cast<float>(sd) * z;
         if (t->type == GgmlType::F32) {
           std::memcpy(out, &v, 4);
         } else {
@@ -233,6 +307,53 @@ struct TensorGen {
         put_f16(out, d);
         put_f16(out + 2, -15.5f * d);
         rng.fill(out + 4, unit_bytes - 4);
+        break;
+      }
+      case GgmlType::Q4_1: {  // d, m, qs[16]: value = d * q + m, m = -7.5 d
+        const uint64_t w = rng.next();
+        const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
+        const float d = fp16_to_fp32(fp32_to_fp16(static_cast<float>(sd / (kRmsQ4Centred * kRmsJitter) * jitter)));
+        put_f16(out, d);
+        put_f16(out + 2, -7.5f * d);
+        rng.fill(out + 4, unit_bytes - 4);
+        break;
+      }
+      case GgmlType::IQ4_NL: {  // d, qs[16]: value = d * kIq4nlValues[q]
+        put_f16(out, static_cast<float>(signed_scale(rng.next(), sd, kRmsIq4)));
+        rng.fill(out + 2, unit_bytes - 2);
+        break;
+      }
+      case GgmlType::IQ4_XS: {  // d, scales_h, scales_l[4], qs[128]: value = d * (ls - 32) * kIq4nlValues[q]
+        const double d = signed_scale(rng.next(), sd, kRmsSignedScale * kRmsIq4);
+        put_f16(out, static_cast<float>(d));
+        const uint16_t scales_h = 0xFFFF;  // ls = 48..63: both high bits set in all 8 sub-blocks
+        std::memcpy(out + 2, &scales_h, 2);
+        const uint64_t w = rng.next();
+        for (int j = 0; j < 4; ++j) out[4 + j] = static_cast<uint8_t>(w >> (8 * j));  // low nibbles: ls & 15
+        rng.fill(out + 8, unit_bytes - 8);
+        break;
+      }
+      case GgmlType::Q2_K: {  // scales[16], qs[64], d, dmin: value = d * sc * q - dmin * m
+        // sc in 8..15, m = sc and dmin = 1.5 d: each sub-block is d * sc * (q - 1.5).
+        uint64_t w = rng.next();
+        for (int j = 0; j < 16; ++j, w >>= 3) {
+          const uint8_t sc = static_cast<uint8_t>(8 + (w & 7));
+          out[j] = static_cast<uint8_t>(sc | (sc << 4));
+        }
+        rng.fill(out + 16, 64);
+        const float d = fp16_to_fp32(fp32_to_fp16(static_cast<float>(sd / (kRmsQ2Scale * kRmsQ2Centred))));
+        put_f16(out + 80, d);
+        put_f16(out + 82, 1.5f * d);
+        break;
+      }
+      case GgmlType::Q3_K: {  // hmask[32], qs[64], scales[12], d: value = d * (s - 32) * (q - 4)
+        rng.fill(out, 96);
+        const uint64_t w = rng.next();
+        uint8_t* sc = out + 96;
+        // s = 48..63: low nibbles random, both high bits set for all 16 sub-blocks.
+        for (int j = 0; j < 8; ++j) sc[j] = static_cast<uint8_t>(w >> (8 * j));
+        for (int j = 8; j < 12; ++j) sc[j] = 0xFF;
+        put_f16(out + 108, static_cast<float>(signed_scale(rng.next(), sd, kRmsSignedScale * kRmsQ3)));
         break;
       }
       case GgmlType::Q4_K:    // d, dmin, scales[12], qs[128]
@@ -287,31 +408,16 @@ gguf::Value array_i32(const std::vector<int64_t>& v) {
   return gguf::value_array_int(gguf::ValueType::INT32, v);
 }
 
-Status build_layout(const SynthOptions& o, const std::vector<SynthTensor>& plan, gguf::Writer* w) {
-  const SynthShape& s = o.shape;
-  const std::string name = o.model_name.empty() ? "flea-synth-" + s.name : o.model_name;
-  const std::vector<std::string> vocab = synth_vocab(s.n_vocab);
+// The synthetic SentencePiece vocabulary's tokenizer.* keys.
+Status add_synthetic_vocab(int64_t n_vocab, gguf::Writer* w) {
+  const std::vector<std::string> vocab = synth_vocab(n_vocab);
   std::vector<float> scores(vocab.size(), 0.0f);
   std::vector<int64_t> token_type(vocab.size(), 1);  // 1 normal, 2 unknown, 3 control, 6 byte
   token_type[0] = 2;
   token_type[1] = token_type[2] = 3;
   for (size_t i = 3; i < 259 && i < vocab.size(); ++i) token_type[i] = 6;
   for (size_t i = 259; i < vocab.size(); ++i) scores[i] = -static_cast<float>(i - 258);
-
   auto u32 = [](int64_t v) { return gguf::value_u32(static_cast<uint32_t>(v)); };
-  FLEA_RETURN_IF_ERROR(w->add_kv("general.architecture", gguf::value_string("llama")));
-  FLEA_RETURN_IF_ERROR(w->add_kv("general.name", gguf::value_string(name)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.context_length", u32(s.n_ctx)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.embedding_length", u32(s.n_embd)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.block_count", u32(s.n_layer)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.feed_forward_length", u32(s.n_ff)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.attention.head_count", u32(s.n_head)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.attention.head_count_kv", u32(s.n_head_kv)));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.attention.layer_norm_rms_epsilon",
-                                 gguf::value_f32(static_cast<float>(s.rms_eps))));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.rope.freq_base", gguf::value_f32(static_cast<float>(s.rope_freq_base))));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.rope.dimension_count", u32(s.head_dim())));
-  FLEA_RETURN_IF_ERROR(w->add_kv("llama.vocab_size", u32(s.n_vocab)));
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.model", gguf::value_string("llama")));
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.tokens", gguf::value_array_string(vocab)));
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.scores", gguf::value_array_f32(scores)));
@@ -321,6 +427,39 @@ Status build_layout(const SynthOptions& o, const std::vector<SynthTensor>& plan,
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.unknown_token_id", u32(0)));
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.add_bos_token", gguf::value_bool(true)));
   FLEA_RETURN_IF_ERROR(w->add_kv("tokenizer.ggml.add_eos_token", gguf::value_bool(false)));
+  return ok_status();
+}
+
+Status build_layout(const SynthOptions& o, const std::vector<SynthTensor>& plan, gguf::Writer* w) {
+  const SynthShape& s = o.shape;
+  const std::string name = o.model_name.empty() ? "flea-synth-" + s.name : o.model_name;
+  auto u32 = [](int64_t v) { return gguf::value_u32(static_cast<uint32_t>(v)); };
+  const std::string k = s.arch + ".";  // hyperparameters live under the architecture's name
+  FLEA_RETURN_IF_ERROR(w->add_kv("general.architecture", gguf::value_string(s.arch)));
+  FLEA_RETURN_IF_ERROR(w->add_kv("general.name", gguf::value_string(name)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "context_length", u32(s.n_ctx)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "embedding_length", u32(s.n_embd)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "block_count", u32(s.n_layer)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "feed_forward_length", u32(s.n_ff)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.head_count", u32(s.n_head)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.head_count_kv", u32(s.n_head_kv)));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.layer_norm_rms_epsilon",
+                                 gguf::value_f32(static_cast<float>(s.rms_eps))));
+  FLEA_RETURN_IF_ERROR(w->add_kv(k + "rope.freq_base", gguf::value_f32(static_cast<float>(s.rope_freq_base))));
+  if (s.arch == "llama") {  // real Qwen2 files carry neither key
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "rope.dimension_count", u32(s.head_dim())));
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "vocab_size", u32(s.n_vocab)));
+  }
+  if (o.vocab != nullptr) {
+    if (o.vocab->n_tokens != s.n_vocab) {
+      return invalid_argument("--vocab " + o.vocab->path + " has " + std::to_string(o.vocab->n_tokens) +
+                              " tokens but shape " + s.name + " has n_vocab " + std::to_string(s.n_vocab) +
+                              " (use --n-vocab " + std::to_string(o.vocab->n_tokens) + " or a matching shape)");
+    }
+    for (const auto& [key, value] : o.vocab->kvs) FLEA_RETURN_IF_ERROR(w->add_kv(key, value));
+  } else {
+    FLEA_RETURN_IF_ERROR(add_synthetic_vocab(s.n_vocab, w));
+  }
   FLEA_RETURN_IF_ERROR(w->add_kv("general.quantization_version", u32(2)));
   FLEA_RETURN_IF_ERROR(w->add_kv("general.file_type", u32(llama_ftype_id(o.file_type))));
   for (const auto& t : plan) FLEA_RETURN_IF_ERROR(w->add_tensor({t.name, t.type, t.ne}));
@@ -440,7 +579,9 @@ StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& s, FileTy
       // Untied: N(0, 1) like the reference models. Tied: the same matrix makes the logits, so it
       // gets the 1/sqrt(fan_in) of an output matrix.
       t.stddev = s.tied ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.n_embd))) : 1.0f;
-    } else if (role != Role::kNorm) {
+    } else if (role == Role::kBias) {
+      t.stddev = 0.1f;  // small next to the projections they are added to
+    } else if (role != Role::kNorm && role != Role::kRopeFreqs) {
       t.stddev = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ne[0])));
     }
     t.ne = std::move(ne);
@@ -448,16 +589,23 @@ StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& s, FileTy
     return ok_status();
   };
   const int64_t e = s.n_embd, ekv = s.n_embd_kv(), ff = s.n_ff;
-  // File order of llama.cpp's reference files: globals, then each block's tensors by name.
+  // File order of llama.cpp's files: globals, then each block's tensors, both sorted by name.
   if (!s.tied) FLEA_RETURN_IF_ERROR(add("output.weight", Role::kOutput, -1, {e, s.n_vocab}));
   FLEA_RETURN_IF_ERROR(add("output_norm.weight", Role::kNorm, -1, {e}));
+  if (s.rope_scaling_factor > 0) {
+    FLEA_RETURN_IF_ERROR(add("rope_freqs.weight", Role::kRopeFreqs, -1, {s.head_dim() / 2}));
+    plan.back().values = rope_freq_factors(s);
+  }
   FLEA_RETURN_IF_ERROR(add("token_embd.weight", Role::kTokenEmbd, -1, {e, s.n_vocab}));
   for (int64_t il = 0; il < s.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
+    if (s.qkv_bias) FLEA_RETURN_IF_ERROR(add(p + "attn_k.bias", Role::kBias, il, {ekv}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_k.weight", Role::kAttnK, il, {e, ekv}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_norm.weight", Role::kNorm, il, {e}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_output.weight", Role::kAttnOut, il, {e, e}));
+    if (s.qkv_bias) FLEA_RETURN_IF_ERROR(add(p + "attn_q.bias", Role::kBias, il, {e}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_q.weight", Role::kAttnQ, il, {e, e}));
+    if (s.qkv_bias) FLEA_RETURN_IF_ERROR(add(p + "attn_v.bias", Role::kBias, il, {ekv}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_v.weight", Role::kAttnV, il, {e, ekv}));
     FLEA_RETURN_IF_ERROR(add(p + "ffn_down.weight", Role::kFfnDown, il, {ff, e}));
     FLEA_RETURN_IF_ERROR(add(p + "ffn_gate.weight", Role::kFfnGate, il, {e, ff}));
@@ -465,6 +613,41 @@ StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& s, FileTy
     FLEA_RETURN_IF_ERROR(add(p + "ffn_up.weight", Role::kFfnUp, il, {e, ff}));
   }
   return plan;
+}
+
+std::vector<float> rope_freq_factors(const SynthShape& s) {
+  const int64_t hd = s.head_dim();
+  const double low_wavelen = static_cast<double>(s.rope_original_ctx) / s.rope_low_freq_factor;
+  const double high_wavelen = static_cast<double>(s.rope_original_ctx) / s.rope_high_freq_factor;
+  std::vector<float> f;
+  for (int64_t i = 0; i < hd / 2; ++i) {
+    const double wavelen = 2 * M_PI * std::pow(s.rope_freq_base, static_cast<double>(2 * i) / static_cast<double>(hd));
+    double factor;
+    if (wavelen < high_wavelen) {
+      factor = 1.0;
+    } else if (wavelen > low_wavelen) {
+      factor = s.rope_scaling_factor;
+    } else {
+      const double smooth = (static_cast<double>(s.rope_original_ctx) / wavelen - s.rope_low_freq_factor) /
+                            (s.rope_high_freq_factor - s.rope_low_freq_factor);
+      factor = 1.0 / ((1 - smooth) / s.rope_scaling_factor + smooth);
+    }
+    f.push_back(static_cast<float>(factor));
+  }
+  return f;
+}
+
+StatusOr<VocabSource> read_vocab_source(const std::string& path) {
+  FLEA_ASSIGN_OR_RETURN(gguf::File f, gguf::read_file(path));
+  VocabSource v;
+  v.path = path;
+  for (const gguf::KeyValue& kv : f.kv)
+    if (kv.key.rfind("tokenizer.", 0) == 0) v.kvs.emplace_back(kv.key, kv.value);
+  const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");
+  if (tokens == nullptr || tokens->type != gguf::ValueType::ARRAY || tokens->array_type != gguf::ValueType::STRING)
+    return invalid_argument(path + ": --vocab file has no tokenizer.ggml.tokens string array");
+  v.n_tokens = static_cast<int64_t>(tokens->array_size());
+  return v;
 }
 
 StatusOr<uint64_t> synth_planned_bytes(const SynthOptions& o) {

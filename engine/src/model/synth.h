@@ -1,4 +1,5 @@
-// Deterministic synthetic LLaMA-architecture GGUF models at real shapes (`flea synth`).
+// Deterministic synthetic LLaMA-family GGUF models at real shapes (`flea synth`): LLaMA 1/2,
+// Llama 3 (rope_freqs.weight from the Llama 3.1 rope scaling) and Qwen2 (q/k/v biases, NeoX rope).
 //
 // The tensor table (names, GGUF shapes, order) follows llama.cpp's LLaMA files and the per-tensor
 // type mix follows llama.cpp's quantizer (llama_tensor_get_type) for the chosen file type, so file
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "flea/status.h"
+#include "gguf/gguf.h"
 #include "quant/types.h"
 
 namespace flea::synth {
@@ -33,18 +35,30 @@ struct SynthShape {
   double rope_freq_base = 10000.0;
   double rms_eps = 1e-5;
   bool tied = false;               // no output.weight; token_embd doubles as the output matrix
+  std::string arch = "llama";      // general.architecture (and the metadata key prefix): llama, qwen2
+  bool qkv_bias = false;           // blk.N.attn_{q,k,v}.bias (qwen2)
+  // Llama 3.1 rope scaling, written as rope_freqs.weight (factor 0: no tensor). The factors are
+  // computed from these the way llama.cpp's converter does (see rope_freq_factors).
+  double rope_scaling_factor = 0.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_ctx = 8192;
 
   int64_t head_dim() const { return n_head > 0 ? n_embd / n_head : 0; }
   int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
 };
 
-// Presets: tiny, pub, 1b, 7b, 13b, 70b, llama3-8b. NotFound (listing the names) otherwise.
+// Presets: tiny, pub, 1b, 7b, 13b, 70b, llama3-8b, llama3-70b, qwen2.5-7b. NotFound (listing the
+// names) otherwise.
 StatusOr<SynthShape> synth_preset(const std::string& name);
 std::vector<std::string> synth_preset_names();
 // InvalidArgument naming the field when a shape cannot form a valid llama.cpp LLaMA model.
 Status validate_shape(const SynthShape& shape);
 
-enum class FileType { F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K };
+enum class FileType {
+  F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K,
+  IQ4_NL, IQ4_XS,
+};
 StatusOr<FileType> parse_file_type(const std::string& name);
 const char* file_type_name(FileType t);
 std::vector<std::string> file_type_names();
@@ -56,12 +70,26 @@ struct SynthTensor {
   std::vector<int64_t> ne;  // GGUF order, ne[0] first
   bool is_norm = false;     // 1 + 0.1·noise instead of zero-mean noise
   float stddev = 0.0f;      // target element std (zero-mean tensors)
+  std::vector<float> values;  // fixed contents (rope_freqs.weight) instead of noise
 };
+
+// The Llama 3.1 per-frequency rope divisors for head_dim/2 pairs: 1 for wavelengths below
+// original_ctx / high_freq_factor, `factor` above original_ctx / low_freq_factor, a smooth blend
+// in between (llama.cpp's convert_hf_to_gguf.py, LlamaModel.generate_extra_tensors, as a fact).
+std::vector<float> rope_freq_factors(const SynthShape& shape);
 
 // The tensor table in file order with llama.cpp's type choice for `type`.
 StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& shape, FileType type);
 // The SentencePiece-style vocab: <unk>, <s>, </s>, <0x00>..<0xFF>, then made-up pieces.
 std::vector<std::string> synth_vocab(int64_t n_vocab);
+// A GGUF file's vocabulary (every tokenizer.* key), read with `flea synth --vocab FILE` to replace the
+// synthetic one, so text round-trips through a real tokenizer. Its token count must equal n_vocab.
+struct VocabSource {
+  std::string path;
+  int64_t n_tokens = 0;
+  std::vector<std::pair<std::string, gguf::Value>> kvs;  // in file order
+};
+StatusOr<VocabSource> read_vocab_source(const std::string& path);
 
 struct SynthOptions {
   SynthShape shape;
@@ -69,6 +97,7 @@ struct SynthOptions {
   std::string out_path;
   uint64_t seed = 0;
   std::string model_name;  // general.name; "flea-synth-<shape name>" when empty
+  const VocabSource* vocab = nullptr;  // tokenizer.* keys to copy instead of the synthetic vocab
   int threads = 2;         // generator threads besides the writing thread (0 = generate inline)
   const std::atomic<bool>* cancel = nullptr;  // when set and true, stop with kCancelled
 };

@@ -14,17 +14,27 @@
 
 namespace flea {
 
+// The biases are optional (null in the layout when the file has none; only some architectures have
+// them). Norms and biases are small F32 vectors that stay resident; the matrices stream.
 enum class LayerTensor : int {
   kAttnNorm = 0, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
+  kAttnQBias, kAttnKBias, kAttnVBias,
 };
-constexpr int kLayerTensorCount = 9;
-// "attn_norm", "attn_q", ... as in `blk.N.<suffix>.weight`.
+constexpr int kLayerTensorCount = 12;
+// "attn_norm", "attn_q", ... as in `blk.N.<name>` ("attn_q.bias" for the biases).
 const char* layer_tensor_name(LayerTensor t);
+// Full GGUF name of a layer tensor: "blk.3.attn_q.weight", "blk.3.attn_q.bias".
+std::string layer_tensor_gguf_name(int il, LayerTensor t);
+// Norms and biases: small F32 vectors kept resident next to the globals instead of streaming.
+bool is_resident_vector(int t);
+// Tensors a layer may lack (the biases).
+bool is_optional(LayerTensor t);
 
-enum class GlobalTensor : int { kTokenEmbd = 0, kOutputNorm, kOutput };
-constexpr int kGlobalTensorCount = 3;
+enum class GlobalTensor : int { kTokenEmbd = 0, kOutputNorm, kOutput, kRopeFreqs };
+constexpr int kGlobalTensorCount = 4;
 
-// Where each tensor of the model lives in the file. `output` may be null (tied embeddings).
+// Where each tensor of the model lives in the file. `output` may be null (tied embeddings),
+// `rope_freqs` and the layer biases when the file has none.
 struct ModelLayout {
   std::array<const gguf::TensorInfo*, kGlobalTensorCount> globals{};
   std::vector<std::array<const gguf::TensorInfo*, kLayerTensorCount>> layers;

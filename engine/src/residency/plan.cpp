@@ -21,9 +21,6 @@ std::string mb(uint64_t bytes) {
   std::snprintf(buf, sizeof(buf), "%.2f MiB", static_cast<double>(bytes) / kMiB);
   return buf;
 }
-bool is_norm(int t) {
-  return t == static_cast<int>(LayerTensor::kAttnNorm) || t == static_cast<int>(LayerTensor::kFfnNorm);
-}
 }  // namespace
 
 const char* placement_name(Placement p) {
@@ -78,6 +75,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     std::vector<std::pair<uint64_t, uint64_t>> streamed;
     for (int t = 0; t < kLayerTensorCount; ++t) {
       const gguf::TensorInfo* ti = layout.layers[il][t];
+      if (ti == nullptr && is_optional(static_cast<LayerTensor>(t))) continue;
       if (ti == nullptr)
         return invalid_argument("layer " + std::to_string(il) + " has no " +
                                 layer_tensor_name(static_cast<LayerTensor>(t)) + " tensor");
@@ -85,7 +83,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
         return data_loss("tensor " + ti->name + " ends at " + std::to_string(ti->file_offset + ti->n_bytes) +
                          ", past the end of '" + file.path + "' (" + std::to_string(file.file_size) + " bytes)");
       lp.weight_bytes += ti->n_bytes;
-      if (is_norm(t)) lp.norm_bytes += ti->n_bytes;
+      if (is_resident_vector(t)) lp.norm_bytes += ti->n_bytes;
       else streamed.emplace_back(ti->file_offset, ti->n_bytes);
     }
     lp.stream_bytes = lp.weight_bytes - lp.norm_bytes;
@@ -96,7 +94,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     }
     for (int t = 0; t < kLayerTensorCount; ++t) {
       lp.buffer_offset[t] = kNotInBuffer;
-      if (is_norm(t)) continue;
+      if (is_resident_vector(t) || layout.layers[il][t] == nullptr) continue;
       const uint64_t off = layout.layers[il][t]->file_offset;
       for (const ReadSpan& s : lp.spans)
         if (off >= s.file_offset && off < s.file_offset + s.length)

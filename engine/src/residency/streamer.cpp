@@ -406,7 +406,7 @@ class StreamingProvider final : public WeightProvider {
     const uint8_t* base = mapped_ != nullptr ? nullptr : (lp.placement == Placement::kStreamed
                                                               ? slots_[rt_[il].slot].data() : base_[il]);
     for (int t = 0; t < kLayerTensorCount; ++t) {
-      if (lp.buffer_offset[t] == kNotInBuffer) w.data[t] = norms_[il][t];
+      if (lp.buffer_offset[t] == kNotInBuffer) w.data[t] = norms_[il][t];  // null for an absent bias
       else if (mapped_ != nullptr) w.data[t] = mapped_ + tensor_offset_[il][t];
       else w.data[t] = base + lp.buffer_offset[t];
     }
@@ -427,6 +427,10 @@ class StreamingProvider final : public WeightProvider {
     norms_.resize(layout.layers.size());
     for (size_t il = 0; il < layout.layers.size(); ++il) {
       for (int t = 0; t < kLayerTensorCount; ++t) {
+        if (layout.layers[il][t] == nullptr) {  // optional tensor this file lacks
+          tensor_offset_[il][t] = kNotInBuffer;
+          continue;
+        }
         tensor_offset_[il][t] = layout.layers[il][t]->file_offset;
         if (plan_.layers[il].buffer_offset[t] == kNotInBuffer)
           owned.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
@@ -457,6 +461,7 @@ class StreamingProvider final : public WeightProvider {
       for (size_t il = 0; il < layout.layers.size(); ++il) {
         uint64_t lo = UINT64_MAX, hi = 0;
         for (const gguf::TensorInfo* ti : layout.layers[il]) {
+          if (ti == nullptr) continue;
           lo = std::min(lo, ti->file_offset);
           hi = std::max(hi, ti->file_offset + ti->n_bytes);
         }
@@ -475,7 +480,8 @@ class StreamingProvider final : public WeightProvider {
     }
     for (size_t il = 0; il < layout.layers.size(); ++il)
       for (int t = 0; t < kLayerTensorCount; ++t)
-        norms_[il][t] = plan_.layers[il].buffer_offset[t] == kNotInBuffer ? locate(tensor_offset_[il][t]) : nullptr;
+        norms_[il][t] = plan_.layers[il].buffer_offset[t] == kNotInBuffer && layout.layers[il][t] != nullptr
+                            ? locate(tensor_offset_[il][t]) : nullptr;
     return ok_status();
   }
 
