@@ -42,7 +42,8 @@ TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   std::vector<std::pair<std::string, nlohmann::json>> cases;
   for (const std::string set : {"", "arch/", "quants/"}) {
     std::ifstream in(test::reference_dir() + "/" + set + "manifest.json");
-    for (const auto& c : nlohmann::json::parse(in)["cases"]) {
+    const nlohmann::json manifest = nlohmann::json::parse(in);
+    for (const auto& c : manifest["cases"]) {
       const bool dense = !c.contains("features") || c["features"]["n_expert"].get<int>() == 0;
       if (dense && c.value("arch", "llama") != "llama4") cases.emplace_back(set, c);
     }

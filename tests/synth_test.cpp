@@ -12,6 +12,7 @@
 #include "model/llama.h"
 #include "model/synth.h"
 #include "quant/fp16.h"
+#include "quant/quant.h"
 #include "test_util.h"
 
 namespace flea::synth {
@@ -115,7 +116,10 @@ std::vector<float> dequantize(GgmlType type, const uint8_t* p, int64_t n) {
       }
       break;
     default:
-      ADD_FAILURE() << "test cannot dequantize " << type_info(type).name;
+      // The low-bit types: the engine's own dequantizer (tested against hand-built blocks in
+      // quant_*_test.cpp and end to end against llama.cpp's logits).
+      if (const quant::QuantOps* q = quant::ops(type)) q->dequantize(p, o, n);
+      else ADD_FAILURE() << "test cannot dequantize " << type_info(type).name;
   }
   return y;
 }
@@ -174,66 +178,177 @@ TEST(Synth, TinyReadsBackWithPlannedSizeAndValidHparams) {
 // The reference models were written by llama.cpp's converter and quantizer; synth at their shape,
 // with their name, must reproduce the whole header byte for byte, hence every tensor's name, type,
 // shape, order, size and offset, and the file size.
+// The shape of a reference case (top-level, quants/ or arch/ manifest).
+SynthShape shape_of_case(const nlohmann::json& c) {
+  SynthShape s;
+  s.name = c["shape"];
+  s.n_embd = c["n_embd"];
+  s.n_ff = c["n_ff"];
+  s.n_layer = c["n_layer"];
+  s.n_head = c["n_head"];
+  s.n_head_kv = c["n_head_kv"];
+  s.n_vocab = c["n_vocab"];
+  s.rope_freq_base = c["rope_freq_base"];
+  s.rms_eps = c["rms_eps"];
+  s.tied = c["tied"];
+  s.n_ctx = 2048;
+  if (c.contains("features")) {
+    const auto& f = c["features"];
+    s.arch = c["arch"];
+    s.qkv_bias = f["attn_bias"];
+    s.n_ctx = f["context_length"];
+    if (!f["rope_scaling"].is_null()) {
+      s.rope_scaling_factor = f["rope_scaling"]["factor"];
+      s.rope_low_freq_factor = f["rope_scaling"]["low_freq_factor"];
+      s.rope_high_freq_factor = f["rope_scaling"]["high_freq_factor"];
+      s.rope_original_ctx = f["rope_scaling"]["original_max_position_embeddings"];
+    }
+  }
+  return s;
+}
+
+// Tensor table (names, order, types, shapes, offsets) equal to llama.cpp's file of that case; with
+// `same_header` also the exact header bytes (same metadata keys and vocab).
+void expect_matches_reference(const std::string& set, const nlohmann::json& c, bool same_header, const TempDir& dir) {
+  const std::string ft_name = c["file_type"];
+  SCOPED_TRACE(set + c["model"].get<std::string>());
+  auto ft = parse_file_type(ft_name);
+  ASSERT_TRUE(ft.ok()) << ft_name;
+  const SynthShape s = shape_of_case(c);
+  SynthOptions o;
+  o.shape = s;
+  o.file_type = *ft;
+  o.model_name = "refgen-pub";
+  o.out_path = dir.file("ref-" + ft_name + ".gguf");
+
+  auto plan = synth_tensor_plan(s, *ft);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const auto& want = c["tensors"];
+  ASSERT_EQ(plan->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ((*plan)[i].name, want[i]["name"].get<std::string>()) << i;
+    EXPECT_STREQ(type_info((*plan)[i].type).name, want[i]["type"].get<std::string>().c_str()) << (*plan)[i].name;
+    EXPECT_EQ((*plan)[i].ne, want[i]["shape"].get<std::vector<int64_t>>()) << (*plan)[i].name;
+    if ((*plan)[i].name == "rope_freqs.weight") {
+      const auto ref = c["features"]["rope_freqs"].get<std::vector<float>>();
+      ASSERT_EQ((*plan)[i].values.size(), ref.size());
+      for (size_t j = 0; j < ref.size(); ++j) EXPECT_NEAR((*plan)[i].values[j], ref[j], 1e-6 * ref[j]) << j;
+    }
+  }
+  if (!same_header) return;
+  EXPECT_EQ(*synth_planned_bytes(o), c["model_bytes"].get<uint64_t>());
+  ASSERT_TRUE(synth_model(o).ok());
+  auto f = gguf::read_file(o.out_path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->file_size, c["model_bytes"].get<uint64_t>());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(f->tensors[i].n_bytes, want[i]["n_bytes"].get<uint64_t>()) << f->tensors[i].name;
+    EXPECT_EQ(f->tensors[i].file_offset, want[i]["file_offset"].get<uint64_t>()) << f->tensors[i].name;
+  }
+  std::map<std::string, int> counts;
+  for (const auto& t : f->tensors) counts[type_info(t.type).name]++;
+  const auto want_counts = c["tensor_types"].get<std::map<std::string, int>>();
+  EXPECT_EQ(counts, want_counts);
+  const std::vector<uint8_t> ours = test::read_bytes(o.out_path);
+  const std::vector<uint8_t> ref = test::read_bytes(test::reference_dir() + "/" + set + c["model"].get<std::string>());
+  ASSERT_EQ(ours.size(), ref.size());
+  EXPECT_TRUE(std::equal(ours.begin(), ours.begin() + static_cast<std::ptrdiff_t>(f->data_offset), ref.begin()))
+      << "header bytes differ from " << c["model"];
+}
+
+nlohmann::json reference_manifest(const std::string& set) {
+  std::ifstream in(test::reference_dir() + "/" + set + "manifest.json");
+  return nlohmann::json::parse(in);
+}
+
 TEST(Synth, PubShapeMatchesLlamaCppReferenceFiles) {
   if (!test::reference_available()) GTEST_SKIP() << "no reference data at " << test::reference_dir();
-  std::ifstream in(test::reference_dir() + "/manifest.json");
-  const nlohmann::json manifest = nlohmann::json::parse(in);
   TempDir dir;
   int n_cases = 0;
+  for (const std::string set : {"", "quants/"}) {
+    const nlohmann::json manifest = reference_manifest(set);
+    for (const auto& c : manifest["cases"]) {
+      expect_matches_reference(set, c, /*same_header=*/true, dir);
+      ++n_cases;
+    }
+  }
+  EXPECT_EQ(n_cases, 7 + 7);
+}
+
+// Llama 3 (rope_freqs from the rope scaling) and Qwen2 (biases, qwen2 keys): the tensor table and
+// type mix of llama.cpp's files (their vocabularies differ from the synthetic one, so not the header).
+TEST(Synth, ArchitectureShapesMatchLlamaCppReferenceFiles) {
+  if (!test::reference_available()) GTEST_SKIP() << "no reference data at " << test::reference_dir();
+  TempDir dir;
+  int n_cases = 0;
+  const nlohmann::json manifest = reference_manifest("arch/");
   for (const auto& c : manifest["cases"]) {
-    const std::string ft_name = c["file_type"];
-    SCOPED_TRACE(ft_name);
-    auto ft = parse_file_type(ft_name);
-    ASSERT_TRUE(ft.ok()) << ft_name;
-    SynthShape s;
-    s.name = "pub";
-    s.n_embd = c["n_embd"];
-    s.n_ff = c["n_ff"];
-    s.n_layer = c["n_layer"];
-    s.n_head = c["n_head"];
-    s.n_head_kv = c["n_head_kv"];
-    s.n_vocab = c["n_vocab"];
-    s.rope_freq_base = c["rope_freq_base"];
-    s.rms_eps = c["rms_eps"];
-    s.tied = c["tied"];
-    s.n_ctx = 2048;
-    SynthOptions o;
-    o.shape = s;
-    o.file_type = *ft;
-    o.model_name = "refgen-pub";
-    o.out_path = dir.file("pub-" + ft_name + ".gguf");
-
-    auto plan = synth_tensor_plan(s, *ft);
-    ASSERT_TRUE(plan.ok());
-    const auto& want = c["tensors"];
-    ASSERT_EQ(plan->size(), want.size());
-    for (size_t i = 0; i < want.size(); ++i) {
-      EXPECT_EQ((*plan)[i].name, want[i]["name"].get<std::string>()) << i;
-      EXPECT_STREQ(type_info((*plan)[i].type).name, want[i]["type"].get<std::string>().c_str()) << (*plan)[i].name;
-      EXPECT_EQ((*plan)[i].ne, want[i]["shape"].get<std::vector<int64_t>>()) << (*plan)[i].name;
-    }
-    EXPECT_EQ(*synth_planned_bytes(o), c["model_bytes"].get<uint64_t>());
-
-    ASSERT_TRUE(synth_model(o).ok());
-    auto f = gguf::read_file(o.out_path);
-    ASSERT_TRUE(f.ok()) << f.status().message();
-    EXPECT_EQ(f->file_size, c["model_bytes"].get<uint64_t>());
-    for (size_t i = 0; i < want.size(); ++i) {
-      EXPECT_EQ(f->tensors[i].n_bytes, want[i]["n_bytes"].get<uint64_t>()) << f->tensors[i].name;
-      EXPECT_EQ(f->tensors[i].file_offset, want[i]["file_offset"].get<uint64_t>()) << f->tensors[i].name;
-    }
-    std::map<std::string, int> counts;
-    for (const auto& t : f->tensors) counts[type_info(t.type).name]++;
-    const auto want_counts = c["tensor_types"].get<std::map<std::string, int>>();
-    EXPECT_EQ(counts, want_counts);
-    const std::vector<uint8_t> ours = test::read_bytes(o.out_path);
-    const std::vector<uint8_t> ref = test::read_bytes(test::reference_dir() + "/" + c["model"].get<std::string>());
-    ASSERT_EQ(ours.size(), ref.size());
-    EXPECT_TRUE(std::equal(ours.begin(), ours.begin() + static_cast<std::ptrdiff_t>(f->data_offset), ref.begin()))
-        << "header bytes differ from " << c["model"];
+    if (c["features"]["n_expert"].get<int>() > 0) continue;
+    expect_matches_reference("arch/", c, /*same_header=*/false, dir);
     ++n_cases;
   }
-  EXPECT_EQ(n_cases, 7);
+  EXPECT_EQ(n_cases, 4);
+}
+
+// A synthetic file of each architecture preset opens with that architecture's facts.
+TEST(Synth, ArchitecturePresetsOpenWithTheirFacts) {
+  TempDir dir;
+  struct Want { const char* preset; const char* arch; bool bias; bool freqs; RopeType rope; };
+  for (const Want& w : {Want{"llama3-8b", "llama", false, true, RopeType::kNorm},
+                        Want{"qwen2.5-7b", "qwen2", true, false, RopeType::kNeox}}) {
+    SCOPED_TRACE(w.preset);
+    SynthOptions o = options(w.preset, FileType::Q8_0, dir.file(std::string(w.preset) + ".gguf"), 5);
+    // Same architecture, small enough to write: 2 layers, narrow.
+    o.shape.n_embd = 256;
+    o.shape.n_ff = 512;
+    o.shape.n_layer = 2;
+    o.shape.n_head = 4;
+    o.shape.n_head_kv = 2;
+    o.shape.n_vocab = 512;
+    ASSERT_TRUE(synth_model(o).ok());
+    auto m = Model::open(o.out_path);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    EXPECT_STREQ((*m)->hp.arch->name, w.arch);
+    EXPECT_EQ((*m)->hp.qkv_bias, w.bias);
+    EXPECT_EQ((*m)->hp.rope_freqs, w.freqs);
+    EXPECT_EQ((*m)->hp.rope_type, w.rope);
+  }
+}
+
+// Llama 3.1-8B's factors (factor 8, low 1, high 4, original context 8192, base 500000): 128-dim heads
+// give 64 pairs; wavelengths below 2048 keep 1, above 8192 get 8, the band between is blended.
+TEST(Synth, RopeFreqFactorsFollowTheLlama31Rule) {
+  const SynthShape s = *synth_preset("llama3-8b");
+  const std::vector<float> f = rope_freq_factors(s);
+  ASSERT_EQ(f.size(), 64u);
+  EXPECT_EQ(f[0], 1.0f);
+  EXPECT_EQ(f[63], 8.0f);
+  int blended = 0;
+  for (size_t i = 1; i < f.size(); ++i) {
+    EXPECT_GE(f[i], f[i - 1]) << i;  // longer wavelengths are never scaled less
+    blended += f[i] > 1.0f && f[i] < 8.0f;
+  }
+  EXPECT_GT(blended, 0);
+}
+
+TEST(Synth, VocabFromAnotherFileReplacesTheSyntheticOne) {
+  if (!test::reference_available()) GTEST_SKIP() << "no reference data at " << test::reference_dir();
+  TempDir dir;
+  auto v = read_vocab_source(test::reference_dir() + "/tokenizer/ggml-vocab-gpt-2.gguf");
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(v->n_tokens, 50257);
+  SynthOptions o = options("tiny", FileType::Q8_0, dir.file("v.gguf"), 1);
+  o.vocab = &*v;
+  EXPECT_FALSE(synth_model(o).ok()) << "n_vocab 1024 cannot take a 50257-token vocabulary";
+  o.shape.n_vocab = v->n_tokens;
+  o.shape.n_layer = 1;
+  ASSERT_TRUE(synth_model(o).ok());
+  auto f = gguf::read_file(o.out_path);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(*f->get_string("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(f->find("tokenizer.ggml.merges")->array_size(), 50000u);
+  EXPECT_EQ(f->find_tensor("token_embd.weight")->ne[1], 50257);
+  EXPECT_FALSE(read_vocab_source(o.out_path + ".missing").ok());
 }
 
 TEST(Synth, SameSeedSameBytesOtherSeedOtherBytes) {
@@ -336,7 +451,7 @@ TEST(Synth, RejectsInvalidShapes) {
   s.n_vocab = 100;
   EXPECT_FALSE(synth_tensor_plan(s, FileType::F16).ok());
   EXPECT_FALSE(synth_preset("8x7b").ok());
-  EXPECT_FALSE(parse_file_type("Q3_K_S").ok());
+  EXPECT_FALSE(parse_file_type("IQ2_XXS").ok());
 }
 
 double mean_of(const std::vector<float>& v) {
