@@ -159,6 +159,12 @@ TEST(HarnessSweep, SynthAndReferenceModels) {
   EXPECT_EQ(runs[0].model.path, "/cache/synth-tiny-Q4_K_M-s7.gguf");
   EXPECT_FALSE(fh::resolve_model("synth:tiny:Q4K", "/s", "", "/c").ok());
   EXPECT_FALSE(fh::resolve_model("synth:tiny", "/s", "", "/c").ok());
+  // The shapes and low-bit types of flea synth (llama3-70b with llama.cpp's Q2_K mix, ...).
+  for (const char* spec : {"synth:llama3-70b:Q2_K", "synth:qwen2.5-7b:IQ4_XS", "synth:1b:Q3_K_S"}) {
+    auto m = fh::resolve_model(spec, "/s", "", "/c");
+    ASSERT_TRUE(m.ok()) << spec << ": " << m.status().to_string();
+    EXPECT_TRUE(m->synth);
+  }
   fh::SweepOptions o;
   o.reference_dir = "/ref";
   o.reference_models = {"pub-F16.gguf", "pub-Q4_0.gguf"};

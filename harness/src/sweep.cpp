@@ -8,12 +8,14 @@
 #include <set>
 
 #include "env.h"
+#include "model/synth.h"
 
 namespace flea::harness {
 namespace {
 
+// Whatever `flea synth --type` accepts (one list, in model/synth.cpp).
 const std::vector<std::string>& synth_types() {
-  static const std::vector<std::string> k = {"F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"};
+  static const std::vector<std::string> k = synth::file_type_names();
   return k;
 }
 
