@@ -1,5 +1,6 @@
 // ctest-labels: gpu
-// The CUDA backend against the CPU backend on every reference model (logits NMSE <= 1e-5),
+// The CUDA backend against the CPU backend on every dense reference model, arch/ and quants/ included
+// (logits NMSE <= 1e-5),
 // transient residency bit-identical to full residency on the GPU for prefetch 0/1/2 and both pin
 // modes, micro-batching not changing a bit, and the VRAM budget respected or refused with the
 // minimum. The KV cache in host memory (CudaOptions::kv "host") gives the resident cache's logits
@@ -106,10 +107,10 @@ nlohmann::json manifest() {
 
 TEST(CudaBackend, LogitsMatchTheCpuOnEveryReferenceModel) {
   SKIP_WITHOUT_GPU_OR_DATA();
-  const nlohmann::json all = manifest();  // the loop must not iterate a destroyed temporary
-  for (const auto& c : all["cases"]) {
+  // LLaMA-2 types, Llama 3 (rope_freqs), Qwen2 (biases, NeoX rope) and the low-bit types.
+  for (const auto& [dir, path, c] : test::dense_reference_cases()) {
     const std::string name = c["model"].get<std::string>();
-    auto m = Model::open(test::reference_dir() + "/" + name);
+    auto m = Model::open(path);
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     for (const auto& prompt : c["prompts"]) {
       const auto tokens = prompt["tokens"].get<std::vector<int32_t>>();

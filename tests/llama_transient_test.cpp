@@ -38,24 +38,15 @@ std::vector<float> logits_with(const Model& m, const ResidencyOptions& opts, con
 
 TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  // Every dense case of the three reference sets (MoE and Llama 4 files are refused, tested elsewhere).
-  std::vector<std::pair<std::string, nlohmann::json>> cases;
-  for (const std::string set : {"", "arch/", "quants/"}) {
-    std::ifstream in(test::reference_dir() + "/" + set + "manifest.json");
-    const nlohmann::json manifest = nlohmann::json::parse(in);
-    for (const auto& c : manifest["cases"]) {
-      const bool dense = !c.contains("features") || c["features"]["n_expert"].get<int>() == 0;
-      if (dense && c.value("arch", "llama") != "llama4") cases.emplace_back(set, c);
-    }
-  }
+  const std::vector<test::ReferenceCase> cases = test::dense_reference_cases();
   ASSERT_EQ(cases.size(), 7u + 4u + 7u);
   cpu::ThreadPool pool(2);
   std::vector<std::string> backends = {"pread", "odirect", "mmap"};
 #ifdef FLEA_HAVE_IO_URING
   backends.push_back("io_uring");
 #endif
-  for (const auto& [set, c] : cases) {
-    auto m = Model::open(test::reference_dir() + "/" + set + c["model"].get<std::string>());
+  for (const auto& [dir, path, c] : cases) {
+    auto m = Model::open(path);
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     const auto tokens = c["prompts"][0]["tokens"].get<std::vector<int32_t>>();
     ResidencyOptions full;

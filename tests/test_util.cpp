@@ -22,6 +22,22 @@ bool reference_available() {
   return std::filesystem::exists(reference_dir() + "/manifest.json");
 }
 
+std::vector<ReferenceCase> dense_reference_cases() {
+  std::vector<ReferenceCase> cases;
+  for (const std::string set : {"", "arch/", "quants/"}) {
+    const std::string dir = reference_dir() + "/" + set;
+    std::ifstream in(dir + "manifest.json");
+    if (!in) continue;
+    const nlohmann::json manifest = nlohmann::json::parse(in);
+    for (const auto& c : manifest["cases"]) {
+      const bool moe = c.contains("features") && c["features"]["n_expert"].get<int>() > 0;
+      if (moe || c.value("arch", "llama") == "llama4") continue;  // refused; see llama_reference_test
+      cases.push_back({dir, dir + c["model"].get<std::string>(), c});
+    }
+  }
+  return cases;
+}
+
 std::string source_dir() { return FLEA_SOURCE_DIR; }
 std::string bin_dir() { return FLEA_BIN_DIR; }
 

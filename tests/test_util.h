@@ -5,11 +5,22 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace flea::test {
 
 // ../shared/reference (override with FLEA_REFERENCE_DIR in the environment).
 std::string reference_dir();
 bool reference_available();
+// Every case the engine computes (dense llama/qwen2) of the reference sets: the top-level LLaMA-2
+// files, arch/ (Llama 3, Qwen2) and quants/ (low-bit types). `path` is the model file; `c` its
+// manifest entry (logits paths in it are relative to the set's directory, `dir`).
+struct ReferenceCase {
+  std::string dir;
+  std::string path;
+  nlohmann::json c;
+};
+std::vector<ReferenceCase> dense_reference_cases();
 std::string source_dir();
 std::string bin_dir();  // <build>/bin, where `flea` and `run_lab_harness` live
 

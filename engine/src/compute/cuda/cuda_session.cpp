@@ -90,6 +90,7 @@ class CudaSession final : public Evaluator {
     uint8_t* resident = nullptr;       // arena region when resident in VRAM
     float* attn_norm = nullptr;
     float* ffn_norm = nullptr;
+    std::array<float*, 3> qkv_bias{};  // (E), (KV), (KV) when the model has q/k/v biases (qwen2)
     float* k_cache = nullptr;          // (n_ctx, KV) in VRAM; the shared working pair in host mode
     float* v_cache = nullptr;
     float* host_k = nullptr;           // host mode: (n_ctx, KV) in the pinned host cache
@@ -123,6 +124,7 @@ class CudaSession final : public Evaluator {
   int64_t n_ctx_;
   int64_t n_past_ = 0;
   int64_t max_batch_ = 1;
+  std::vector<float> freq_factors_;  // rope_freqs.weight ([n_rot / 2]) or empty
   ForwardStats stats_;
   CudaStats cstats_;
 
@@ -268,7 +270,9 @@ Status CudaSession::init() {
   const auto* embd_t = L.globals[static_cast<int>(GlobalTensor::kTokenEmbd)];
   const auto* out_t = L.globals[static_cast<int>(GlobalTensor::kOutput)];
   req.global_bytes = a(embd_t->n_bytes) + a(static_cast<uint64_t>(E) * 4) + (hp.tied_embeddings ? 0 : a(out_t->n_bytes));
-  req.norm_bytes = static_cast<uint64_t>(n_layer) * 2 * a(static_cast<uint64_t>(E) * 4);
+  // Norms, and the q/k/v biases where the architecture has them: small F32 vectors, always resident.
+  const uint64_t bias_bytes = hp.qkv_bias ? a(static_cast<uint64_t>(E) * 4) + 2 * a(static_cast<uint64_t>(KV) * 4) : 0;
+  req.norm_bytes = static_cast<uint64_t>(n_layer) * (2 * a(static_cast<uint64_t>(E) * 4) + bias_bytes);
   req.kv_bytes = vram::kv_vram_bytes(n_layer, n_ctx_, KV, kv_host_);
   req.kv_host = kv_host_;
   const std::vector<uint64_t> scratch = {
@@ -301,12 +305,17 @@ Status CudaSession::init() {
   if (!hp.tied_embeddings) { FLEA_ASSIGN_OR_RETURN(off_out, arena_.reserve("output", out_t->n_bytes)); }
   FLEA_ASSIGN_OR_RETURN(uint64_t off_out_norm, arena_.reserve("output_norm", static_cast<uint64_t>(E) * 4));
   const uint64_t kv_one_bytes = static_cast<uint64_t>(n_ctx_ * KV) * 4;  // one layer's K (or V)
-  std::vector<std::array<uint64_t, 4>> layer_off(static_cast<size_t>(n_layer));  // norms x2, k, v
+  std::vector<std::array<uint64_t, 7>> layer_off(static_cast<size_t>(n_layer));  // norms x2, k, v, q/k/v bias
   for (int il = 0; il < n_layer; ++il) {
     auto& o = layer_off[static_cast<size_t>(il)];
     const std::string n = "layer " + std::to_string(il);
     FLEA_ASSIGN_OR_RETURN(o[0], arena_.reserve(n + " attn_norm", static_cast<uint64_t>(E) * 4));
     FLEA_ASSIGN_OR_RETURN(o[1], arena_.reserve(n + " ffn_norm", static_cast<uint64_t>(E) * 4));
+    if (hp.qkv_bias) {
+      FLEA_ASSIGN_OR_RETURN(o[4], arena_.reserve(n + " attn_q.bias", static_cast<uint64_t>(E) * 4));
+      FLEA_ASSIGN_OR_RETURN(o[5], arena_.reserve(n + " attn_k.bias", static_cast<uint64_t>(KV) * 4));
+      FLEA_ASSIGN_OR_RETURN(o[6], arena_.reserve(n + " attn_v.bias", static_cast<uint64_t>(KV) * 4));
+    }
     if (kv_host_ && il > 0) {  // every layer uses layer 0's working pair
       o[2] = layer_off[0][2];
       o[3] = layer_off[0][3];
@@ -364,6 +373,8 @@ Status CudaSession::init() {
     const auto& o = layer_off[static_cast<size_t>(il)];
     ly.attn_norm = reinterpret_cast<float*>(dev(o[0]));
     ly.ffn_norm = reinterpret_cast<float*>(dev(o[1]));
+    if (hp.qkv_bias)
+      for (size_t b = 0; b < 3; ++b) ly.qkv_bias[b] = reinterpret_cast<float*>(dev(o[4 + b]));
     ly.k_cache = reinterpret_cast<float*>(dev(o[2]));
     ly.v_cache = reinterpret_cast<float*>(dev(o[3]));
     if (vplan_.resident[static_cast<size_t>(il)]) ly.resident = dev(resident_off[static_cast<size_t>(il)]);
@@ -445,6 +456,14 @@ Status CudaSession::upload_fixed() {
     FLEA_CUDA_RETURN(cudaMemcpy(ly.attn_norm, norm.data(), norm.size() * 4, cudaMemcpyHostToDevice), "uploading attn_norm");
     FLEA_RETURN_IF_ERROR(read_norm(info(il, LayerTensor::kFfnNorm), &norm));
     FLEA_CUDA_RETURN(cudaMemcpy(ly.ffn_norm, norm.data(), norm.size() * 4, cudaMemcpyHostToDevice), "uploading ffn_norm");
+    if (hp.qkv_bias) {
+      const LayerTensor biases[3] = {LayerTensor::kAttnQBias, LayerTensor::kAttnKBias, LayerTensor::kAttnVBias};
+      for (size_t b = 0; b < 3; ++b) {
+        FLEA_RETURN_IF_ERROR(read_norm(info(il, biases[b]), &norm));
+        FLEA_CUDA_RETURN(cudaMemcpy(ly.qkv_bias[b], norm.data(), norm.size() * 4, cudaMemcpyHostToDevice),
+                         "uploading " + info(il, biases[b]).name);
+      }
+    }
     if (ly.resident == nullptr) continue;
     FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(il));
     for (size_t k = 0; k < kMatrices.size(); ++k) {
@@ -453,6 +472,9 @@ Status CudaSession::upload_fixed() {
                        "uploading layer " + std::to_string(il));
     }
     weights_->release(il);
+  }
+  if (const gguf::TensorInfo* ff = model_.layout.globals[static_cast<int>(GlobalTensor::kRopeFreqs)]) {
+    FLEA_RETURN_IF_ERROR(read_norm(*ff, &freq_factors_));  // used on the host for the RoPE angles
   }
   sample_memory();
   return ok_status();
@@ -577,12 +599,15 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
   // Token ids and RoPE angles, computed on the host exactly as the CPU does.
   std::memcpy(host_ids_, tokens, static_cast<size_t>(T) * 4);
   const float theta_scale = std::pow(static_cast<float>(hp.rope_freq_base), -2.0f / static_cast<float>(hp.n_rot));
+  const float freq_scale = static_cast<float>(hp.rope_freq_scale);
   for (int64_t t = 0; t < T; ++t) {
-    float theta = static_cast<float>(n_past_ + t) * static_cast<float>(hp.rope_freq_scale);
+    float theta_base = static_cast<float>(n_past_ + t);
     for (int64_t i = 0; i < n_pairs; ++i) {
+      const float theta =
+          freq_scale * (freq_factors_.empty() ? theta_base : theta_base / freq_factors_[static_cast<size_t>(i)]);
       host_cos_sin_[(t * n_pairs + i) * 2] = std::cos(theta);
       host_cos_sin_[(t * n_pairs + i) * 2 + 1] = std::sin(theta);
-      theta *= theta_scale;
+      theta_base *= theta_scale;
     }
   }
   FLEA_CUDA_RETURN(cudaMemcpyAsync(ids_, host_ids_, static_cast<size_t>(T) * 4, cudaMemcpyHostToDevice, compute_), "ids H2D");
@@ -627,8 +652,14 @@ Status CudaSession::forward(const int32_t* tokens, int64_t T, int64_t first_row,
     cuda::matmul(W(1), act, kc, compute_);                                        // (T, KV) into the cache
     if (cuda::activation_format(W(2).type) != act.format) act = quantize(xn_, T, E, W(2).type);
     cuda::matmul(W(2), act, vc, compute_);                                        // (T, KV) into the cache
-    cuda::rope(q_, cos_sin_, T, H, D, hp.n_rot, compute_);
-    cuda::rope(kc, cos_sin_, T, hp.n_head_kv, D, hp.n_rot, compute_);
+    if (hp.qkv_bias) {
+      cuda::add_bias(q_, ly.qkv_bias[0], T, E, compute_);
+      cuda::add_bias(kc, ly.qkv_bias[1], T, KV, compute_);
+      cuda::add_bias(vc, ly.qkv_bias[2], T, KV, compute_);
+    }
+    const bool neox = hp.rope_type == RopeType::kNeox;
+    cuda::rope(q_, cos_sin_, T, H, D, hp.n_rot, neox, compute_);
+    cuda::rope(kc, cos_sin_, T, hp.n_head_kv, D, hp.n_rot, neox, compute_);
     cuda::attention(q_, ly.k_cache, ly.v_cache, att_, T, n_past_, H, hp.n_head_kv, D, kq_scale, compute_);
     if (kv_host_) {
       // The batch's rows [n_past, n_past + T), K after RoPE, back to the host cache; the next

@@ -60,10 +60,14 @@ void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float
 void rmsnorm(const float* x, const float* w, float* out, int64_t n_tokens, int64_t n, float eps,
              cudaStream_t stream);
 
-// Rotates pairs (x[2i], x[2i+1]), 2i < n_rot, of every head of every token by the angle whose cosine
-// and sine are cos_sin[(t * n_rot / 2 + i) * 2 + {0, 1}] (computed on the host, as the CPU does).
+// Rotates pair i < n_rot / 2 of every head of every token by the angle whose cosine and sine are
+// cos_sin[(t * n_rot / 2 + i) * 2 + {0, 1}] (computed on the host, as the CPU does). The pair is
+// (x[2i], x[2i+1]) (normal rope) or (x[i], x[i + n_rot/2]) with `neox`.
 void rope(float* x, const float* cos_sin, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t n_rot,
-          cudaStream_t stream);
+          bool neox, cudaStream_t stream);
+
+// rows (n_tokens, n) += bias (n) broadcast over the rows (qwen2's q/k/v biases).
+void add_bias(float* rows, const float* bias, int64_t n_tokens, int64_t n, cudaStream_t stream);
 
 // Causal GQA attention for tokens at positions n_past .. n_past + n_tokens - 1 against the cache:
 // q (n_tokens, n_head * D), k_cache / v_cache (n_ctx, n_head_kv * D) already holding the batch,

@@ -50,17 +50,26 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
 }
 
-// One thread per (token, head, pair).
+// One thread per (token, head, pair). Pair i is (x[2i], x[2i+1]) (normal rope) or (x[i], x[i + n_pairs])
+// (NeoX rope).
 __global__ void rope_kernel(float* __restrict__ x, const float* __restrict__ cos_sin, int64_t n_tokens,
-                            int64_t n_heads, int64_t head_dim, int64_t n_pairs) {
+                            int64_t n_heads, int64_t head_dim, int64_t n_pairs, bool neox) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n_tokens * n_heads * n_pairs) return;
   const int64_t i = idx % n_pairs, h = (idx / n_pairs) % n_heads, t = idx / (n_pairs * n_heads);
   const float c = cos_sin[(t * n_pairs + i) * 2], s = cos_sin[(t * n_pairs + i) * 2 + 1];
-  float* p = x + (t * n_heads + h) * head_dim + 2 * i;
-  const float x0 = p[0], x1 = p[1];
+  float* p = x + (t * n_heads + h) * head_dim + (neox ? i : 2 * i);
+  const int64_t partner = neox ? n_pairs : 1;
+  const float x0 = p[0], x1 = p[partner];
   p[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-  p[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+  p[partner] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+// rows[t * n + i] += bias[i].
+__global__ void add_bias_kernel(float* __restrict__ rows, const float* __restrict__ bias, int64_t n_tokens, int64_t n) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_tokens * n) return;
+  rows[idx] = __fadd_rn(rows[idx], bias[idx % n]);
 }
 
 // One block per (token, head). Dynamic shared memory: head_dim floats of q, then one score per
@@ -138,10 +147,15 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t n_tokens, int64
 }
 
 void rope(float* x, const float* cos_sin, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t n_rot,
-          cudaStream_t stream) {
+          bool neox, cudaStream_t stream) {
   const int64_t n = n_tokens * n_heads * (n_rot / 2);
   if (n <= 0) return;
-  rope_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, cos_sin, n_tokens, n_heads, head_dim, n_rot / 2);
+  rope_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, cos_sin, n_tokens, n_heads, head_dim, n_rot / 2, neox);
+}
+
+void add_bias(float* rows, const float* bias, int64_t n_tokens, int64_t n, cudaStream_t stream) {
+  if (n_tokens * n <= 0) return;
+  add_bias_kernel<<<blocks_for(n_tokens * n, 256), 256, 0, stream>>>(rows, bias, n_tokens, n);
 }
 
 int64_t attention_max_positions(int device, int64_t head_dim) {
