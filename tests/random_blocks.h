@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -12,7 +13,12 @@
 #include "quant/quant.h"
 #include "quant/types.h"
 
-namespace flea::test {
+namespace flea {
+
+// gtest prints a GgmlType parameter by name (test lists and ctest names read "Q3_K").
+inline void PrintTo(GgmlType t, std::ostream* os) { *os << type_info(t).name; }
+
+namespace test {
 
 // Byte offsets of the fp16 fields of one block; empty for types this helper does not know.
 inline std::vector<size_t> fp16_field_offsets(GgmlType type) {
@@ -55,4 +61,5 @@ inline std::vector<uint8_t> random_blocks(GgmlType type, int64_t cols, int64_t r
   return w;
 }
 
-}  // namespace flea::test
+}  // namespace test
+}  // namespace flea
