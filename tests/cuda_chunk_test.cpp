@@ -22,6 +22,7 @@
 #include "gguf/gguf.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "chunk_host.h"
 #include "random_blocks.h"
 #include "test_util.h"
 
@@ -153,32 +154,6 @@ quant::DequantizeFn reference_dequantizer(GgmlType t, std::string* what) {
 
 // ---- the chunk code on the host
 
-template <class Tr>
-float chunk_row_dot(const uint8_t* w, const chunk::ActQ8* acts, int64_t n_chunks) {
-  float s = 0;
-  for (int64_t c = 0; c < n_chunks; ++c) s += Tr::dot(Tr::load(w, c), acts[c]);
-  return s;
-}
-
-float chunk_row_dot(GgmlType t, const uint8_t* w, const chunk::ActQ8* acts, int64_t n_chunks) {
-  using namespace chunk;
-  switch (t) {
-    case GgmlType::Q4_0: return chunk_row_dot<TQ4_0>(w, acts, n_chunks);
-    case GgmlType::Q4_1: return chunk_row_dot<TQ4_1>(w, acts, n_chunks);
-    case GgmlType::Q5_0: return chunk_row_dot<TQ5_0>(w, acts, n_chunks);
-    case GgmlType::Q5_1: return chunk_row_dot<TQ5_1>(w, acts, n_chunks);
-    case GgmlType::Q8_0: return chunk_row_dot<TQ8_0>(w, acts, n_chunks);
-    case GgmlType::IQ4_NL: return chunk_row_dot<TIQ4_NL>(w, acts, n_chunks);
-    case GgmlType::Q2_K: return chunk_row_dot<TQ2_K>(w, acts, n_chunks);
-    case GgmlType::Q3_K: return chunk_row_dot<TQ3_K>(w, acts, n_chunks);
-    case GgmlType::Q4_K: return chunk_row_dot<TQ4_K>(w, acts, n_chunks);
-    case GgmlType::Q5_K: return chunk_row_dot<TQ5_K>(w, acts, n_chunks);
-    case GgmlType::Q6_K: return chunk_row_dot<TQ6_K>(w, acts, n_chunks);
-    case GgmlType::IQ4_XS: return chunk_row_dot<TIQ4_XS>(w, acts, n_chunks);
-    default: ADD_FAILURE() << "no chunk traits for " << type_info(t).name; return 0;
-  }
-}
-
 bool is_k_type(GgmlType t) { return type_info(t).block_size == 256; }
 
 // Activations of one row in the CPU's format (Q8_0 or Q8_K blocks), split into chunks.
@@ -252,7 +227,7 @@ TEST_P(CudaChunk, RowDotMatchesTheDequantizedDotAndTheCpuKernel) {
       exact += wf[e] * a.values[e];
       magnitude += std::fabs(wf[e] * a.values[e]);
     }
-    const float got = chunk_row_dot(t, wr, a.chunks.data(), cols / 32);
+    const float got = test::chunk_row_dot(t, wr, a.chunks.data(), cols / 32);
     // Integer dots are exact; what is left is float rounding of scales and partial sums.
     EXPECT_NEAR(got, exact, 1e-5 * magnitude) << ti.name << " row " << r << " vs " << ref_name;
     if (cpu_dot) {
@@ -362,7 +337,7 @@ TEST_P(CudaChunkReal, TensorsAgreeWithTheF16Model) {
         wnorm += want * want;
         want_dot += want * a.values[static_cast<size_t>(i)];
       }
-      const double got_dot = chunk_row_dot(t.type, qr, a.chunks.data(), cols / 32);
+      const double got_dot = test::chunk_row_dot(t.type, qr, a.chunks.data(), cols / 32);
       derr += (got_dot - want_dot) * (got_dot - want_dot);
       dnorm += want_dot * want_dot;
     }

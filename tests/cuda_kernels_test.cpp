@@ -2,7 +2,7 @@
 // The CUDA kernels against the CPU backend on random data, per weight type: matmul for one token
 // and for batches that span several token tiles, and the embedding row dequantizer. Skips when
 // no CUDA device is present, and per type when this build's CPU backend lacks the type
-// (quant::ops). Quantized weights are random blocks (tests/random_blocks.h), so every level,
+// (quant::ops); the device kernels against their own host build need no CPU kernel. Quantized weights are random blocks (tests/random_blocks.h), so every level,
 // scale and high-bit pattern occurs; float weights come from the CPU's converter.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include "compute/cpu/matmul.h"
 #include "compute/cuda/cuda_session.h"
 #include "compute/cuda/kernels.h"
+#include "chunk_host.h"
 #include "quant/quant.h"
 #include "random_blocks.h"
 
@@ -136,6 +137,82 @@ TEST_P(CudaKernels, DequantizedRowsAreBitIdenticalToTheCpu) {
     EXPECT_EQ(0, std::memcmp(want.data(), got.data() + i * static_cast<size_t>(cols), want.size() * 4))
         << ti.name << " row " << ids[i];
   }
+}
+
+// The device build of the chunk code against its host build (tests/chunk_host.h) on the same
+// activations (the GPU's quantized ones, copied back): checks the device intrinsics (dp4a,
+// byte_perm, non-contracted products) and loads without any CPU kernel, so it runs for every
+// integer type in every build. Matmul to float-order differences, dequantized rows bit for bit.
+TEST_P(CudaKernels, MatchesTheHostBuildOfTheChunkCode) {
+  SKIP_WITHOUT_GPU();
+  const GgmlType type = GetParam();
+  const TypeInfo& ti = type_info(type);
+  if (test::fp16_field_offsets(type).empty()) GTEST_SKIP() << ti.name << " is a float type (no chunk code)";
+  std::mt19937 rng(4321 + static_cast<uint32_t>(type));
+  const int64_t cols = 768, rows = 67, T = 11;  // two token tiles, the second partial
+  const size_t rb = row_bytes(ti, cols);
+  const std::vector<uint8_t> w = test::random_blocks(type, cols, rows, rng);
+  const std::vector<float> x = random_floats(static_cast<size_t>(T * cols), rng, 1.0f);
+  const GgmlType fmt = cuda::activation_format(type);
+  const int act_block = fmt == GgmlType::Q8_K ? 256 : 32;
+  const size_t q_bytes = cuda::activation_q_bytes(fmt, T, cols), d_count = cuda::activation_d_bytes(fmt, T, cols) / 4;
+  DevBuf<uint8_t> dw(w.size()), dq(q_bytes);
+  DevBuf<float> dx(x.size()), dd(d_count), dout(static_cast<size_t>(T * rows));
+  ASSERT_EQ(cudaMemcpy(dw.p, w.data(), w.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx.p, x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dout.p, 0xff, static_cast<size_t>(T * rows) * 4), cudaSuccess);
+  cuda::Activations act;
+  act.format = fmt;
+  act.cols = cols;
+  act.n_tokens = T;
+  act.q = dq.p;
+  act.d = dd.p;
+  cuda::quantize_activations(dx.p, &act, nullptr);
+  cuda::matmul(cuda::DeviceMatrix{type, cols, rows, dw.p}, act, dout.p, nullptr);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  std::vector<int8_t> q(q_bytes);
+  std::vector<float> d(d_count), got(static_cast<size_t>(T * rows));
+  ASSERT_EQ(cudaMemcpy(q.data(), dq.p, q.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d.data(), dd.p, d.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got.data(), dout.p, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  double err = 0, norm = 0;
+  std::vector<cuda::chunk::ActQ8> acts(static_cast<size_t>(cols / 32));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t c = 0; c < cols / 32; ++c) {
+      const int64_t e = t * cols + 32 * c;
+      std::memcpy(acts[static_cast<size_t>(c)].a, q.data() + e, 32);
+      acts[static_cast<size_t>(c)].d = d[static_cast<size_t>(e / act_block)];
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const double want = test::chunk_row_dot(type, w.data() + static_cast<size_t>(r) * rb, acts.data(), cols / 32);
+      const float g = got[static_cast<size_t>(t * rows + r)];
+      ASSERT_FALSE(std::isnan(g)) << ti.name << " token " << t << " row " << r << " not written";
+      err += (g - want) * (g - want);
+      norm += want * want;
+    }
+  }
+  EXPECT_LE(err / norm, 1e-10) << ti.name;
+
+  std::vector<int32_t> ids(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) ids[static_cast<size_t>(r)] = static_cast<int32_t>(rows - 1 - r);
+  DevBuf<int32_t> dids(ids.size());
+  DevBuf<float> drows(static_cast<size_t>(rows * cols));
+  ASSERT_EQ(cudaMemcpy(dids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  cuda::dequantize_rows(cuda::DeviceMatrix{type, cols, rows, dw.p}, dids.p, rows, drows.p, nullptr);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  std::vector<float> deq(static_cast<size_t>(rows * cols));
+  ASSERT_EQ(cudaMemcpy(deq.data(), drows.p, deq.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  int mismatches = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const uint8_t* wr = w.data() + static_cast<size_t>(ids[static_cast<size_t>(i)]) * rb;
+    for (int64_t e = 0; e < cols; ++e) {
+      const float want = cuda::chunk::dequant_element(type, wr, e);
+      if (std::memcmp(&want, &deq[static_cast<size_t>(i * cols + e)], 4) != 0 && ++mismatches <= 3) {
+        ADD_FAILURE() << ti.name << " row " << ids[static_cast<size_t>(i)] << " element " << e;
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << ti.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, CudaKernels,
