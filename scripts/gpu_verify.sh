@@ -98,14 +98,24 @@ logits() {  # name model backend extra-args...
     --out "$WORK/logits_$name.f32" "$@" >"$WORK/logits_$name.log" 2>&1 || say "logits $name failed: $(tail -c 400 "$WORK/logits_$name.log")"
 }
 
+# ---- kernels: every weight type's matmul and embedding dequantizer against the CPU (gtest;
+# needs no reference data; a type this build's CPU backend lacks is skipped and listed as such)
+KERNELS_RESULT=null
+if [ -x "$BIN/cuda_kernels_test" ]; then
+  timeout "$T" "$BIN/cuda_kernels_test" --gtest_output="json:$WORK/cuda_kernels_test.json" \
+    >"$WORK/cuda_kernels_test.log" 2>&1
+  KERNELS_RESULT=$?
+  say "cuda_kernels_test exit $KERNELS_RESULT"
+else
+  say "$BIN/cuda_kernels_test not found: kernel checks skipped"
+fi
+
 # ---- reference models: CUDA vs CPU (NMSE <= 1e-5), transient vs full bit-identical (gtest)
 REF_RESULT=null
 if [ -d "$REF" ] && [ -x "$BIN/cuda_backend_test" ]; then
   FLEA_REFERENCE_DIR="$REF" timeout "$T" "$BIN/cuda_backend_test" --gtest_output="json:$WORK/cuda_backend_test.json" \
     >"$WORK/cuda_backend_test.log" 2>&1
   REF_RESULT=$?
-  [ -x "$BIN/cuda_kernels_test" ] && timeout "$T" "$BIN/cuda_kernels_test" --gtest_output="json:$WORK/cuda_kernels_test.json" \
-    >"$WORK/cuda_kernels_test.log" 2>&1
 else
   say "reference data not at $REF (set FLEA_REFERENCE_DIR): reference-model checks skipped"
 fi
@@ -157,9 +167,9 @@ else
 fi
 
 # ---- one JSON object
-python3 - "$WORK" "$REF_RESULT" "$DISK7" "$HAVE70" <<'EOF'
+python3 - "$WORK" "$REF_RESULT" "$DISK7" "$HAVE70" "$KERNELS_RESULT" <<'EOF'
 import json, os, struct, sys
-work, ref_rc, disk7, have70 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+work, ref_rc, disk7, have70, kernels_rc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5]
 
 def load(path):
     try:
@@ -207,6 +217,20 @@ except Exception:
 def fail(name, why):
     ck[name] = {"pass": False, "why": why}
     out["ok"] = False
+
+# Kernels (gtest): per test case "pass", "fail" or "skipped" (a type without a CPU kernel here).
+if kernels_rc == "null":
+    ck["kernels_vs_cpu"] = {"pass": None, "why": "cuda_kernels_test not built"}
+else:
+    t = load(os.path.join(work, "cuda_kernels_test.json")) or {}
+    cases = {}
+    for s in t.get("testsuites", []):
+        for c in s.get("testsuite", []):
+            state = "fail" if "failures" in c else ("skipped" if c.get("result") == "SKIPPED" else "pass")
+            cases[s["name"] + "." + c["name"]] = state
+    ck["kernels_vs_cpu"] = {"pass": kernels_rc == "0" and bool(cases), "tests": cases}
+    if not ck["kernels_vs_cpu"]["pass"]:
+        out["ok"] = False
 
 # Reference models (gtest): CUDA vs CPU NMSE and transient == full on the GPU.
 if ref_rc == "null":

@@ -5,8 +5,9 @@
 // modes, micro-batching not changing a bit, and the VRAM budget respected or refused with the
 // minimum. The KV cache in host memory (CudaOptions::kv "host") gives the resident cache's logits
 // bit for bit over a prompt and decode steps, copies exactly the bytes its formula says, runs in a
-// budget that refuses the resident cache, and starts over after reset(). Skips when no CUDA
-// device is present.
+// budget that refuses the resident cache, and starts over after reset(). The quants/ models
+// (Q2_K Q3_K_M Q4_1 Q5_0 Q5_1 IQ4_NL IQ4_XS) against llama.cpp's logits directly. Skips when no
+// CUDA device is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -121,6 +122,41 @@ TEST(CudaBackend, LogitsMatchTheCpuOnEveryReferenceModel) {
       std::printf("[ %s ] %zu tokens: nmse prompt %.3e, next %.3e\n", name.c_str(), tokens.size(), e_prompt, e_next);
       EXPECT_LE(e_prompt, 1e-5) << name;
       EXPECT_LE(e_next, 1e-5) << name;
+    }
+  }
+}
+
+// The seven weight types the CPU backend may lack, end to end on the GPU with no CPU kernel
+// involved: the reference model in quants/ (Q2_K Q3_K_M Q4_1 Q5_0 Q5_1 IQ4_NL IQ4_XS) against
+// llama.cpp's logits, with the CPU reference test's bounds (shared/reference/README.md,
+// "Suggested tolerances": NMSE <= 2e-3, top-1 agreement >= 0.97).
+TEST(CudaBackend, LogitsMatchLlamaCppOnTheQuantsModels) {
+  SKIP_WITHOUT_GPU_OR_DATA();
+  const std::string dir = test::reference_dir() + "/quants";
+  std::ifstream in(dir + "/manifest.json");
+  if (!in) GTEST_SKIP() << "no " << dir << "/manifest.json";
+  const nlohmann::json all = nlohmann::json::parse(in);
+  for (const auto& c : all["cases"]) {
+    const std::string name = c["model"].get<std::string>();
+    auto m = Model::open(dir + "/" + name);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const int64_t V = (*m)->hp.n_vocab;
+    for (const auto& prompt : c["prompts"]) {
+      const auto tokens = prompt["tokens"].get<std::vector<int32_t>>();
+      const auto ref = test::read_f32(dir + "/" + prompt["logits"].get<std::string>());
+      ASSERT_EQ(ref.size(), tokens.size() * static_cast<size_t>(V)) << name;
+      const RunResult gpu = run_cuda(**m, ResidencyOptions{}, tokens);
+      ASSERT_EQ(gpu.prompt_logits.size(), ref.size()) << name;
+      int agree = 0;
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        agree += argmax(&gpu.prompt_logits[t * V], V) == argmax(&ref[t * V], V);
+      }
+      const double e = nmse(gpu.prompt_logits, ref);
+      const double top1 = static_cast<double>(agree) / static_cast<double>(tokens.size());
+      std::printf("[ %s ] %zu tokens: nmse vs llama.cpp %.3e (bound 2e-3, llama.cpp vs exact math %.3e), top-1 %.3f\n",
+                  name.c_str(), tokens.size(), e, prompt["exact_math"]["nmse"].get<double>(), top1);
+      EXPECT_LE(e, 2e-3) << name << " len " << tokens.size();
+      EXPECT_GE(top1, 0.97) << name << " len " << tokens.size();
     }
   }
 }

@@ -182,7 +182,7 @@ Status CudaSession::check_model() const {
   auto check = [&](const gguf::TensorInfo& t) -> Status {
     if (!cuda::supported(t.type)) {
       return unimplemented("--backend cuda: tensor '" + t.name + "' has type " + type_info(t.type).name +
-                           ", which has no CUDA kernel (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K)");
+                           ", which has no CUDA kernel (supported: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS)");
     }
     if (t.ne[0] % 32 != 0) {
       return unimplemented("--backend cuda: tensor '" + t.name + "' has rows of " + std::to_string(t.ne[0]) +

@@ -3,9 +3,9 @@
 // errors through cudaGetLastError(), which the caller checks once per layer.
 //
 // The matrix-vector products follow the CPU backend's arithmetic: activations are first quantized
-// to the weight type's dot format (Q8_0 for Q4_0/Q8_0, Q8_K for the k-quants, F16/BF16 for the
-// float types) with the same rounding, so the integer part of every dot product is exact and only
-// the order of float accumulation differs from the CPU.
+// to the weight type's dot format (Q8_0 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, Q8_K for the k-quants
+// and IQ4_XS, F16/BF16 for the float types) with the same rounding, so the integer part of every
+// dot product is exact and only the order of float accumulation differs from the CPU.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,7 +46,8 @@ struct DeviceMatrix {
   const uint8_t* data = nullptr;
 };
 
-// Whether the CUDA backend has kernels for this type (F32 F16 BF16 Q4_0 Q8_0 Q4_K Q5_K Q6_K).
+// Whether the CUDA backend has kernels for this type (F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL
+// Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS).
 bool supported(GgmlType type);
 
 // out[t * rows + r] = dot(W row r, activation row t) for t < act.n_tokens. Each weight block is

@@ -3,10 +3,11 @@
 // ...; a chunk is unpacked into registers once and dotted with up to kTokTile tokens, so a batch
 // of T tokens reads each weight block ceil(T / kTokTile) times (from L2 after the first).
 //
-// Integer types: the chunk's levels are packed four to a 32-bit word in element order and the
-// dot with the int8 activations is __dp4a; the float scales are applied per chunk.
+// Integer types: the per-type chunk unpacking and __dp4a dot live in chunk_dot.h (host-testable);
+// the float scales are applied per chunk.
 #include <cuda_fp16.h>
 
+#include "compute/cuda/chunk_dot.h"
 #include "compute/cuda/kernels.h"
 
 namespace flea::cuda {
@@ -15,7 +16,8 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 4;  // warps (rows) per 128-thread block
 constexpr int kTokTile = 8;
-constexpr int kQk0 = 32, kQkK = 256;
+using chunk::kQk0;
+using chunk::kQkK;
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -23,20 +25,11 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-__device__ __forceinline__ float f16_at(const uint8_t* p) {  // 2-byte aligned fp16
-  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
-}
-__device__ __forceinline__ uint32_t u32_at_a2(const uint8_t* p) {  // 2-byte aligned little-endian word
-  const unsigned short* h = reinterpret_cast<const unsigned short*>(p);
-  return static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 16);
-}
 __device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
 
-// Activation words of chunk c of token t: 8 words of 4 int8 each, and the chunk's scale.
-struct ActQ8 {
-  int a[8];
-  float d;
-};
+using chunk::ActQ8;
+
+// Activation words of chunk c of token t, and the scale of its Q8_0 / Q8_K block.
 __device__ __forceinline__ ActQ8 load_act_q8(const Activations& act, int64_t t, int64_t c, int block) {
   ActQ8 r;
   const int4* p = reinterpret_cast<const int4*>(static_cast<const int8_t*>(act.q) + t * act.cols + c * 32);
@@ -46,167 +39,6 @@ __device__ __forceinline__ ActQ8 load_act_q8(const Activations& act, int64_t t, 
   r.d = act.d[(t * act.cols + c * 32) / block];
   return r;
 }
-
-// Sum of the activation int8s of words [k0, k0 + n).
-__device__ __forceinline__ int act_sum(const ActQ8& x, int k0, int n) {
-  int s = 0;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) if (k >= k0 && k < k0 + n) s = __dp4a(0x01010101, x.a[k], s);
-  return s;
-}
-
-struct IntChunk {
-  int q[8];     // 32 levels, four per word, element order
-  float scale;  // Q4_0/Q8_0: d; k-quants: d * sub-block scale
-  float min;    // k-quants with mins: dmin * m
-  int sc1;      // Q6_K: the second 16-element group's scale (scale holds d, sc0 below)
-  int sc0;
-};
-
-__device__ __forceinline__ int dot8(const int* q, const ActQ8& x) {
-  int s = 0;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) s = __dp4a(q[k], x.a[k], s);
-  return s;
-}
-
-// Six-bit scale and min j of a Q4_K/Q5_K super-block (12 bytes as three words u0 u1 u2).
-__device__ __forceinline__ void k_scale_min(uint32_t u0, uint32_t u1, uint32_t u2, int j, int* sc, int* m) {
-  auto byte = [&](int i) -> int {
-    const uint32_t u = i < 4 ? u0 : (i < 8 ? u1 : u2);
-    return static_cast<int>((u >> (8 * (i & 3))) & 0xffu);
-  };
-  if (j < 4) {
-    *sc = byte(j) & 63;
-    *m = byte(j + 4) & 63;
-  } else {
-    *sc = (byte(j + 4) & 0x0f) | ((byte(j - 4) >> 6) << 4);
-    *m = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
-  }
-}
-
-struct TQ4_0 {
-  using Chunk = IntChunk;
-  static constexpr int kActBlock = kQk0;
-  __device__ static Chunk load(const uint8_t* row, int64_t c) {
-    const uint8_t* b = row + c * 18;
-    Chunk r;
-    r.scale = f16_at(b);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t w = u32_at_a2(b + 2 + 4 * k);
-      r.q[k] = static_cast<int>(w & 0x0f0f0f0fu);
-      r.q[k + 4] = static_cast<int>((w >> 4) & 0x0f0f0f0fu);
-    }
-    return r;
-  }
-  __device__ static float dot(const Chunk& w, const ActQ8& x) {
-    return w.scale * x.d * static_cast<float>(dot8(w.q, x) - 8 * act_sum(x, 0, 8));
-  }
-};
-
-struct TQ8_0 {
-  using Chunk = IntChunk;
-  static constexpr int kActBlock = kQk0;
-  __device__ static Chunk load(const uint8_t* row, int64_t c) {
-    const uint8_t* b = row + c * 34;
-    Chunk r;
-    r.scale = f16_at(b);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) r.q[k] = static_cast<int>(u32_at_a2(b + 2 + 4 * k));
-    return r;
-  }
-  __device__ static float dot(const Chunk& w, const ActQ8& x) {
-    return w.scale * x.d * static_cast<float>(dot8(w.q, x));
-  }
-};
-
-struct TQ4_K {
-  using Chunk = IntChunk;
-  static constexpr int kActBlock = kQkK;
-  __device__ static Chunk load(const uint8_t* row, int64_t c) {
-    const uint8_t* b = row + (c >> 3) * 144;
-    const int j = static_cast<int>(c & 7);
-    const uint32_t* u = reinterpret_cast<const uint32_t*>(b + 4);
-    int sc, m;
-    k_scale_min(u[0], u[1], u[2], j, &sc, &m);
-    Chunk r;
-    r.scale = f16_at(b) * static_cast<float>(sc);
-    r.min = f16_at(b + 2) * static_cast<float>(m);
-    const int4* qs = reinterpret_cast<const int4*>(b + 16 + 32 * (j >> 1));
-    const int4 lo = qs[0], hi = qs[1];
-    const int shift = (j & 1) * 4;
-    const int w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-    for (int k = 0; k < 8; ++k) r.q[k] = static_cast<int>((static_cast<uint32_t>(w[k]) >> shift) & 0x0f0f0f0fu);
-    return r;
-  }
-  __device__ static float dot(const Chunk& w, const ActQ8& x) {
-    return x.d * (w.scale * static_cast<float>(dot8(w.q, x)) - w.min * static_cast<float>(act_sum(x, 0, 8)));
-  }
-};
-
-struct TQ5_K {
-  using Chunk = IntChunk;
-  static constexpr int kActBlock = kQkK;
-  __device__ static Chunk load(const uint8_t* row, int64_t c) {
-    const uint8_t* b = row + (c >> 3) * 176;
-    const int j = static_cast<int>(c & 7);
-    const uint32_t* u = reinterpret_cast<const uint32_t*>(b + 4);
-    int sc, m;
-    k_scale_min(u[0], u[1], u[2], j, &sc, &m);
-    Chunk r;
-    r.scale = f16_at(b) * static_cast<float>(sc);
-    r.min = f16_at(b + 2) * static_cast<float>(m);
-    const int4* qh4 = reinterpret_cast<const int4*>(b + 16);
-    const int4* qs4 = reinterpret_cast<const int4*>(b + 48 + 32 * (j >> 1));
-    const int4 hl = qh4[0], hh = qh4[1], lo = qs4[0], hi = qs4[1];
-    const int h[8] = {hl.x, hl.y, hl.z, hl.w, hh.x, hh.y, hh.z, hh.w};
-    const int w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    const int shift = (j & 1) * 4;
-    const int bit = j;  // qh bit 2c (+1 for the high nibble) of chunk pair c = j / 2
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      r.q[k] = static_cast<int>(((static_cast<uint32_t>(w[k]) >> shift) & 0x0f0f0f0fu) |
-                                (((static_cast<uint32_t>(h[k]) >> bit) & 0x01010101u) << 4));
-    }
-    return r;
-  }
-  __device__ static float dot(const Chunk& w, const ActQ8& x) { return TQ4_K::dot(w, x); }
-};
-
-struct TQ6_K {
-  using Chunk = IntChunk;
-  static constexpr int kActBlock = kQkK;
-  __device__ static Chunk load(const uint8_t* row, int64_t c) {
-    const uint8_t* b = row + (c >> 3) * 210;
-    const int j = static_cast<int>(c & 7);
-    const int half = j >> 2, k4 = j & 3;
-    const uint8_t* ql = b + 64 * half + 32 * (k4 & 1);
-    const uint8_t* qh = b + 128 + 32 * half;
-    const int lshift = k4 >= 2 ? 4 : 0;
-    Chunk r;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const uint32_t l = u32_at_a2(ql + 4 * k), h = u32_at_a2(qh + 4 * k);
-      r.q[k] = static_cast<int>(((l >> lshift) & 0x0f0f0f0fu) | (((h >> (2 * k4)) & 0x03030303u) << 4));
-    }
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half + 2 * k4);
-    r.sc0 = sc[0];
-    r.sc1 = sc[1];
-    r.scale = f16_at(b + 208);
-    return r;
-  }
-  __device__ static float dot(const Chunk& w, const ActQ8& x) {
-    int s0 = 0, s1 = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) s0 = __dp4a(w.q[k], x.a[k], s0);
-#pragma unroll
-    for (int k = 4; k < 8; ++k) s1 = __dp4a(w.q[k], x.a[k], s1);
-    const int s = w.sc0 * (s0 - 32 * act_sum(x, 0, 4)) + w.sc1 * (s1 - 32 * act_sum(x, 4, 4));
-    return w.scale * x.d * static_cast<float>(s);
-  }
-};
 
 // Float types: 32 weights against 32 activations of the same width, accumulated in float.
 struct HalfChunk {
@@ -385,57 +217,14 @@ __global__ void quantize_half_kernel(const float* __restrict__ x, int64_t n, uin
   q[i] = bf16 ? f32_to_bf16_bits(x[i]) : __half_as_ushort(__float2half_rn(x[i]));
 }
 
-// ---- dequantization of single elements (token embedding lookup)
-
-__device__ float dequant_element(GgmlType type, const uint8_t* row, int64_t i) {
-  switch (type) {
-    case GgmlType::F32: return reinterpret_cast<const float*>(row)[i];
-    case GgmlType::F16: return f16_at(row + 2 * i);
-    case GgmlType::BF16: return bf16_bits_to_f32(*reinterpret_cast<const unsigned short*>(row + 2 * i));
-    case GgmlType::Q4_0: {
-      const uint8_t* b = row + (i / kQk0) * 18;
-      const int j = static_cast<int>(i % kQk0);
-      const int q = j < 16 ? (b[2 + j] & 0x0f) : (b[2 + j - 16] >> 4);
-      return f16_at(b) * static_cast<float>(q - 8);
-    }
-    case GgmlType::Q8_0: {
-      const uint8_t* b = row + (i / kQk0) * 34;
-      return f16_at(b) * static_cast<float>(static_cast<int8_t>(b[2 + i % kQk0]));
-    }
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K: {
-      const bool q5 = type == GgmlType::Q5_K;
-      const uint8_t* b = row + (i / kQkK) * (q5 ? 176 : 144);
-      const int e = static_cast<int>(i % kQkK), c = e / 64, l = e % 64, j = 2 * c + (l >= 32 ? 1 : 0);
-      const uint32_t* u = reinterpret_cast<const uint32_t*>(b + 4);
-      int sc, m;
-      k_scale_min(u[0], u[1], u[2], j, &sc, &m);
-      const uint8_t* qs = b + (q5 ? 48 : 16) + 32 * c;
-      int q = l < 32 ? (qs[l] & 0x0f) : (qs[l - 32] >> 4);
-      if (q5) q += ((b[16 + l % 32] >> j) & 1) << 4;
-      const float d1 = __fmul_rn(f16_at(b), static_cast<float>(sc));
-      const float m1 = __fmul_rn(f16_at(b + 2), static_cast<float>(m));
-      return __fsub_rn(__fmul_rn(d1, static_cast<float>(q)), m1);
-    }
-    case GgmlType::Q6_K: {
-      const uint8_t* b = row + (i / kQkK) * 210;
-      const int e = static_cast<int>(i % kQkK), half = e / 128, k = (e % 128) / 32, l = e % 32;
-      const uint8_t lbyte = b[64 * half + (k & 1) * 32 + l];
-      const int low = k < 2 ? (lbyte & 0x0f) : (lbyte >> 4);
-      const int high = (b[128 + 32 * half + l] >> (2 * k)) & 3;
-      const int sc = static_cast<int8_t>(b[192 + 8 * half + 2 * k + l / 16]);
-      return __fmul_rn(__fmul_rn(f16_at(b + 208), static_cast<float>(sc)), static_cast<float>((low | (high << 4)) - 32));
-    }
-    default: return 0.f;
-  }
-}
+// ---- dequantization of single elements (token embedding lookup): chunk::dequant_element
 
 __global__ void dequantize_rows_kernel(GgmlType type, const uint8_t* __restrict__ w, int64_t cols, size_t row_bytes,
                                        const int32_t* __restrict__ ids, float* __restrict__ out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= cols) return;
   const int64_t r = blockIdx.y;
-  out[r * cols + i] = dequant_element(type, w + static_cast<int64_t>(ids[r]) * static_cast<int64_t>(row_bytes), i);
+  out[r * cols + i] = chunk::dequant_element(type, w + static_cast<int64_t>(ids[r]) * static_cast<int64_t>(row_bytes), i);
 }
 
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
@@ -444,8 +233,11 @@ unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + 
 
 bool supported(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q4_0:
-    case GgmlType::Q8_0: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
       return true;
     default:
       return false;
@@ -454,8 +246,12 @@ bool supported(GgmlType type) {
 
 GgmlType activation_format(GgmlType weight_type) {
   switch (weight_type) {
-    case GgmlType::Q4_0: case GgmlType::Q8_0: return GgmlType::Q8_0;
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return GgmlType::Q8_K;
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
+      return GgmlType::Q8_0;
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
+      return GgmlType::Q8_K;
     case GgmlType::F16: return GgmlType::F16;
     case GgmlType::BF16: return GgmlType::BF16;
     default: return GgmlType::F32;
@@ -509,11 +305,18 @@ void quantize_activations(const float* x, Activations* act, cudaStream_t stream)
 void matmul(const DeviceMatrix& w, const Activations& act, float* out, cudaStream_t stream) {
   if (act.n_tokens <= 0) return;
   switch (w.type) {
-    case GgmlType::Q4_0: launch_matmul<IntTraits<TQ4_0>>(w, act, out, stream); break;
-    case GgmlType::Q8_0: launch_matmul<IntTraits<TQ8_0>>(w, act, out, stream); break;
-    case GgmlType::Q4_K: launch_matmul<IntTraits<TQ4_K>>(w, act, out, stream); break;
-    case GgmlType::Q5_K: launch_matmul<IntTraits<TQ5_K>>(w, act, out, stream); break;
-    case GgmlType::Q6_K: launch_matmul<IntTraits<TQ6_K>>(w, act, out, stream); break;
+    case GgmlType::Q4_0: launch_matmul<IntTraits<chunk::TQ4_0>>(w, act, out, stream); break;
+    case GgmlType::Q4_1: launch_matmul<IntTraits<chunk::TQ4_1>>(w, act, out, stream); break;
+    case GgmlType::Q5_0: launch_matmul<IntTraits<chunk::TQ5_0>>(w, act, out, stream); break;
+    case GgmlType::Q5_1: launch_matmul<IntTraits<chunk::TQ5_1>>(w, act, out, stream); break;
+    case GgmlType::Q8_0: launch_matmul<IntTraits<chunk::TQ8_0>>(w, act, out, stream); break;
+    case GgmlType::IQ4_NL: launch_matmul<IntTraits<chunk::TIQ4_NL>>(w, act, out, stream); break;
+    case GgmlType::Q2_K: launch_matmul<IntTraits<chunk::TQ2_K>>(w, act, out, stream); break;
+    case GgmlType::Q3_K: launch_matmul<IntTraits<chunk::TQ3_K>>(w, act, out, stream); break;
+    case GgmlType::Q4_K: launch_matmul<IntTraits<chunk::TQ4_K>>(w, act, out, stream); break;
+    case GgmlType::Q5_K: launch_matmul<IntTraits<chunk::TQ5_K>>(w, act, out, stream); break;
+    case GgmlType::Q6_K: launch_matmul<IntTraits<chunk::TQ6_K>>(w, act, out, stream); break;
+    case GgmlType::IQ4_XS: launch_matmul<IntTraits<chunk::TIQ4_XS>>(w, act, out, stream); break;
     case GgmlType::F16: launch_matmul<TF16<false>>(w, act, out, stream); break;
     case GgmlType::BF16: launch_matmul<TF16<true>>(w, act, out, stream); break;
     case GgmlType::F32: launch_matmul<TF32>(w, act, out, stream); break;
