@@ -1,0 +1,179 @@
+// x86 dot kernels of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL against Q8_0 activations,
+// included by quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers
+// dot_u8s8, hsum_ps, half_to_float and token_rows it uses) under the same ISA namespace. With
+// FLEA_QUANT_VNNI (the AVX-512 build) the fifth bits of Q5_0 / Q5_1 go through a mask register
+// and byte-masked add / sub (AVX-512BW/VL); otherwise through pshufb + compare.
+//
+// One kernel template serves all four types and both the 1-token and the 4-token form: a type
+// supplies its 32 weight levels per block as bytes, either signed (Q5_0, IQ4_NL: dotted with the
+// |w| * sign(a, w) trick) or unsigned with a per-block min (Q4_1, Q5_1: the min term is
+// m * d_a * sum(a), sum(a) being one more u8 x s8 dot with a vector of ones). Even and odd blocks
+// go to separate accumulators so two blocks are in flight per iteration; each token's float ops
+// are the same whatever the token count, so the 4-token form is bit-identical to the 1-token one.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "quant/quant.h"
+
+namespace flea::quant::FLEA_QUANT_ISA_NS {
+namespace q32 {
+
+// 16 packed bytes -> 32 nibbles in element order (low nibbles = elements 0-15).
+inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+}
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+#ifndef FLEA_QUANT_VNNI
+// Byte j = 0xff where bit j of the 32-bit word qh is set: each byte picks its qh byte (j / 8)
+// with pshufb, keeps bit j % 8, and compares.
+inline __m256i fifth_bit_bytes(uint32_t qh) {
+  const __m256i select = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(qh)), select);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+}
+#endif
+
+// levels 0..31 (Q5_1).
+inline __m256i q5_unsigned(const uint8_t* qs, const uint8_t* qh) {
+  const __m256i low = nibbles(qs);
+#ifdef FLEA_QUANT_VNNI
+  return _mm256_mask_add_epi8(low, _cvtu32_mask32(load_u32(qh)), low, _mm256_set1_epi8(16));
+#else
+  return _mm256_or_si256(low, _mm256_and_si256(fifth_bit_bytes(load_u32(qh)), _mm256_set1_epi8(16)));
+#endif
+}
+
+// levels - 16 in -16..15 (Q5_0): an unset fifth bit means low - 16, i.e. low | 0xf0 as int8.
+inline __m256i q5_signed(const uint8_t* qs, const uint8_t* qh) {
+  const __m256i low = nibbles(qs);
+#ifdef FLEA_QUANT_VNNI
+  return _mm256_mask_sub_epi8(low, _cvtu32_mask32(~load_u32(qh)), low, _mm256_set1_epi8(16));
+#else
+  return _mm256_or_si256(low, _mm256_andnot_si256(fifth_bit_bytes(load_u32(qh)), _mm256_set1_epi8(static_cast<char>(0xf0))));
+#endif
+}
+
+// Per-type weight decoding. kHasMin: levels are unsigned and the block has a min m (value =
+// d * q + m); otherwise levels are signed (value = d * q).
+struct Q4_1W {
+  using Block = BlockQ4_1;
+  static constexpr bool kHasMin = true;
+  static __m256i levels(const Block& b, __m256i) { return nibbles(b.qs); }
+};
+struct Q5_1W {
+  using Block = BlockQ5_1;
+  static constexpr bool kHasMin = true;
+  static __m256i levels(const Block& b, __m256i) { return q5_unsigned(b.qs, b.qh); }
+};
+struct Q5_0W {
+  using Block = BlockQ5_0;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i) { return q5_signed(b.qs, b.qh); }
+};
+// The 16 levels sit in both 128-bit lanes of `table`, so pshufb maps each nibble to its value.
+struct Iq4NlW {
+  using Block = BlockIq4Nl;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i table) { return _mm256_shuffle_epi8(table, nibbles(b.qs)); }
+};
+
+template <typename W>
+inline float block_min(const typename W::Block& b) {
+  if constexpr (W::kHasMin) {
+    return half_to_float(b.m);
+  } else {
+    return 0.0f;
+  }
+}
+
+// Weight row `w` (n elements) against kT Q8_0 activation rows y[0..kT-1]; out[t] = dot.
+template <typename W, int kT>
+inline void dot_rows(int64_t n, const void* w, const BlockQ8_0* const* y, float* out) {
+  const auto* x = static_cast<const typename W::Block*>(w);
+  const int64_t nb = n / kQk0;
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  const __m256i ones = _mm256_set1_epi8(1);
+  __m256 acc[2][kT];
+  for (int t = 0; t < kT; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+  // Adds block i into acc[k]: one add per token on the accumulator's dependency chain.
+  auto step = [&](int64_t i, int k) {
+    const __m256i q = W::levels(x[i], table);
+    const float dw = half_to_float(x[i].d);
+    if constexpr (W::kHasMin) {
+      const float mw = block_min<W>(x[i]);
+      for (int t = 0; t < kT; ++t) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+        const float da = half_to_float(y[t][i].d);
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(q, a));
+        const __m256 s = _mm256_cvtepi32_ps(dot_u8s8(ones, a));
+        const __m256 v = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), p, _mm256_mul_ps(_mm256_set1_ps(mw * da), s));
+        acc[k][t] = _mm256_add_ps(acc[k][t], v);
+      }
+    } else {
+      const __m256i aq = _mm256_abs_epi8(q);
+      for (int t = 0; t < kT; ++t) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(a, q)));
+        acc[k][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * half_to_float(y[t][i].d)), p, acc[k][t]);
+      }
+    }
+  };
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2) {
+    step(i, 0);
+    step(i + 1, 1);
+  }
+  if (i < nb) step(i, 0);
+  for (int t = 0; t < kT; ++t) out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
+}
+
+template <typename W>
+float dot_one(int64_t n, const void* w, const void* a) {
+  const BlockQ8_0* y[1] = {static_cast<const BlockQ8_0*>(a)};
+  float out;
+  dot_rows<W, 1>(n, w, y, &out);
+  return out;
+}
+
+template <typename W>
+void dot_four(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  const BlockQ8_0* y[kTok];
+  token_rows(a, stride, y);
+  dot_rows<W, kTok>(n, w, y, out);
+}
+
+}  // namespace q32
+
+float dot_q4_1_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q4_1W>(n, w, a); }
+float dot_q5_0_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q5_0W>(n, w, a); }
+float dot_q5_1_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q5_1W>(n, w, a); }
+float dot_iq4_nl_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Iq4NlW>(n, w, a); }
+
+void dot_q4_1_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q4_1W>(n, w, a, stride, out);
+}
+void dot_q5_0_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q5_0W>(n, w, a, stride, out);
+}
+void dot_q5_1_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q5_1W>(n, w, a, stride, out);
+}
+void dot_iq4_nl_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Iq4NlW>(n, w, a, stride, out);
+}
+
+}  // namespace flea::quant::FLEA_QUANT_ISA_NS

@@ -1,0 +1,397 @@
+// The 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL: hand-built blocks decode to the values the
+// format defines (written here from the bit layout, independently of the library), quantize round
+// trips stay within per-type bounds, the scalar dot is the exact dot of the dequantized operands,
+// and every SIMD level (1-token and 4-token forms) agrees with the scalar dot on random blocks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/fp16.h"
+#include "quant/quant.h"
+
+namespace flea::quant {
+namespace {
+
+constexpr GgmlType kQ32Types[] = {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL};
+
+std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
+  std::vector<uint8_t> q(row_bytes(type_info(t), static_cast<int64_t>(x.size())));
+  ops(t)->quantize(x.data(), q.data(), static_cast<int64_t>(x.size()));
+  return q;
+}
+
+std::vector<float> dequantize(GgmlType t, const void* q, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  ops(t)->dequantize(q, out.data(), n);
+  return out;
+}
+
+double rel_rmse(const std::vector<float>& got, const std::vector<float>& want) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    ref += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(err / ref);
+}
+
+std::vector<const char*> simd_levels() {
+  std::vector<const char*> levels;
+  for (const char* l : {"avx2", "avx512"}) {
+    if (vec_dot_for_level(GgmlType::Q8_0, l) != nullptr) levels.push_back(l);
+  }
+  return levels;
+}
+
+// Random raw blocks: every byte random (all nibble / fifth-bit patterns), then sane fp16 scales
+// and mins written over the header.
+std::vector<uint8_t> random_weight_blocks(GgmlType t, int64_t nb, std::mt19937& rng) {
+  const size_t bytes = type_info(t).block_bytes;
+  std::vector<uint8_t> out(static_cast<size_t>(nb) * bytes);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f), sign(-1.0f, 1.0f);
+  for (uint8_t& b : out) b = static_cast<uint8_t>(byte(rng));
+  const bool has_min = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t* blk = out.data() + i * bytes;
+    const uint16_t d = fp32_to_fp16(scale(rng) * (sign(rng) < 0 ? -1.0f : 1.0f));
+    std::memcpy(blk, &d, 2);
+    if (has_min) {
+      const uint16_t m = fp32_to_fp16(-16 * scale(rng) * sign(rng));
+      std::memcpy(blk + 2, &m, 2);
+    }
+  }
+  return out;
+}
+
+// Q8_0 activation blocks with levels in -127..127 (what quantize_activation produces; -128 never
+// occurs, and the sign trick of the signed kernels relies on that).
+std::vector<BlockQ8_0> random_act_blocks(int64_t nb, std::mt19937& rng) {
+  std::vector<BlockQ8_0> out(static_cast<size_t>(nb));
+  std::uniform_int_distribution<int> level(-127, 127);
+  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
+  for (BlockQ8_0& b : out) {
+    b.d = fp32_to_fp16(scale(rng));
+    for (int8_t& q : b.qs) q = static_cast<int8_t>(level(rng));
+  }
+  return out;
+}
+
+// Double-precision dot of dequantized weights and dequantized Q8_0 activations, and the sum of
+// |products| that scales the tolerance.
+void reference_dot(GgmlType t, int64_t n, const void* w, const void* a, double* dot, double* scale) {
+  const std::vector<float> wd = dequantize(t, w, n);
+  const std::vector<float> ad = dequantize(GgmlType::Q8_0, a, n);
+  *dot = 0;
+  *scale = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    *dot += static_cast<double>(wd[i]) * ad[i];
+    *scale += std::fabs(static_cast<double>(wd[i]) * ad[i]);
+  }
+}
+
+// ------------------------------------------------------------------ table
+
+TEST(Q32Table, OpsUseQ8_0ActivationsAndEverySimdLevelHasKernels) {
+  for (GgmlType t : kQ32Types) {
+    const QuantOps* o = ops(t);
+    ASSERT_NE(o, nullptr) << type_info(t).name;
+    EXPECT_EQ(o->type, t);
+    EXPECT_EQ(o->vec_dot_type, GgmlType::Q8_0) << type_info(t).name;
+    EXPECT_NE(o->dequantize, nullptr);
+    EXPECT_NE(o->quantize, nullptr);
+    EXPECT_NE(o->vec_dot, nullptr);
+    EXPECT_NE(o->vec_dot_scalar, nullptr);
+    for (const char* level : simd_levels()) {
+      const VecDotFn f = vec_dot_for_level(t, level);
+      EXPECT_NE(f, nullptr) << type_info(t).name << " " << level;
+      EXPECT_NE(f, o->vec_dot_scalar) << type_info(t).name << " " << level;
+      force_simd_level(level);
+      EXPECT_NE(ops(t)->vec_dot_x4, nullptr) << type_info(t).name << " " << level;
+    }
+    force_simd_level(best_simd_level());
+  }
+}
+
+// ------------------------------------------------------------------ known values
+
+// Fifth bits set at the element positions that straddle the nibble halves and qh bytes.
+constexpr uint32_t kQh = (1u << 0) | (1u << 15) | (1u << 16) | (1u << 31) | (1u << 9) | (1u << 22);
+
+TEST(Q32KnownValues, Q4_1) {
+  BlockQ4_1 b{};
+  b.d = fp32_to_fp16(0.5f);
+  b.m = fp32_to_fp16(-3.0f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const std::vector<float> y = dequantize(GgmlType::Q4_1, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.5f * j - 3.0f) << j;
+    EXPECT_EQ(y[j + 16], 0.5f * (15 - j) - 3.0f) << j;
+  }
+}
+
+TEST(Q32KnownValues, Q5_0FifthBitAtEdges) {
+  BlockQ5_0 b{};
+  b.d = fp32_to_fp16(0.25f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(((j * 5) & 15) | (((j * 3 + 7) & 15) << 4));
+  std::memcpy(b.qh, &kQh, 4);
+  const std::vector<float> y = dequantize(GgmlType::Q5_0, &b, 32);
+  for (int e = 0; e < 32; ++e) {
+    const int low = e < 16 ? ((e * 5) & 15) : (((e - 16) * 3 + 7) & 15);
+    const int q = low + (((kQh >> e) & 1) ? 16 : 0);
+    EXPECT_EQ(y[e], 0.25f * (q - 16)) << e;
+  }
+  // Spot values that catch a bit taken from the wrong end: element 0 (low 0, bit set) = 0,
+  // element 31 (bit set) and element 30 (bit clear) differ by the fifth bit.
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[15], 0.25f * (((15 * 5) & 15) + 16 - 16));
+  EXPECT_EQ(y[16], 0.25f * ((7 & 15) + 16 - 16));
+  EXPECT_EQ(y[1], 0.25f * (5 - 16));
+}
+
+TEST(Q32KnownValues, Q5_1FifthBitAtEdges) {
+  BlockQ5_1 b{};
+  b.d = fp32_to_fp16(0.5f);
+  b.m = fp32_to_fp16(1.25f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(((j * 7 + 1) & 15) | (((j * 11 + 2) & 15) << 4));
+  std::memcpy(b.qh, &kQh, 4);
+  const std::vector<float> y = dequantize(GgmlType::Q5_1, &b, 32);
+  for (int e = 0; e < 32; ++e) {
+    const int low = e < 16 ? ((e * 7 + 1) & 15) : (((e - 16) * 11 + 2) & 15);
+    const int q = low + (((kQh >> e) & 1) ? 16 : 0);
+    EXPECT_EQ(y[e], 0.5f * q + 1.25f) << e;
+  }
+  EXPECT_EQ(y[0], 0.5f * (1 + 16) + 1.25f);
+  EXPECT_EQ(y[31], 0.5f * (((15 * 11 + 2) & 15) + 16) + 1.25f);
+  EXPECT_EQ(y[30], 0.5f * ((14 * 11 + 2) & 15) + 1.25f);
+}
+
+TEST(Q32KnownValues, Iq4Nl) {
+  const int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  BlockIq4Nl b{};
+  b.d = fp32_to_fp16(0.125f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const std::vector<float> y = dequantize(GgmlType::IQ4_NL, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.125f * kLevels[j]) << j;
+    EXPECT_EQ(y[j + 16], 0.125f * kLevels[15 - j]) << j;
+  }
+}
+
+// ------------------------------------------------------------------ quantizers
+
+TEST(Q32Quantize, RoundTripErrorWithinPerTypeBound) {
+  // Relative RMSE of N(0, sigma) weights: 4-bit uniform over the block range ~0.1, 5-bit ~0.05.
+  const std::map<GgmlType, double> bound = {
+      {GgmlType::Q4_1, 0.11}, {GgmlType::Q5_0, 0.06}, {GgmlType::Q5_1, 0.055}, {GgmlType::IQ4_NL, 0.10}};
+  const std::vector<float> x = gaussian(8192, 5, 0.02f);
+  for (GgmlType t : kQ32Types) {
+    const std::vector<float> y = dequantize(t, quantize(t, x).data(), 8192);
+    const double e = rel_rmse(y, x);
+    std::printf("%-6s round-trip relative RMSE %.4f\n", type_info(t).name, e);
+    EXPECT_LE(e, bound.at(t)) << type_info(t).name;
+    EXPECT_GT(e, 0.005) << type_info(t).name << ": suspiciously exact for a 4/5-bit format";
+    // Quantizing values that are already on the grid keeps them (nearly) there.
+    const std::vector<float> y2 = dequantize(t, quantize(t, y).data(), 8192);
+    EXPECT_LE(rel_rmse(y2, y), bound.at(t) * 0.5) << type_info(t).name;
+  }
+}
+
+TEST(Q32Quantize, ConstantAndZeroBlocksStayFinite) {
+  for (GgmlType t : kQ32Types) {
+    for (float value : {0.0f, 1.0f, -3.0f}) {
+      const std::vector<float> x(64, value);
+      const std::vector<float> y = dequantize(t, quantize(t, x).data(), 64);
+      for (float v : y) {
+        ASSERT_TRUE(std::isfinite(v)) << type_info(t).name;
+        EXPECT_NEAR(v, value, std::fabs(value) * 0.02 + 1e-6) << type_info(t).name << " value " << value;
+      }
+    }
+  }
+}
+
+TEST(Q32Quantize, AffineTypesHitBlockMinAndMaxLevels) {
+  // value = d q + m with m = block min: the minimum decodes (up to fp16 rounding of m) exactly,
+  // the maximum to the top level.
+  std::vector<float> x = gaussian(32, 9, 0.3f);  // well inside the two planted extremes
+  x[4] = -2.5f;
+  x[27] = 3.5f;
+  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q5_1}) {
+    const std::vector<float> y = dequantize(t, quantize(t, x).data(), 32);
+    EXPECT_NEAR(y[4], -2.5f, 1e-3) << type_info(t).name;
+    EXPECT_NEAR(y[27], 3.5f, 5e-3) << type_info(t).name;
+  }
+}
+
+TEST(Q32Quantize, Iq4NlMapsExtremeToOuterLevelAndSearchBeatsFixedScale) {
+  std::vector<float> x = gaussian(4096, 13, 0.02f);
+  const std::vector<uint8_t> q = quantize(GgmlType::IQ4_NL, x);
+  const std::vector<float> y = dequantize(GgmlType::IQ4_NL, q.data(), 4096);
+  // Fixed rule, computed here: d = (signed extreme) / -127, each element to its nearest level.
+  const int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  std::vector<float> fixed(x.size());
+  for (size_t b = 0; b < x.size() / 32; ++b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; ++j) {
+      if (std::fabs(x[32 * b + j]) > amax) { amax = std::fabs(x[32 * b + j]); max = x[32 * b + j]; }
+    }
+    const float d = fp16_to_fp32(fp32_to_fp16(max / -127.0f));
+    for (int j = 0; j < 32; ++j) {
+      int best = 0;
+      for (int k = 1; k < 16; ++k) {
+        if (std::fabs(d * kLevels[k] - x[32 * b + j]) < std::fabs(d * kLevels[best] - x[32 * b + j])) best = k;
+      }
+      fixed[32 * b + j] = d * kLevels[best];
+    }
+  }
+  const double ours = rel_rmse(y, x), rule = rel_rmse(fixed, x);
+  std::printf("IQ4_NL relative RMSE: scale search %.4f, fixed extreme rule %.4f\n", ours, rule);
+  EXPECT_LE(ours, rule);
+  // Every block's largest-magnitude element lands on one of the two outermost levels (-127 or
+  // -104: the sign of d absorbs the element's sign).
+  for (size_t b = 0; b < x.size() / 32; ++b) {
+    int arg = 0;
+    for (int j = 1; j < 32; ++j) if (std::fabs(x[32 * b + j]) > std::fabs(x[32 * b + arg])) arg = j;
+    BlockIq4Nl blk;
+    std::memcpy(&blk, q.data() + b * sizeof(BlockIq4Nl), sizeof blk);
+    const int idx = arg < 16 ? (blk.qs[arg] & 15) : (blk.qs[arg - 16] >> 4);
+    EXPECT_LE(idx, 1) << "block " << b << " extreme at level " << idx;
+  }
+}
+
+// ------------------------------------------------------------------ dot products
+
+TEST(Q32Dot, ScalarEqualsDoubleDotOfDequantizedOperands) {
+  std::mt19937 rng(17);
+  for (GgmlType t : kQ32Types) {
+    for (int64_t nb : {1, 2, 3, 7, 64}) {
+      const int64_t n = nb * 32;
+      const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
+      const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
+      double want, scale;
+      reference_dot(t, n, w.data(), a.data(), &want, &scale);
+      const float got = ops(t)->vec_dot_scalar(n, w.data(), a.data());
+      EXPECT_NEAR(got, want, 2e-6 * scale + 1e-9) << type_info(t).name << " blocks=" << nb;
+    }
+  }
+}
+
+TEST(Q32Dot, QuantizedWeightsAndActivationsScalarMatchesDouble) {
+  // The same check on real quantizer output and quantize_activation's Q8_0 (an outlier included).
+  for (GgmlType t : kQ32Types) {
+    const int64_t n = 4096;
+    const std::vector<uint8_t> w = quantize(t, gaussian(n, 21, 0.05f));
+    std::vector<float> x = gaussian(n, 22, 1.0f);
+    x[1000] = 8.0f;
+    std::vector<uint8_t> a(activation_row_bytes(GgmlType::Q8_0, n));
+    quantize_activation(GgmlType::Q8_0, x.data(), a.data(), n);
+    double want, scale;
+    reference_dot(t, n, w.data(), a.data(), &want, &scale);
+    EXPECT_NEAR(ops(t)->vec_dot_scalar(n, w.data(), a.data()), want, 2e-6 * scale) << type_info(t).name;
+    for (const char* level : simd_levels()) {
+      EXPECT_NEAR(vec_dot_for_level(t, level)(n, w.data(), a.data()), want, 1e-5 * scale)
+          << type_info(t).name << " " << level;
+    }
+  }
+}
+
+TEST(Q32Dot, EverySimdLevelAgreesWithScalarOnRandomBlocks) {
+  std::printf("best SIMD level on this CPU: %s\n", best_simd_level());
+  std::mt19937 rng(23);
+  int checked = 0;
+  for (GgmlType t : kQ32Types) {
+    for (int rep = 0; rep < 20; ++rep) {
+      for (int64_t nb : {1, 2, 3, 7, 64}) {
+        const int64_t n = nb * 32;
+        const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
+        const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
+        double want, scale;
+        reference_dot(t, n, w.data(), a.data(), &want, &scale);
+        const float scalar = ops(t)->vec_dot_scalar(n, w.data(), a.data());
+        for (const char* level : simd_levels()) {
+          const float got = vec_dot_for_level(t, level)(n, w.data(), a.data());
+          ASSERT_NEAR(got, scalar, 1e-5 * scale + 1e-9)
+              << type_info(t).name << " " << level << " blocks=" << nb << " rep=" << rep;
+          ++checked;
+        }
+      }
+    }
+  }
+  if (simd_levels().empty()) GTEST_SKIP() << "this CPU has no SIMD level to compare";
+  EXPECT_EQ(checked, 4 * 20 * 5 * static_cast<int>(simd_levels().size()));
+}
+
+TEST(Q32Dot, ExtremeLevelsDoNotSaturate) {
+  // Every weight at its largest-magnitude level, every activation at +-127: a saturating int16
+  // step in a SIMD path would show as a large error.
+  for (GgmlType t : kQ32Types) {
+    const int64_t nb = 8, n = nb * 32;
+    std::vector<uint8_t> w(static_cast<size_t>(nb) * type_info(t).block_bytes);
+    const size_t bytes = type_info(t).block_bytes;
+    for (int64_t i = 0; i < nb; ++i) {
+      uint8_t* blk = w.data() + i * bytes;
+      std::memset(blk, 0, bytes);
+      const uint16_t d = fp32_to_fp16(0.01f);
+      std::memcpy(blk, &d, 2);
+      // Level 15 / 31 for the unsigned types; for Q5_0 level 0 (-16) and for IQ4_NL index 0 (-127).
+      const bool low_end = t == GgmlType::Q5_0 || t == GgmlType::IQ4_NL;
+      std::memset(blk + bytes - 16, low_end ? 0x00 : 0xff, 16);
+      if (t == GgmlType::Q5_1) std::memset(blk + 4, 0xff, 4);
+    }
+    std::vector<BlockQ8_0> a(static_cast<size_t>(nb));
+    for (BlockQ8_0& b : a) {
+      b.d = fp32_to_fp16(0.02f);
+      for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<int8_t>(j % 3 == 0 ? 127 : -127);
+    }
+    double want, scale;
+    reference_dot(t, n, w.data(), a.data(), &want, &scale);
+    EXPECT_NEAR(ops(t)->vec_dot_scalar(n, w.data(), a.data()), want, 1e-6 * scale) << type_info(t).name;
+    for (const char* level : simd_levels()) {
+      EXPECT_NEAR(vec_dot_for_level(t, level)(n, w.data(), a.data()), want, 1e-5 * scale)
+          << type_info(t).name << " " << level;
+    }
+  }
+}
+
+TEST(Q32Dot, FourTokenKernelsAreBitIdenticalToSingleToken) {
+  std::mt19937 rng(29);
+  for (GgmlType t : kQ32Types) {
+    for (int64_t nb : {1, 3, 64}) {
+      const int64_t n = nb * 32;
+      const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
+      const size_t stride = activation_row_bytes(GgmlType::Q8_0, n) + 6;  // padded, unaligned rows
+      std::vector<uint8_t> acts(stride * kVecDotTokens);
+      for (int k = 0; k < kVecDotTokens; ++k) {
+        const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
+        std::memcpy(acts.data() + k * stride, a.data(), a.size() * sizeof(BlockQ8_0));
+      }
+      for (const char* level : simd_levels()) {
+        force_simd_level(level);
+        ASSERT_NE(ops(t)->vec_dot_x4, nullptr);
+        float got[kVecDotTokens];
+        ops(t)->vec_dot_x4(n, w.data(), acts.data(), stride, got);
+        for (int k = 0; k < kVecDotTokens; ++k) {
+          EXPECT_EQ(got[k], ops(t)->vec_dot(n, w.data(), acts.data() + k * stride))
+              << type_info(t).name << " " << level << " blocks=" << nb << " token " << k;
+        }
+      }
+      force_simd_level(best_simd_level());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace flea::quant
