@@ -1,9 +1,11 @@
 // The 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL: hand-built blocks decode to the values the
 // format defines (written here from the bit layout, independently of the library), quantize round
-// trips stay within per-type bounds, the scalar dot is the exact dot of the dequantized operands,
-// and every SIMD level (1-token and 4-token forms) agrees with the scalar dot on random blocks.
+// trips stay within per-type bounds, the Q8_1 activations (Q4_1 / Q5_1) follow llama.cpp's rule,
+// the scalar dot is the exact dot of the dequantized operands, and every SIMD level (1-token and
+// 4-token forms) agrees with the scalar dot on random blocks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -77,40 +79,92 @@ std::vector<uint8_t> random_weight_blocks(GgmlType t, int64_t nb, std::mt19937& 
   return out;
 }
 
-// Q8_0 activation blocks with levels in -127..127 (what quantize_activation produces; -128 never
-// occurs, and the sign trick of the signed kernels relies on that).
-std::vector<BlockQ8_0> random_act_blocks(int64_t nb, std::mt19937& rng) {
-  std::vector<BlockQ8_0> out(static_cast<size_t>(nb));
-  std::uniform_int_distribution<int> level(-127, 127);
-  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
-  for (BlockQ8_0& b : out) {
-    b.d = fp32_to_fp16(scale(rng));
-    for (int8_t& q : b.qs) q = static_cast<int8_t>(level(rng));
+bool takes_q8_1(GgmlType t) { return t == GgmlType::Q4_1 || t == GgmlType::Q5_1; }
+
+// Activation blocks (Q8_0, or Q8_1 for Q4_1 / Q5_1) with levels in -127..127 (what
+// quantize_activation produces; -128 never occurs, and the sign trick of the signed kernels relies
+// on that). Q8_1's s is random unless exact_s: then d is a power of two and the levels small, so
+// s = d * sum(qs) holds exactly in fp16 and m * s equals the min term of the dequantized dot.
+std::vector<uint8_t> random_act_blocks(GgmlType t, int64_t nb, std::mt19937& rng, bool exact_s = false) {
+  const bool q8_1 = takes_q8_1(t);
+  const size_t bytes = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+  std::vector<uint8_t> out(static_cast<size_t>(nb) * bytes);
+  const int max_level = exact_s ? 60 : 127;  // |sum| <= 1920 < 2048: an exact fp16 integer
+  std::uniform_int_distribution<int> level(-max_level, max_level), exponent(5, 10);
+  std::uniform_real_distribution<float> scale(0.001f, 0.1f), s_dist(-20.0f, 20.0f);
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t* blk = out.data() + i * bytes;
+    const float d = exact_s ? std::ldexp(1.0f, -exponent(rng)) : scale(rng);
+    const uint16_t d16 = fp32_to_fp16(d);
+    std::memcpy(blk, &d16, 2);
+    int8_t* qs = reinterpret_cast<int8_t*>(blk + (q8_1 ? 4 : 2));
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      qs[j] = static_cast<int8_t>(level(rng));
+      sum += qs[j];
+    }
+    if (q8_1) {
+      const uint16_t s16 = fp32_to_fp16(exact_s ? d * static_cast<float>(sum) : s_dist(rng));
+      std::memcpy(blk + 2, &s16, 2);
+    }
   }
   return out;
 }
 
-// Double-precision dot of dequantized weights and dequantized Q8_0 activations, and the sum of
-// |products| that scales the tolerance.
-void reference_dot(GgmlType t, int64_t n, const void* w, const void* a, double* dot, double* scale) {
+// d * q of each activation element, decoded here from the block layout.
+std::vector<double> dequantize_act(GgmlType t, const uint8_t* a, int64_t nb) {
+  const bool q8_1 = takes_q8_1(t);
+  const size_t bytes = q8_1 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+  std::vector<double> out;
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* blk = a + i * bytes;
+    uint16_t d16;
+    std::memcpy(&d16, blk, 2);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(blk + (q8_1 ? 4 : 2));
+    for (int j = 0; j < 32; ++j) out.push_back(static_cast<double>(fp16_to_fp32(d16)) * qs[j]);
+  }
+  return out;
+}
+
+uint16_t half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// The format's dot in double: sum of dequantized weight x dequantized activation for Q5_0 /
+// IQ4_NL; for Q4_1 / Q5_1 the min m of each block multiplies the activation block's s instead of
+// d_a * sum(qs) (llama.cpp's definition). *scale: sum of |terms|, for tolerances.
+void reference_dot(GgmlType t, int64_t n, const uint8_t* w, const uint8_t* a, double* dot, double* scale) {
+  const int64_t nb = n / 32;
   const std::vector<float> wd = dequantize(t, w, n);
-  const std::vector<float> ad = dequantize(GgmlType::Q8_0, a, n);
+  const std::vector<double> ad = dequantize_act(t, a, nb);
   *dot = 0;
   *scale = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    *dot += static_cast<double>(wd[i]) * ad[i];
-    *scale += std::fabs(static_cast<double>(wd[i]) * ad[i]);
+  for (int64_t i = 0; i < nb; ++i) {
+    double m = 0;
+    if (takes_q8_1(t)) {
+      m = fp16_to_fp32(half_at(w + i * type_info(t).block_bytes + 2));
+      const double s = fp16_to_fp32(half_at(a + i * sizeof(BlockQ8_1) + 2));
+      *dot += m * s;
+      *scale += std::fabs(m * s);
+    }
+    for (int j = 0; j < 32; ++j) {
+      const double p = (static_cast<double>(wd[static_cast<size_t>(32 * i + j)]) - m) * ad[static_cast<size_t>(32 * i + j)];
+      *dot += p;
+      *scale += std::fabs(p);
+    }
   }
 }
 
 // ------------------------------------------------------------------ table
 
-TEST(Q32Table, OpsUseQ8_0ActivationsAndEverySimdLevelHasKernels) {
+TEST(Q32Table, OpsNameTheirActivationFormatAndEveryLevelHasKernels) {
   for (GgmlType t : kQ32Types) {
     const QuantOps* o = ops(t);
     ASSERT_NE(o, nullptr) << type_info(t).name;
     EXPECT_EQ(o->type, t);
-    EXPECT_EQ(o->vec_dot_type, GgmlType::Q8_0) << type_info(t).name;
+    EXPECT_EQ(o->vec_dot_type, takes_q8_1(t) ? GgmlType::Q8_1 : GgmlType::Q8_0) << type_info(t).name;
     EXPECT_NE(o->dequantize, nullptr);
     EXPECT_NE(o->quantize, nullptr);
     EXPECT_NE(o->vec_dot, nullptr);
@@ -272,6 +326,41 @@ TEST(Q32Quantize, Iq4NlMapsExtremeToOuterLevelAndSearchBeatsFixedScale) {
   }
 }
 
+// ------------------------------------------------------------------ Q8_1 activations
+
+TEST(Q32Activation, Q8_1IsQ8_0PlusSumWithUnroundedScale) {
+  std::vector<float> x = gaussian(4096, 31, 2.0f);
+  x[7] = 40.0f;                                                             // outlier
+  for (int i = 64; i < 96; ++i) x[static_cast<size_t>(i)] = 0.0f;          // zero block
+  for (int i = 96; i < 128; ++i) x[static_cast<size_t>(i)] = i % 2 ? 0.5f : -0.25f;  // ties at .5
+  force_simd_level("scalar");
+  std::vector<BlockQ8_0> q8_0(128);
+  std::vector<BlockQ8_1> want(128);
+  quantize_activation(GgmlType::Q8_0, x.data(), q8_0.data(), 4096);
+  quantize_activation(GgmlType::Q8_1, x.data(), want.data(), 4096);
+  for (int i = 0; i < 128; ++i) {
+    ASSERT_EQ(want[i].d, q8_0[i].d) << i;
+    ASSERT_EQ(std::memcmp(want[i].qs, q8_0[i].qs, 32), 0) << i;
+    float amax = 0;
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      amax = std::max(amax, std::fabs(x[static_cast<size_t>(32 * i + j)]));
+      sum += want[i].qs[j];
+    }
+    // s uses the fp32 scale amax / 127, not the fp16-rounded d.
+    EXPECT_EQ(want[i].s, fp32_to_fp16(amax / 127.f * static_cast<float>(sum))) << i;
+  }
+  EXPECT_EQ(activation_row_bytes(GgmlType::Q8_1, 4096), 4096u / 32 * 36);
+  for (const char* level : simd_levels()) {
+    force_simd_level(level);
+    std::vector<BlockQ8_1> got(128);
+    std::memset(got.data(), 0xAA, got.size() * sizeof(BlockQ8_1));
+    quantize_activation(GgmlType::Q8_1, x.data(), got.data(), 4096);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(BlockQ8_1)), 0) << level;
+  }
+  force_simd_level(best_simd_level());
+}
+
 // ------------------------------------------------------------------ dot products
 
 TEST(Q32Dot, ScalarEqualsDoubleDotOfDequantizedOperands) {
@@ -280,24 +369,31 @@ TEST(Q32Dot, ScalarEqualsDoubleDotOfDequantizedOperands) {
     for (int64_t nb : {1, 2, 3, 7, 64}) {
       const int64_t n = nb * 32;
       const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
-      const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
+      const std::vector<uint8_t> a = random_act_blocks(t, nb, rng, /*exact_s=*/true);
       double want, scale;
       reference_dot(t, n, w.data(), a.data(), &want, &scale);
+      // With s exact, the min term is the dequantized one: plain sum of products, independently.
+      const std::vector<float> wd = dequantize(t, w.data(), n);
+      const std::vector<double> ad = dequantize_act(t, a.data(), nb);
+      double plain = 0;
+      for (int64_t i = 0; i < n; ++i) plain += wd[static_cast<size_t>(i)] * ad[static_cast<size_t>(i)];
+      EXPECT_NEAR(plain, want, 1e-7 * scale + 1e-12) << type_info(t).name << " blocks=" << nb;
       const float got = ops(t)->vec_dot_scalar(n, w.data(), a.data());
-      EXPECT_NEAR(got, want, 2e-6 * scale + 1e-9) << type_info(t).name << " blocks=" << nb;
+      EXPECT_NEAR(got, plain, 2e-6 * scale + 1e-9) << type_info(t).name << " blocks=" << nb;
     }
   }
 }
 
-TEST(Q32Dot, QuantizedWeightsAndActivationsScalarMatchesDouble) {
-  // The same check on real quantizer output and quantize_activation's Q8_0 (an outlier included).
+TEST(Q32Dot, QuantizerOutputAndActivationsEveryLevelMatchesDouble) {
+  // Real quantizer output against quantize_activation's rows (an outlier included).
   for (GgmlType t : kQ32Types) {
     const int64_t n = 4096;
+    const GgmlType act = ops(t)->vec_dot_type;
     const std::vector<uint8_t> w = quantize(t, gaussian(n, 21, 0.05f));
     std::vector<float> x = gaussian(n, 22, 1.0f);
     x[1000] = 8.0f;
-    std::vector<uint8_t> a(activation_row_bytes(GgmlType::Q8_0, n));
-    quantize_activation(GgmlType::Q8_0, x.data(), a.data(), n);
+    std::vector<uint8_t> a(activation_row_bytes(act, n));
+    quantize_activation(act, x.data(), a.data(), n);
     double want, scale;
     reference_dot(t, n, w.data(), a.data(), &want, &scale);
     EXPECT_NEAR(ops(t)->vec_dot_scalar(n, w.data(), a.data()), want, 2e-6 * scale) << type_info(t).name;
@@ -317,10 +413,11 @@ TEST(Q32Dot, EverySimdLevelAgreesWithScalarOnRandomBlocks) {
       for (int64_t nb : {1, 2, 3, 7, 64}) {
         const int64_t n = nb * 32;
         const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
-        const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
+        const std::vector<uint8_t> a = random_act_blocks(t, nb, rng);
         double want, scale;
         reference_dot(t, n, w.data(), a.data(), &want, &scale);
         const float scalar = ops(t)->vec_dot_scalar(n, w.data(), a.data());
+        ASSERT_NEAR(scalar, want, 2e-6 * scale + 1e-9) << type_info(t).name << " blocks=" << nb;
         for (const char* level : simd_levels()) {
           const float got = vec_dot_for_level(t, level)(n, w.data(), a.data());
           ASSERT_NEAR(got, scalar, 1e-5 * scale + 1e-9)
@@ -339,11 +436,10 @@ TEST(Q32Dot, ExtremeLevelsDoNotSaturate) {
   // step in a SIMD path would show as a large error.
   for (GgmlType t : kQ32Types) {
     const int64_t nb = 8, n = nb * 32;
-    std::vector<uint8_t> w(static_cast<size_t>(nb) * type_info(t).block_bytes);
     const size_t bytes = type_info(t).block_bytes;
+    std::vector<uint8_t> w(static_cast<size_t>(nb) * bytes, 0);
     for (int64_t i = 0; i < nb; ++i) {
       uint8_t* blk = w.data() + i * bytes;
-      std::memset(blk, 0, bytes);
       const uint16_t d = fp32_to_fp16(0.01f);
       std::memcpy(blk, &d, 2);
       // Level 15 / 31 for the unsigned types; for Q5_0 level 0 (-16) and for IQ4_NL index 0 (-127).
@@ -351,10 +447,12 @@ TEST(Q32Dot, ExtremeLevelsDoNotSaturate) {
       std::memset(blk + bytes - 16, low_end ? 0x00 : 0xff, 16);
       if (t == GgmlType::Q5_1) std::memset(blk + 4, 0xff, 4);
     }
-    std::vector<BlockQ8_0> a(static_cast<size_t>(nb));
-    for (BlockQ8_0& b : a) {
-      b.d = fp32_to_fp16(0.02f);
-      for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<int8_t>(j % 3 == 0 ? 127 : -127);
+    std::mt19937 rng(37);
+    std::vector<uint8_t> a = random_act_blocks(t, nb, rng);
+    const size_t a_bytes = takes_q8_1(t) ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    for (int64_t i = 0; i < nb; ++i) {
+      auto* qs = reinterpret_cast<int8_t*>(a.data() + i * a_bytes + a_bytes - 32);
+      for (int j = 0; j < 32; ++j) qs[j] = static_cast<int8_t>(j % 3 == 0 ? 127 : -127);
     }
     double want, scale;
     reference_dot(t, n, w.data(), a.data(), &want, &scale);
@@ -372,11 +470,11 @@ TEST(Q32Dot, FourTokenKernelsAreBitIdenticalToSingleToken) {
     for (int64_t nb : {1, 3, 64}) {
       const int64_t n = nb * 32;
       const std::vector<uint8_t> w = random_weight_blocks(t, nb, rng);
-      const size_t stride = activation_row_bytes(GgmlType::Q8_0, n) + 6;  // padded, unaligned rows
+      const size_t stride = activation_row_bytes(ops(t)->vec_dot_type, n) + 6;  // padded, unaligned rows
       std::vector<uint8_t> acts(stride * kVecDotTokens);
       for (int k = 0; k < kVecDotTokens; ++k) {
-        const std::vector<BlockQ8_0> a = random_act_blocks(nb, rng);
-        std::memcpy(acts.data() + k * stride, a.data(), a.size() * sizeof(BlockQ8_0));
+        const std::vector<uint8_t> a = random_act_blocks(t, nb, rng);
+        std::memcpy(acts.data() + k * stride, a.data(), a.size());
       }
       for (const char* level : simd_levels()) {
         force_simd_level(level);

@@ -1,6 +1,7 @@
 // Scalar reference code of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL: dequantize,
-// round-to-nearest quantizers (for synthetic models and tests) and the dot products against Q8_0
-// activations that the SIMD kernels in quant_x86_q32_impl.h are checked against.
+// round-to-nearest quantizers (for synthetic models and tests), the dot products (against Q8_0
+// activations, Q8_1 for Q4_1 / Q5_1) that the SIMD kernels in quant_x86_q32_impl.h are checked
+// against, and the Q8_1 activation quantizer.
 #include "quant/quant_q32.h"
 
 #include <algorithm>
@@ -82,19 +83,18 @@ void quantize_q4_1(const float* src, void* dst, int64_t n) {
   }
 }
 
-// sum_j (d q_j + m) * d_a a_j = d d_a sum q_j a_j + m d_a sum a_j.
-float dot_q4_1_q8_0_scalar(int64_t n, const void* w, const void* a) {
+// sum_j (d q_j + m) * d_a a_j = d d_a sum q_j a_j + m s, with s = d_a sum a_j from the Q8_1 block.
+float dot_q4_1_q8_1_scalar(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ4_1*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
+  const auto* y = static_cast<const BlockQ8_1*>(a);
   float sum = 0;
   for (int64_t i = 0; i < n / kQk0; ++i) {
-    int32_t s = 0, sa = 0;
+    int32_t s = 0;
     for (int j = 0; j < kQk0 / 2; ++j) {
       s += (x[i].qs[j] & 0x0f) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-      sa += y[i].qs[j] + y[i].qs[j + 16];
     }
-    const float da = fp16_to_fp32(y[i].d);
-    sum += fp16_to_fp32(x[i].d) * da * static_cast<float>(s) + fp16_to_fp32(x[i].m) * da * static_cast<float>(sa);
+    sum += fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d) * static_cast<float>(s) +
+           fp16_to_fp32(x[i].m) * fp16_to_fp32(y[i].s);
   }
   return sum;
 }
@@ -161,19 +161,16 @@ void quantize_q5_1(const float* src, void* dst, int64_t n) {
   }
 }
 
-float dot_q5_1_q8_0_scalar(int64_t n, const void* w, const void* a) {
+float dot_q5_1_q8_1_scalar(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ5_1*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
+  const auto* y = static_cast<const BlockQ8_1*>(a);
   float sum = 0;
   for (int64_t i = 0; i < n / kQk0; ++i) {
     const uint32_t qh = load_qh(x[i].qh);
-    int32_t s = 0, sa = 0;
-    for (int j = 0; j < kQk0; ++j) {
-      s += q5_level(x[i].qs, qh, j) * y[i].qs[j];
-      sa += y[i].qs[j];
-    }
-    const float da = fp16_to_fp32(y[i].d);
-    sum += fp16_to_fp32(x[i].d) * da * static_cast<float>(s) + fp16_to_fp32(x[i].m) * da * static_cast<float>(sa);
+    int32_t s = 0;
+    for (int j = 0; j < kQk0; ++j) s += q5_level(x[i].qs, qh, j) * y[i].qs[j];
+    sum += fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d) * static_cast<float>(s) +
+           fp16_to_fp32(x[i].m) * fp16_to_fp32(y[i].s);
   }
   return sum;
 }
@@ -245,6 +242,27 @@ float dot_iq4_nl_q8_0_scalar(int64_t n, const void* w, const void* a) {
     sum += fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d) * static_cast<float>(s);
   }
   return sum;
+}
+
+// ---------------------------------------------------------------- Q8_1 activations
+
+// As quantize_activation_q8_0 (id = 127 / amax, round half to even, d stored as fp16) plus
+// s = fp16(d * sum q) with the unrounded d, as llama.cpp's x86 CPU backend computes it.
+void quantize_activation_q8_1(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQk0; ++i, src += kQk0) {
+    float amax = 0;
+    for (int j = 0; j < kQk0; ++j) amax = std::max(amax, std::fabs(src[j]));
+    const float d = amax / 127.f;
+    b[i].d = fp32_to_fp16(d);
+    const float id = amax != 0 ? 127.f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < kQk0; ++j) {
+      b[i].qs[j] = static_cast<int8_t>(nearest_int(src[j] * id));
+      sum += b[i].qs[j];
+    }
+    b[i].s = fp32_to_fp16(d * static_cast<float>(sum));
+  }
 }
 
 }  // namespace flea::quant::internal
