@@ -103,28 +103,30 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
   const __m256i table =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
   __m256 acc[2][kT];
-  float acc_min[2][kT];  // sum of m * s (Q4_1 / Q5_1)
+  __m128 acc_min[kT];  // lane 1: sum of m * s (Q4_1 / Q5_1)
   for (int t = 0; t < kT; ++t) {
     acc[0][t] = acc[1][t] = _mm256_setzero_ps();
-    acc_min[0][t] = acc_min[1][t] = 0.0f;
+    acc_min[t] = _mm_setzero_ps();
   }
   auto step = [&](int64_t i, int k) {
-    // Q4_1 / Q5_1 keep one accumulator in block order, as llama.cpp's kernels do: their d term
-    // and min term nearly cancel when the activations have a common offset, so even the float
-    // summation order shows in the logits (one slot: ~1e-14 NMSE vs llama.cpp on the reference
-    // models, two: ~5e-5).
-    if constexpr (W::kHasMin) k = 0;
     const __m256i q = W::levels(x[i], table);
-    const float dw = half_to_float(x[i].d);
     if constexpr (W::kHasMin) {
-      const float mw = half_to_float(x[i].m);
+      // Q4_1 / Q5_1 keep one accumulator in block order, as llama.cpp's kernels do: their d term
+      // and min term nearly cancel when the activations have a common offset, so even the float
+      // summation order shows in the logits (one slot: ~1e-14 NMSE vs llama.cpp on the reference
+      // models, two: ~5e-5). The four fp16 scalars (d, m | d_a, s) convert in one instruction.
+      const uint32_t w_hdr = load_u32(reinterpret_cast<const uint8_t*>(&x[i]));
       for (int t = 0; t < kT; ++t) {
+        const __m128 f = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(w_hdr)),
+                                                       static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&y[t][i]))), 1));
+        const __m128 g = _mm_movehl_ps(f, f);         // d_a, s, d_a, s
+        acc_min[t] = _mm_fmadd_ps(f, g, acc_min[t]);   // lane 1: += m * s
+        const __m256 dd = _mm256_broadcastss_ps(_mm_mul_ps(f, g));  // lane 0: d * d_a
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
-        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(q, a));
-        acc[k][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * half_to_float(y[t][i].d)), p, acc[k][t]);
-        acc_min[k][t] = std::fma(mw, half_to_float(y[t][i].s), acc_min[k][t]);
+        acc[0][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(dot_u8s8(q, a)), acc[0][t]);
       }
     } else {
+      const float dw = half_to_float(x[i].d);
       const __m256i aq = _mm256_abs_epi8(q);
       for (int t = 0; t < kT; ++t) {
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
@@ -141,7 +143,7 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
   if (i < nb) step(i, 0);
   for (int t = 0; t < kT; ++t) {
     out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
-    if constexpr (W::kHasMin) out[t] += acc_min[0][t] + acc_min[1][t];
+    if constexpr (W::kHasMin) out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_min[t]));
   }
 }
 
