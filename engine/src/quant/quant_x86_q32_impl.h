@@ -126,12 +126,14 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
         acc[0][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(dot_u8s8(q, a)), acc[0][t]);
       }
     } else {
-      const float dw = half_to_float(x[i].d);
+      const __m128i w_d = _mm_cvtsi32_si128(x[i].d);
       const __m256i aq = _mm256_abs_epi8(q);
       for (int t = 0; t < kT; ++t) {
+        const __m128 f = _mm_cvtph_ps(_mm_insert_epi16(w_d, y[t][i].d, 1));  // d, d_a
+        const __m256 dd = _mm256_broadcastss_ps(_mm_mul_ps(f, _mm_movehdup_ps(f)));
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
         const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(a, q)));
-        acc[k][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * half_to_float(y[t][i].d)), p, acc[k][t]);
+        acc[k][t] = _mm256_fmadd_ps(dd, p, acc[k][t]);
       }
     }
   };
