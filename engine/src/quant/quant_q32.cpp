@@ -49,14 +49,24 @@ void quantize_affine(const float* x, int nmax, uint16_t* d_out, uint16_t* m_out,
   for (int j = 0; j < kQk0; ++j) q[j] = static_cast<uint8_t>(std::clamp(nearest_int((x[j] - m) * id), 0, nmax));
 }
 
-// Index of the IQ4_NL level nearest to v (levels ascending): binary search on the midpoints.
+// Midpoints between adjacent IQ4_NL levels.
+struct Iq4nlMidpoints {
+  float v[15];
+};
+constexpr Iq4nlMidpoints iq4nl_midpoints() {
+  Iq4nlMidpoints m{};
+  for (int k = 0; k < 15; ++k) m.v[k] = (kIq4nlValues[k] + kIq4nlValues[k + 1]) * 0.5f;
+  return m;
+}
+constexpr Iq4nlMidpoints kIq4nlMid = iq4nl_midpoints();
+
+// Index of the IQ4_NL level nearest to v (ties to the lower level): the number of midpoints v
+// exceeds. Branch-free, so the quantizer's scale search is not bound by the compare-and-branch
+// latency chain of a binary search.
 inline int nearest_iq4nl(float v) {
-  int lo = 0, hi = 15;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (v < kIq4nlValues[mid]) hi = mid; else lo = mid;
-  }
-  return (v - kIq4nlValues[lo] <= kIq4nlValues[hi] - v) ? lo : hi;
+  int idx = 0;
+  for (float m : kIq4nlMid.v) idx += v > m;
+  return idx;
 }
 
 }  // namespace
