@@ -7,9 +7,10 @@
 // One kernel template serves all four types and both the 1-token and the 4-token form: a type
 // supplies its 32 weight levels per block as bytes, either signed (Q5_0, IQ4_NL against Q8_0:
 // dotted with the |w| * sign(a, w) trick) or unsigned with a per-block min (Q4_1, Q5_1 against
-// Q8_1: u8 x s8 dot plus the scalar min term m * s). For the signed types even and odd blocks go
-// to separate accumulators so two blocks are in flight per iteration; each token's float ops are
-// the same whatever the token count, so the 4-token form is bit-identical to the 1-token one.
+// Q8_1: u8 x s8 dot plus the min term m * s). The signed types take blocks in pairs (even and odd
+// blocks in separate accumulators, both blocks' scales converted together); each token's float
+// ops are the same whatever the token count, so the 4-token form is bit-identical to the 1-token
+// one.
 #pragma once
 
 #include <immintrin.h>
@@ -108,13 +109,14 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
     acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     acc_min[t] = _mm_setzero_ps();
   }
-  auto step = [&](int64_t i, int k) {
-    const __m256i q = W::levels(x[i], table);
+  // Q4_1 / Q5_1: block i into acc[0]. They keep one accumulator in block order, as llama.cpp's
+  // kernels do: their d term and min term nearly cancel when the activations have a common
+  // offset, so even the float summation order shows in the logits (one slot: ~1e-14 NMSE vs
+  // llama.cpp on the reference models, two: ~5e-5). The four fp16 scalars (d, m | d_a, s)
+  // convert in one instruction.
+  auto min_step = [&](int64_t i) {
     if constexpr (W::kHasMin) {
-      // Q4_1 / Q5_1 keep one accumulator in block order, as llama.cpp's kernels do: their d term
-      // and min term nearly cancel when the activations have a common offset, so even the float
-      // summation order shows in the logits (one slot: ~1e-14 NMSE vs llama.cpp on the reference
-      // models, two: ~5e-5). The four fp16 scalars (d, m | d_a, s) convert in one instruction.
+      const __m256i q = W::levels(x[i], table);
       const uint32_t w_hdr = load_u32(reinterpret_cast<const uint8_t*>(&x[i]));
       for (int t = 0; t < kT; ++t) {
         const __m128 f = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(w_hdr)),
@@ -125,24 +127,48 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
         acc[0][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(dot_u8s8(q, a)), acc[0][t]);
       }
-    } else {
-      const __m128i w_d = _mm_cvtsi32_si128(x[i].d);
-      const __m256i aq = _mm256_abs_epi8(q);
-      for (int t = 0; t < kT; ++t) {
-        const __m128 f = _mm_cvtph_ps(_mm_insert_epi16(w_d, y[t][i].d, 1));  // d, d_a
-        const __m256 dd = _mm256_broadcastss_ps(_mm_mul_ps(f, _mm_movehdup_ps(f)));
-        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
-        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(a, q)));
-        acc[k][t] = _mm256_fmadd_ps(dd, p, acc[k][t]);
-      }
+    }
+  };
+  // Signed types: block i into acc[k], dd[t] = d * d_a of token t broadcast.
+  auto signed_step = [&](int64_t i, int k, const __m256* dd) {
+    const __m256i q = W::levels(x[i], table);
+    const __m256i aq = _mm256_abs_epi8(q);
+    for (int t = 0; t < kT; ++t) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+      const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(a, q)));
+      acc[k][t] = _mm256_fmadd_ps(dd[t], p, acc[k][t]);
     }
   };
   int64_t i = 0;
-  for (; i + 1 < nb; i += 2) {
-    step(i, 0);
-    step(i + 1, 1);
+  if constexpr (W::kHasMin) {
+    for (; i < nb; ++i) min_step(i);
+  } else {
+    for (; i + 1 < nb; i += 2) {
+      // One conversion for both blocks' scales: [d_i, d_a,i, d_i+1, d_a,i+1] -> products in
+      // lanes 0 and 2.
+      __m256 dd0[kT], dd1[kT];
+      for (int t = 0; t < kT; ++t) {
+        __m128i h = _mm_cvtsi32_si128(x[i].d);
+        h = _mm_insert_epi16(h, y[t][i].d, 1);
+        h = _mm_insert_epi16(h, x[i + 1].d, 2);
+        h = _mm_insert_epi16(h, y[t][i + 1].d, 3);
+        const __m128 f = _mm_cvtph_ps(h);
+        const __m128 prod = _mm_mul_ps(f, _mm_movehdup_ps(f));
+        dd0[t] = _mm256_broadcastss_ps(prod);
+        dd1[t] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), _mm256_set1_epi32(2));
+      }
+      signed_step(i, 0, dd0);
+      signed_step(i + 1, 1, dd1);
+    }
+    if (i < nb) {
+      __m256 dd[kT];
+      for (int t = 0; t < kT; ++t) {
+        const __m128 f = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(x[i].d), y[t][i].d, 1));
+        dd[t] = _mm256_broadcastss_ps(_mm_mul_ps(f, _mm_movehdup_ps(f)));
+      }
+      signed_step(i, 0, dd);
+    }
   }
-  if (i < nb) step(i, 0);
   for (int t = 0; t < kT; ++t) {
     out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
     if constexpr (W::kHasMin) out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_min[t]));
