@@ -8,13 +8,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "test_util.h"
 
 namespace flea::quant {
 namespace {
@@ -323,6 +326,75 @@ TEST(Q32Quantize, Iq4NlMapsExtremeToOuterLevelAndSearchBeatsFixedScale) {
     std::memcpy(&blk, q.data() + b * sizeof(BlockIq4Nl), sizeof blk);
     const int idx = arg < 16 ? (blk.qs[arg] & 15) : (blk.qs[arg - 16] >> 4);
     EXPECT_LE(idx, 1) << "block " << b << " extreme at level " << idx;
+  }
+}
+
+// ------------------------------------------------------------------ llama.cpp-written tensors
+
+struct RefTensor {
+  std::string name;
+  GgmlType type;
+  int64_t n;
+  int64_t file_offset;
+  int64_t n_bytes;
+};
+
+// Tensors of one model file listed in a manifest (`dir`/manifest.json).
+std::vector<RefTensor> manifest_tensors(const std::string& dir, const std::string& model) {
+  std::ifstream f(dir + "/manifest.json");
+  const nlohmann::json m = nlohmann::json::parse(f);
+  std::vector<RefTensor> out;
+  for (const auto& c : m.at("cases")) {
+    if (c.at("model") != model) continue;
+    for (const auto& t : c.at("tensors")) {
+      const TypeInfo* info = type_info_by_name(t.at("type").get<std::string>());
+      if (info == nullptr) continue;
+      int64_t n = 1;
+      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
+      out.push_back({t.at("name"), info->type, n, t.at("file_offset"), t.at("n_bytes")});
+    }
+  }
+  return out;
+}
+
+std::vector<float> read_tensor(const std::vector<uint8_t>& file, const RefTensor& t) {
+  EXPECT_LE(static_cast<size_t>(t.file_offset + t.n_bytes), file.size());
+  EXPECT_EQ(static_cast<size_t>(t.n_bytes), row_bytes(type_info(t.type), t.n)) << t.name;
+  return dequantize(t.type, file.data() + t.file_offset, t.n);
+}
+
+// llama-quantize's Q4_1 / Q5_0 / Q5_1 / IQ4_NL tensors of the pub model decode to the F16
+// model's weights within quantization error (a wrong bit layout gives ~1.4), and our quantizers
+// are about as accurate as llama.cpp's on the same weights.
+TEST(Q32Reference, LlamaCppTensorsDecodeAndOurQuantizersKeepUp) {
+  if (!test::reference_available()) GTEST_SKIP() << "reference data not found at " << test::reference_dir();
+  const std::string quants = test::reference_dir() + "/quants";
+  const std::vector<uint8_t> f16_file = test::read_bytes(test::reference_dir() + "/pub-F16.gguf");
+  std::map<std::string, std::vector<float>> original;
+  for (const RefTensor& t : manifest_tensors(test::reference_dir(), "pub-F16.gguf")) {
+    original[t.name] = read_tensor(f16_file, t);
+  }
+  const std::map<GgmlType, double> bound = {
+      {GgmlType::Q4_1, 0.11}, {GgmlType::Q5_0, 0.06}, {GgmlType::Q5_1, 0.055}, {GgmlType::IQ4_NL, 0.10}};
+  for (const char* model : {"pub-Q4_1.gguf", "pub-Q5_0.gguf", "pub-Q5_1.gguf", "pub-IQ4_NL.gguf"}) {
+    const std::vector<uint8_t> file = test::read_bytes(quants + "/" + model);
+    double ours_sum = 0, theirs_sum = 0;
+    int checked = 0;
+    GgmlType type = GgmlType::F32;
+    for (const RefTensor& t : manifest_tensors(quants, model)) {
+      if (bound.count(t.type) == 0) continue;
+      type = t.type;
+      const std::vector<float>& x = original.at(t.name);
+      const double theirs = rel_rmse(read_tensor(file, t), x);
+      EXPECT_LE(theirs, bound.at(t.type)) << model << " " << t.name;
+      ours_sum += rel_rmse(dequantize(t.type, quantize(t.type, x).data(), t.n), x);
+      theirs_sum += theirs;
+      ++checked;
+    }
+    ASSERT_GT(checked, 0) << model;
+    std::printf("%-6s relative RMSE ours / llama.cpp's: %.4f over %d tensors\n", type_info(type).name,
+                ours_sum / theirs_sum, checked);
+    EXPECT_LE(ours_sum, theirs_sum * 1.05) << model;
   }
 }
 
