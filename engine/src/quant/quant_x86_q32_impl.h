@@ -1,5 +1,5 @@
-// x86 dot kernels of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL against Q8_0 activations,
-// included by quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers
+// x86 dot kernels of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL (against Q8_0 activations,
+// Q8_1 for Q4_1 / Q5_1) and the Q8_1 activation quantizer, included by quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers
 // dot_u8s8, hsum_ps, half_to_float and token_rows it uses) under the same ISA namespace. With
 // FLEA_QUANT_VNNI (the AVX-512 build) the fifth bits of Q5_0 / Q5_1 go through a mask register
 // and byte-masked add / sub (AVX-512BW/VL); otherwise through pshufb + compare.
@@ -15,7 +15,6 @@
 
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
