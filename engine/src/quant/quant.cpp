@@ -11,6 +11,7 @@
 #include "flea/status.h"
 #include "quant/fp16.h"
 #include "quant/quant_kernels.h"
+#include "quant/quant_q32.h"
 
 namespace flea::quant {
 namespace {
@@ -533,6 +534,10 @@ VecDotX4Fn pick_x4(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q8_0: return k.q8_0_q8_0_x4;
     case GgmlType::Q4_K: return k.q4_k_q8_k_x4;
     case GgmlType::Q6_K: return k.q6_k_q8_k_x4;
+    case GgmlType::Q4_1: return k.q4_1_q8_1_x4;
+    case GgmlType::Q5_0: return k.q5_0_q8_0_x4;
+    case GgmlType::Q5_1: return k.q5_1_q8_1_x4;
+    case GgmlType::IQ4_NL: return k.iq4_nl_q8_0_x4;
     default: return nullptr;
   }
 }
@@ -547,13 +552,17 @@ VecDotFn pick(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q4_K: return k.q4_k_q8_k;
     case GgmlType::Q5_K: return k.q5_k_q8_k;
     case GgmlType::Q6_K: return k.q6_k_q8_k;
+    case GgmlType::Q4_1: return k.q4_1_q8_1;
+    case GgmlType::Q5_0: return k.q5_0_q8_0;
+    case GgmlType::Q5_1: return k.q5_1_q8_1;
+    case GgmlType::IQ4_NL: return k.iq4_nl_q8_0;
     default: return nullptr;
   }
 }
 
 struct Table {
   Level level;
-  QuantOps entries[8];
+  QuantOps entries[12];
 };
 
 Table make_table() {
@@ -568,6 +577,10 @@ Table make_table() {
               {GgmlType::Q4_K, dequantize_q4_k, quantize_q4_k, GgmlType::Q8_K, nullptr, s.q4_k_q8_k, nullptr},
               {GgmlType::Q5_K, dequantize_q5_k, quantize_q5_k, GgmlType::Q8_K, nullptr, s.q5_k_q8_k, nullptr},
               {GgmlType::Q6_K, dequantize_q6_k, quantize_q6_k, GgmlType::Q8_K, nullptr, s.q6_k_q8_k, nullptr},
+              {GgmlType::Q4_1, internal::dequantize_q4_1, internal::quantize_q4_1, GgmlType::Q8_1, nullptr, s.q4_1_q8_1, nullptr},
+              {GgmlType::Q5_0, internal::dequantize_q5_0, internal::quantize_q5_0, GgmlType::Q8_0, nullptr, s.q5_0_q8_0, nullptr},
+              {GgmlType::Q5_1, internal::dequantize_q5_1, internal::quantize_q5_1, GgmlType::Q8_1, nullptr, s.q5_1_q8_1, nullptr},
+              {GgmlType::IQ4_NL, internal::dequantize_iq4_nl, internal::quantize_iq4_nl, GgmlType::Q8_0, nullptr, s.iq4_nl_q8_0, nullptr},
           }};
   for (QuantOps& e : t.entries) {
     e.vec_dot = pick(kernels_for(t.level), e.type);
@@ -598,7 +611,10 @@ const KernelSet& scalar_kernels() {
                            dot_bf16_scalar,      dot_f32_scalar,
                            nullptr,              nullptr,
                            nullptr,              nullptr,
-                           quantize_activation_q8_0, quantize_row_q8_k};
+                           quantize_activation_q8_0, quantize_row_q8_k,
+                           internal::dot_q4_1_q8_1_scalar, internal::dot_q5_0_q8_0_scalar,
+                           internal::dot_q5_1_q8_1_scalar, internal::dot_iq4_nl_q8_0_scalar,
+                           nullptr, nullptr, nullptr, nullptr, internal::quantize_activation_q8_1};
   return k;
 }
 }  // namespace internal
@@ -666,6 +682,7 @@ void quantize_activation(GgmlType vec_dot_type, const float* x, void* dst, int64
     case GgmlType::F16: quantize_f16(x, dst, n); return;
     case GgmlType::BF16: quantize_bf16(x, dst, n); return;
     case GgmlType::Q8_0: kernels_for(table().level).act_q8_0(x, dst, n); return;
+    case GgmlType::Q8_1: kernels_for(table().level).act_q8_1(x, dst, n); return;
     case GgmlType::Q8_K: kernels_for(table().level).act_q8_k(x, dst, n); return;
     default: FLEA_CHECK(false, std::string("no activation format ") + type_info(vec_dot_type).name);
   }

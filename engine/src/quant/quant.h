@@ -31,6 +31,15 @@ struct BlockQ8_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
 
+// Activation format of the Q4_1 / Q5_1 dots: Q8_0 plus s = fp16(d * sum of qs), d being the
+// unrounded amax / 127 (llama.cpp's rule; the min term of those dots is m * s).
+struct BlockQ8_1 {
+  uint16_t d;  // fp16
+  uint16_t s;  // fp16
+  int8_t qs[kQk0];
+};
+static_assert(sizeof(BlockQ8_1) == 36, "Q8_1 block is 36 bytes");
+
 // 8 sub-blocks of 32: value = d * sc[j] * q - dmin * m[j], q in 0..15. Within each 64-element
 // chunk c, qs[32c + l] holds element 64c + l in the low nibble and 64c + 32 + l in the high one.
 struct BlockQ4K {
@@ -151,7 +160,7 @@ struct QuantOps {
   GgmlType type;
   DequantizeFn dequantize;
   QuantizeFn quantize;     // reference quantizer (error-minimising search for the k-quants)
-  GgmlType vec_dot_type;   // Q8_0 for Q4_0/Q8_0, Q8_K for k-quants, F16/BF16/F32 for floats
+  GgmlType vec_dot_type;   // Q8_0 for Q4_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for k-quants, F16/BF16/F32 for floats
   VecDotFn vec_dot;        // fastest kernel for this CPU (or the level forced by force_simd_level)
   VecDotFn vec_dot_scalar; // portable reference kept for tests
   VecDotX4Fn vec_dot_x4;   // batched form of vec_dot; nullptr when this type/level has none
@@ -169,7 +178,7 @@ void force_simd_level(const char* level);
 // The dot kernel of one explicit level for `t`, or nullptr when the CPU lacks that level.
 VecDotFn vec_dot_for_level(GgmlType t, const char* level);
 
-// Quantize n floats into the activation format `vec_dot_type` (Q8_0 / Q8_K / F16 / BF16 / F32),
+// Quantize n floats into the activation format `vec_dot_type` (Q8_0 / Q8_1 / Q8_K / F16 / BF16 / F32),
 // rounding the way llama.cpp's CPU backend does so logits agree with it.
 void quantize_activation(GgmlType vec_dot_type, const float* x, void* dst, int64_t n);
 size_t activation_row_bytes(GgmlType vec_dot_type, int64_t n);

@@ -26,6 +26,16 @@ struct KernelSet {
   // Activation quantizers (bit-identical across levels).
   QuantizeFn act_q8_0;
   QuantizeFn act_q8_k;
+  // 32-element formats (quant_q32.cpp, quant_x86_q32_impl.h); Q4_1 / Q5_1 take Q8_1 activations.
+  VecDotFn q4_1_q8_1;
+  VecDotFn q5_0_q8_0;
+  VecDotFn q5_1_q8_1;
+  VecDotFn iq4_nl_q8_0;
+  VecDotX4Fn q4_1_q8_1_x4;
+  VecDotX4Fn q5_0_q8_0_x4;
+  VecDotX4Fn q5_1_q8_1_x4;
+  VecDotX4Fn iq4_nl_q8_0_x4;
+  QuantizeFn act_q8_1;
 };
 
 const KernelSet& scalar_kernels();

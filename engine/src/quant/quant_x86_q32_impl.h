@@ -1,0 +1,234 @@
+// x86 dot kernels of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL (against Q8_0 activations,
+// Q8_1 for Q4_1 / Q5_1) and the Q8_1 activation quantizer, included by quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers
+// dot_u8s8, hsum_ps, half_to_float and token_rows it uses) under the same ISA namespace. With
+// FLEA_QUANT_VNNI (the AVX-512 build) the fifth bits of Q5_0 / Q5_1 go through a mask register
+// and byte-masked add / sub (AVX-512BW/VL); otherwise through pshufb + compare.
+//
+// One kernel template serves all four types and both the 1-token and the 4-token form: a type
+// supplies its 32 weight levels per block as bytes, either signed (Q5_0, IQ4_NL against Q8_0:
+// dotted with the |w| * sign(a, w) trick) or unsigned with a per-block min (Q4_1, Q5_1 against
+// Q8_1: u8 x s8 dot plus the min term m * s). The signed types take blocks in pairs (even and odd
+// blocks in separate accumulators, both blocks' scales converted together); each token's float
+// ops are the same whatever the token count, so the 4-token form is bit-identical to the 1-token
+// one.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "quant/quant.h"
+
+namespace flea::quant::FLEA_QUANT_ISA_NS {
+namespace q32 {
+
+// 16 packed bytes -> 32 nibbles in element order (low nibbles = elements 0-15).
+inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+}
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+#ifndef FLEA_QUANT_VNNI
+// Byte j = 0xff where bit j of the 32-bit word qh is set: each byte picks its qh byte (j / 8)
+// with pshufb, keeps bit j % 8, and compares.
+inline __m256i fifth_bit_bytes(uint32_t qh) {
+  const __m256i select = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(qh)), select);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+}
+#endif
+
+// levels 0..31 (Q5_1).
+inline __m256i q5_unsigned(const uint8_t* qs, const uint8_t* qh) {
+  const __m256i low = nibbles(qs);
+#ifdef FLEA_QUANT_VNNI
+  return _mm256_mask_add_epi8(low, _cvtu32_mask32(load_u32(qh)), low, _mm256_set1_epi8(16));
+#else
+  return _mm256_or_si256(low, _mm256_and_si256(fifth_bit_bytes(load_u32(qh)), _mm256_set1_epi8(16)));
+#endif
+}
+
+// levels - 16 in -16..15 (Q5_0): an unset fifth bit means low - 16, i.e. low | 0xf0 as int8.
+inline __m256i q5_signed(const uint8_t* qs, const uint8_t* qh) {
+  const __m256i low = nibbles(qs);
+#ifdef FLEA_QUANT_VNNI
+  return _mm256_mask_sub_epi8(low, _cvtu32_mask32(~load_u32(qh)), low, _mm256_set1_epi8(16));
+#else
+  return _mm256_or_si256(low, _mm256_andnot_si256(fifth_bit_bytes(load_u32(qh)), _mm256_set1_epi8(static_cast<char>(0xf0))));
+#endif
+}
+
+// Per-type weight decoding. kHasMin: levels are unsigned, the block has a min m (value =
+// d * q + m) and the activations are Q8_1; otherwise levels are signed (value = d * q) against Q8_0.
+struct Q4_1W {
+  using Block = BlockQ4_1;
+  using Act = BlockQ8_1;
+  static constexpr bool kHasMin = true;
+  static __m256i levels(const Block& b, __m256i) { return nibbles(b.qs); }
+};
+struct Q5_1W {
+  using Block = BlockQ5_1;
+  using Act = BlockQ8_1;
+  static constexpr bool kHasMin = true;
+  static __m256i levels(const Block& b, __m256i) { return q5_unsigned(b.qs, b.qh); }
+};
+struct Q5_0W {
+  using Block = BlockQ5_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i) { return q5_signed(b.qs, b.qh); }
+};
+// The 16 levels sit in both 128-bit lanes of `table`, so pshufb maps each nibble to its value.
+struct Iq4NlW {
+  using Block = BlockIq4Nl;
+  using Act = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i table) { return _mm256_shuffle_epi8(table, nibbles(b.qs)); }
+};
+
+// Weight row `w` (n elements) against kT activation rows y[0..kT-1]; out[t] = dot.
+template <typename W, int kT>
+inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, float* out) {
+  const auto* x = static_cast<const typename W::Block*>(w);
+  const int64_t nb = n / kQk0;
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  __m256 acc[2][kT];
+  __m128 acc_min[kT];  // lane 1: sum of m * s (Q4_1 / Q5_1)
+  for (int t = 0; t < kT; ++t) {
+    acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    acc_min[t] = _mm_setzero_ps();
+  }
+  // Q4_1 / Q5_1: block i into acc[0]. They keep one accumulator in block order, as llama.cpp's
+  // kernels do: their d term and min term nearly cancel when the activations have a common
+  // offset, so even the float summation order shows in the logits (one slot: ~1e-14 NMSE vs
+  // llama.cpp on the reference models, two: ~5e-5). The four fp16 scalars (d, m | d_a, s)
+  // convert in one instruction.
+  auto min_step = [&](int64_t i) {
+    if constexpr (W::kHasMin) {
+      const __m256i q = W::levels(x[i], table);
+      const uint32_t w_hdr = load_u32(reinterpret_cast<const uint8_t*>(&x[i]));
+      for (int t = 0; t < kT; ++t) {
+        const __m128 f = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(w_hdr)),
+                                                       static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&y[t][i]))), 1));
+        const __m128 g = _mm_movehl_ps(f, f);         // d_a, s, d_a, s
+        acc_min[t] = _mm_fmadd_ps(f, g, acc_min[t]);   // lane 1: += m * s
+        const __m256 dd = _mm256_broadcastss_ps(_mm_mul_ps(f, g));  // lane 0: d * d_a
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+        acc[0][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(dot_u8s8(q, a)), acc[0][t]);
+      }
+    }
+  };
+  // Signed types: block i into acc[k], dd[t] = d * d_a of token t broadcast.
+  auto signed_step = [&](int64_t i, int k, const __m256* dd) {
+    const __m256i q = W::levels(x[i], table);
+    const __m256i aq = _mm256_abs_epi8(q);
+    for (int t = 0; t < kT; ++t) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+      const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(a, q)));
+      acc[k][t] = _mm256_fmadd_ps(dd[t], p, acc[k][t]);
+    }
+  };
+  int64_t i = 0;
+  if constexpr (W::kHasMin) {
+    for (; i < nb; ++i) min_step(i);
+  } else {
+    for (; i + 1 < nb; i += 2) {
+      // One conversion for both blocks' scales: [d_i, d_a,i, d_i+1, d_a,i+1] -> products in
+      // lanes 0 and 2.
+      __m256 dd0[kT], dd1[kT];
+      for (int t = 0; t < kT; ++t) {
+        __m128i h = _mm_cvtsi32_si128(x[i].d);
+        h = _mm_insert_epi16(h, y[t][i].d, 1);
+        h = _mm_insert_epi16(h, x[i + 1].d, 2);
+        h = _mm_insert_epi16(h, y[t][i + 1].d, 3);
+        const __m128 f = _mm_cvtph_ps(h);
+        const __m128 prod = _mm_mul_ps(f, _mm_movehdup_ps(f));
+        dd0[t] = _mm256_broadcastss_ps(prod);
+        dd1[t] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), _mm256_set1_epi32(2));
+      }
+      signed_step(i, 0, dd0);
+      signed_step(i + 1, 1, dd1);
+    }
+    if (i < nb) {
+      __m256 dd[kT];
+      for (int t = 0; t < kT; ++t) {
+        const __m128 f = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(x[i].d), y[t][i].d, 1));
+        dd[t] = _mm256_broadcastss_ps(_mm_mul_ps(f, _mm_movehdup_ps(f)));
+      }
+      signed_step(i, 0, dd);
+    }
+  }
+  for (int t = 0; t < kT; ++t) {
+    out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
+    if constexpr (W::kHasMin) out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_min[t]));
+  }
+}
+
+template <typename W>
+float dot_one(int64_t n, const void* w, const void* a) {
+  const typename W::Act* y[1] = {static_cast<const typename W::Act*>(a)};
+  float out;
+  dot_rows<W, 1>(n, w, y, &out);
+  return out;
+}
+
+template <typename W>
+void dot_four(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  const typename W::Act* y[kTok];
+  token_rows(a, stride, y);
+  dot_rows<W, kTok>(n, w, y, out);
+}
+
+}  // namespace q32
+
+float dot_q4_1_q8_1(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q4_1W>(n, w, a); }
+float dot_q5_0_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q5_0W>(n, w, a); }
+float dot_q5_1_q8_1(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q5_1W>(n, w, a); }
+float dot_iq4_nl_q8_0(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Iq4NlW>(n, w, a); }
+
+void dot_q4_1_q8_1_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q4_1W>(n, w, a, stride, out);
+}
+void dot_q5_0_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q5_0W>(n, w, a, stride, out);
+}
+void dot_q5_1_q8_1_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q5_1W>(n, w, a, stride, out);
+}
+void dot_iq4_nl_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Iq4NlW>(n, w, a, stride, out);
+}
+
+// Bit-identical to quantize_activation_q8_1 in quant_q32.cpp: the Q8_0 activation rule of
+// quantize_act_q8_0 (same amax, same rounding) plus s from the exact integer sum of the levels.
+void quantize_act_q8_1(const float* x, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_1*>(dst);
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n / kQk0; ++i, x += kQk0) {
+    __m256 m = _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x));
+    for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + 8 * k)));
+    const float amax = hmax_ps(m);
+    const float d = amax / 127.f;
+    b[i].d = fp32_to_fp16(d);
+    const float id = amax != 0 ? 127.f / amax : 0.0f;
+    const __m256i q = round_pack_32(x, _mm256_set1_ps(id));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs), q);
+    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+    b[i].s = fp32_to_fp16(d * static_cast<float>(_mm_cvtsi128_si32(s4)));
+  }
+}
+
+}  // namespace flea::quant::FLEA_QUANT_ISA_NS
