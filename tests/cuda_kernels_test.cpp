@@ -73,7 +73,11 @@ TEST_P(CudaKernels, MatmulMatchesTheCpu) {
   ASSERT_TRUE(cuda::supported(type)) << ti.name;
   const quant::QuantOps* ops = cpu_ops_or_null(type);
   if (ops == nullptr) GTEST_SKIP() << ti.name << ": no CPU kernel in this build (quant::ops) to compare with";
-  ASSERT_EQ(ops->vec_dot_type, cuda::activation_format(type)) << ti.name << ": CPU and CUDA quantize activations differently";
+  // Q4_1/Q5_1: the CPU uses llama.cpp's Q8_1 (the block sum stored as fp16(d * sum q), so its logits
+  // match llama.cpp's), the GPU Q8_0 with the exact sum: the min term differs by that fp16 rounding.
+  const bool q8_1_on_cpu = ops->vec_dot_type == GgmlType::Q8_1 && cuda::activation_format(type) == GgmlType::Q8_0;
+  if (!q8_1_on_cpu)
+    ASSERT_EQ(ops->vec_dot_type, cuda::activation_format(type)) << ti.name << ": CPU and CUDA quantize activations differently";
   std::mt19937 rng(1234 + static_cast<uint32_t>(type));
   // rows not a multiple of the 4 rows per block; Q3_K rows of 768 are 330 bytes (2-byte aligned starts)
   const int64_t cols = 768, rows = 203;
@@ -108,8 +112,9 @@ TEST_P(CudaKernels, MatmulMatchesTheCpu) {
       err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
       norm += static_cast<double>(want[i]) * want[i];
     }
-    // Same activation rounding and exact integer dots: only float summation order differs.
-    EXPECT_LE(err / norm, 1e-10) << ti.name << " T=" << T;
+    // Same activation rounding and exact integer dots: only float summation order differs (and, for
+    // Q4_1/Q5_1, the fp16 rounding of the CPU's block sums: relative 2^-11 on the min term).
+    EXPECT_LE(err / norm, q8_1_on_cpu ? 1e-6 : 1e-10) << ti.name << " T=" << T;
   }
 }
 
