@@ -85,6 +85,11 @@ std::string printable(const std::string& s, size_t max_len = 40) {
   return out;
 }
 
+Status missing_pre_tokenizer() {
+  return not_found(std::string(kKeyPre) + " is missing: a byte-level BPE vocabulary needs its pre-tokenizer "
+                   "(supported: " + bpe::supported_pre_tokenizers() + ")");
+}
+
 // A candidate merge of two adjacent symbols. `size` is the byte length the pair had when the
 // candidate was made; a candidate whose symbols have since changed is stale and skipped.
 struct Bigram {
@@ -169,7 +174,6 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
         break;
       case TokenType::kByte: {
         if (byte_level) break;  // llama.cpp gives byte tokens of a BPE vocab no text
-
         int b = parse_byte_token(text);
         if (b < 0) {
           return invalid_argument(std::string(kKeyTypes) + "[" + std::to_string(i) + "] is byte (6) but " +
@@ -238,10 +242,7 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
   std::stable_sort(data->user_defined.begin(), data->user_defined.end(), longest_first);
   std::stable_sort(data->specials.begin(), data->specials.end(), longest_first);
   if (byte_level) {
-    if (vocab.pre.empty()) {
-      return not_found(std::string(kKeyPre) + " is missing: a byte-level BPE vocabulary needs its pre-tokenizer "
-                       "(supported: " + bpe::supported_pre_tokenizers() + ")");
-    }
+    if (vocab.pre.empty()) return missing_pre_tokenizer();
     auto pre = bpe::pre_tokenizer_from_name(vocab.pre);
     if (!pre.ok()) return pre.status();
     auto model = bpe::Model::build(vocab.merges, *pre, &data->text_to_id);
@@ -300,11 +301,9 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     // pre-tokenizer asks for it (Llama 3), unless tokenizer.ggml.add_bos_token says otherwise.
     vocab.bos_id = vocab.eos_id = vocab.unk_id = -1;
     vocab.add_space_prefix = false;
+    // The pre-tokenizer before the merges: an unsupported one is the clearer error.
     const gguf::Value* pre = file.find(kKeyPre);
-    if (!pre) {
-      return not_found(std::string(kKeyPre) + " is missing: a byte-level BPE vocabulary needs its pre-tokenizer "
-                       "(supported: " + bpe::supported_pre_tokenizers() + ")");
-    }
+    if (!pre) return missing_pre_tokenizer();
     if (pre->type != VT::STRING) {
       return invalid_argument(std::string(kKeyPre) + " has type " + gguf::value_type_name(pre->type) +
                               ", expected STRING");
