@@ -4,7 +4,10 @@
 // parse_special, unknown pre-tokenizers, the vocabularies of the arch/ models and the CLI.
 #include <gtest/gtest.h>
 
+#include <unicode/uchar.h>
+
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <unicode/uchar.h>
 
 #include "gguf/gguf.h"
 #include "gguf_bytes.h"
@@ -182,6 +186,37 @@ TEST(LlamaBpe, SpecialTokensOnlyWithParseSpecial) {
             (std::vector<int32_t>{128000 + 18, 128003}));
   // Control tokens decode to nothing.
   EXPECT_EQ(tok->decode({128000, 9906, 128009}), "Hello");
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+TEST(LlamaBpe, LoadAndEncodeTimings) {
+  if (!std::filesystem::exists(llama_bpe_path())) GTEST_SKIP() << "no " << llama_bpe_path();
+  auto t0 = std::chrono::steady_clock::now();
+  auto file = gguf::read_file(llama_bpe_path());
+  ASSERT_TRUE(file.ok());
+  const double read_ms = ms_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  auto tok = Tokenizer::from_gguf(*file);
+  ASSERT_TRUE(tok.ok());
+  const double build_ms = ms_since(t0);
+  std::string text;  // every vector and case, repeated to about 1 MiB
+  while (text.size() < (1u << 20)) {
+    for (const Vector& v : load_vectors(llama_bpe_path())) text += v.text + "\n";
+    for (const Vector& v : load_cases(tok_dir() + "/cases-llama-bpe.json")) text += v.text + "\n";
+  }
+  t0 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tok->encode(text, false);
+  const double encode_ms = ms_since(t0);
+  EXPECT_EQ(tok->decode(ids), text);
+  std::printf("llama-bpe: read_file %.1f ms, from_gguf %.1f ms (128256 tokens, 280147 merges); encode %.2f MiB "
+              "-> %zu ids in %.1f ms (%.1f MiB/s)\n", read_ms, build_ms, text.size() / 1048576.0, ids.size(), encode_ms,
+              text.size() / 1048576.0 / (encode_ms / 1000.0));
+  // Generous bounds (shared CI machines); the numbers above are what to look at.
+  EXPECT_LT(read_ms + build_ms, 5000.0);
+  EXPECT_LT(encode_ms, 10000.0);
 }
 
 // The merge rule the slow, obvious way: rescan all adjacent pairs for the lowest rank.
@@ -359,6 +394,156 @@ TEST(PreTokenizer, PiecesCoverEveryCodePoint) {
   }
 }
 
+// The regexes written as regexes: a tiny backtracking matcher (greedy quantifiers, ordered
+// alternation, negative lookahead) over code points, with the same ICU classes. Splitting with it
+// must give exactly the hand-written matchers' pieces.
+struct Re {
+  enum Kind { kClass, kSeq, kAlt, kRep, kNotAhead } kind;
+  std::function<bool(uint32_t)> cls;
+  std::vector<std::shared_ptr<Re>> kids;
+  int min = 0, max = 0;
+};
+using ReP = std::shared_ptr<Re>;
+ReP cls(std::function<bool(uint32_t)> f) { return std::make_shared<Re>(Re{Re::kClass, std::move(f), {}, 0, 0}); }
+ReP seq(std::vector<ReP> k) { return std::make_shared<Re>(Re{Re::kSeq, {}, std::move(k), 0, 0}); }
+ReP alt(std::vector<ReP> k) { return std::make_shared<Re>(Re{Re::kAlt, {}, std::move(k), 0, 0}); }
+ReP rep(ReP k, int min, int max) { return std::make_shared<Re>(Re{Re::kRep, {}, {std::move(k)}, min, max}); }
+ReP not_ahead(ReP k) { return std::make_shared<Re>(Re{Re::kNotAhead, {}, {std::move(k)}, 0, 0}); }
+ReP opt(ReP k) { return rep(std::move(k), 0, 1); }
+ReP star(ReP k) { return rep(std::move(k), 0, 1 << 30); }
+ReP plus(ReP k) { return rep(std::move(k), 1, 1 << 30); }
+ReP lit(uint32_t c) { return cls([c](uint32_t x) { return x == c; }); }
+ReP ci(char c) { return cls([c](uint32_t x) { return x == static_cast<uint32_t>(c) || x == static_cast<uint32_t>(c - 32); }); }
+
+class Backtracker {
+ public:
+  explicit Backtracker(const std::vector<uint32_t>& cps) : cps_(cps) {}
+  // Calls k with every end of a match of r at pos, in the order a backtracking engine tries them,
+  // until k accepts.
+  bool match(const Re& r, size_t pos, const std::function<bool(size_t)>& k) const {
+    switch (r.kind) {
+      case Re::kClass:
+        return pos < cps_.size() && r.cls(cps_[pos]) && k(pos + 1);
+      case Re::kSeq:
+        return match_seq(r, 0, pos, k);
+      case Re::kAlt:
+        for (const ReP& kid : r.kids) {
+          if (match(*kid, pos, k)) return true;
+        }
+        return false;
+      case Re::kRep:
+        return match_rep(r, 0, pos, k);
+      case Re::kNotAhead:
+        if (match(*r.kids[0], pos, [](size_t) { return true; })) return false;
+        return k(pos);
+    }
+    return false;
+  }
+
+ private:
+  bool match_seq(const Re& r, size_t i, size_t pos, const std::function<bool(size_t)>& k) const {
+    if (i == r.kids.size()) return k(pos);
+    return match(*r.kids[i], pos, [&](size_t e) { return match_seq(r, i + 1, e, k); });
+  }
+  bool match_rep(const Re& r, int count, size_t pos, const std::function<bool(size_t)>& k) const {
+    if (count < r.max &&
+        match(*r.kids[0], pos, [&](size_t e) { return e != pos && match_rep(r, count + 1, e, k); })) {
+      return true;
+    }
+    return count >= r.min && k(pos);
+  }
+  const std::vector<uint32_t>& cps_;
+};
+
+bool is_letter(uint32_t c) { return (U_GET_GC_MASK(c) & U_GC_L_MASK) != 0; }
+bool is_number(uint32_t c) { return (U_GET_GC_MASK(c) & U_GC_N_MASK) != 0; }
+bool is_space(uint32_t c) { return u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_WHITE_SPACE); }
+bool is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
+
+ReP regex_of(PreTokenizer kind) {
+  const ReP L = cls(is_letter), N = cls(is_number), S = cls(is_space), crlf = cls(is_crlf);
+  const ReP non_space = cls([](uint32_t c) { return !is_space(c); });
+  const ReP other = cls([](uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); });
+  const ReP prefix = cls([](uint32_t c) { return !is_crlf(c) && !is_letter(c) && !is_number(c); });
+  const ReP space_runs = alt({seq({plus(S), not_ahead(non_space)}), plus(S)});
+  auto contractions = [](bool fold) {
+    auto ch = [fold](char c) { return fold ? ci(c) : lit(static_cast<uint32_t>(c)); };
+    return seq({lit('\''), alt({ch('s'), ch('t'), seq({ch('r'), ch('e')}), seq({ch('v'), ch('e')}), ch('m'),
+                                seq({ch('l'), ch('l')}), ch('d')})});
+  };
+  switch (kind) {
+    case PreTokenizer::kGpt2:
+      return alt({contractions(false), seq({opt(lit(' ')), plus(L)}), seq({opt(lit(' ')), plus(N)}),
+                  seq({opt(lit(' ')), plus(other)}), space_runs});
+    case PreTokenizer::kLlama3:
+    case PreTokenizer::kQwen2:
+      return alt({contractions(true), seq({opt(prefix), plus(L)}), rep(N, 1, kind == PreTokenizer::kQwen2 ? 1 : 3),
+                  seq({opt(lit(' ')), plus(other), star(crlf)}), seq({star(S), plus(crlf)}), space_runs});
+    case PreTokenizer::kLlama4: {
+      const ReP U = cls([](uint32_t c) {
+        const uint32_t m = U_GET_GC_MASK(c);
+        return (m & (U_GC_LU_MASK | U_GC_LT_MASK | U_GC_LM_MASK | U_GC_LO_MASK | U_GC_M_MASK)) != 0;
+      });
+      const ReP W = cls([](uint32_t c) {
+        const uint32_t m = U_GET_GC_MASK(c);
+        return (m & (U_GC_LL_MASK | U_GC_LM_MASK | U_GC_LO_MASK | U_GC_M_MASK)) != 0;
+      });
+      const ReP crlf_slash = cls([](uint32_t c) { return is_crlf(c) || c == '/'; });
+      return alt({seq({opt(prefix), star(U), plus(W), opt(contractions(true))}),
+                  seq({opt(prefix), plus(U), star(W), opt(contractions(true))}), rep(N, 1, 3),
+                  seq({opt(lit(' ')), plus(other), star(crlf_slash)}), seq({star(S), plus(crlf)}), space_runs});
+    }
+  }
+  return nullptr;
+}
+
+std::vector<size_t> split_by_backtracking(const Re& re, const std::vector<uint32_t>& cps) {
+  const Backtracker bt(cps);
+  std::vector<size_t> pieces;
+  for (size_t pos = 0; pos < cps.size();) {
+    size_t end = pos + 1;  // no match: one code point on its own (llama.cpp's rule)
+    bt.match(re, pos, [&](size_t e) {
+      if (e == pos) return false;
+      end = e;
+      return true;
+    });
+    pieces.push_back(end - pos);
+    pos = end;
+  }
+  return pieces;
+}
+
+TEST(PreTokenizer, HandWrittenMatchersEqualTheRegexes) {
+  // Every class the regexes tell apart: Lu, Ll, Lt, Lm, Lo, Mn, Nd, Nl, No, the contraction
+  // letters, White_Space (ASCII, NBSP, ideographic space), \r \n, '/', punctuation, a symbol, a
+  // format character (U+200B), an unassigned code point and U+001C.
+  const std::vector<uint32_t> alphabet = {'A', 'z', 0x01C5, 0x02B0, 0x65E5, 0x0301, '1', 0x0663, 0x216B, 0x00B2,
+                                          '\'', 's', 'S', 't', 'r', 'E', 'v', 'm', 'l', 'L', 'd', ' ', ' ', ' ',
+                                          '\t', 0x00A0, 0x3000, '\r', '\n', '/', '.', '!', 0x1F642, 0x200B,
+                                          0x0378, 0x1C};
+  std::mt19937_64 rng(11);
+  for (PreTokenizer kind : {PreTokenizer::kGpt2, PreTokenizer::kLlama3, PreTokenizer::kQwen2, PreTokenizer::kLlama4}) {
+    const ReP re = regex_of(kind);
+    for (int iter = 0; iter < 4000; ++iter) {
+      std::vector<uint32_t> cps(rng() % 16);
+      for (uint32_t& c : cps) c = alphabet[rng() % alphabet.size()];
+      const std::vector<size_t> want = split_by_backtracking(*re, cps);
+      const std::vector<size_t> got = bpe::pre_tokenize(kind, cps);
+      if (got != want) {
+        std::string text;
+        for (uint32_t c : cps) {
+          char buf[16];
+          std::snprintf(buf, sizeof buf, "U+%04X ", c);
+          text += buf;
+        }
+        FAIL() << "pre-tokenizer " << static_cast<int>(kind) << ", text " << text << "\n  regex pieces "
+               << ids_str(std::vector<int32_t>(want.begin(), want.end())) << "\n  matcher pieces "
+               << ids_str(std::vector<int32_t>(got.begin(), got.end()));
+      }
+    }
+  }
+}
+
 // ---- byte tables, vocabularies built in memory ------------------------------------------------
 
 TEST(ByteLevel, ByteToUnicodeTable) {
@@ -455,7 +640,13 @@ TEST(ArchVocabs, QwenSplitsDigitsOneByOne) {
 }
 
 TEST(ArchVocabs, Llama3AndLlama4VocabsLoadAndRoundTrip) {
-  for (const char* name : {"l3-Q8_0.gguf", "l4-Q8_0.gguf"}) {
+  struct Case {
+    const char* name;
+    const char* eot;  // end-of-turn token spelling
+    int32_t eot_id;
+  };
+  for (const Case& c : {Case{"l3-Q8_0.gguf", "<|eot_id|>", 768 + 9}, Case{"l4-Q8_0.gguf", "<|eot|>", 309}}) {
+    const char* name = c.name;
     const std::string path = test::reference_dir() + "/arch/" + name;
     if (!std::filesystem::exists(path)) continue;
     const Tokenizer* tok = shared_tokenizer(path);
@@ -463,10 +654,10 @@ TEST(ArchVocabs, Llama3AndLlama4VocabsLoadAndRoundTrip) {
     EXPECT_TRUE(tok->is_byte_level()) << name;
     const std::string text = "Hello World, HTTPServer's 12345 rows\n\n\ttabs \xC3\xA9t\xC3\xA9 \xF0\x9F\x99\x82";
     EXPECT_EQ(tok->decode(tok->encode(text, true)), text) << name;
-    const int32_t eot = tok->find("<|eot_id|>");
-    if (eot >= 0) {
-      EXPECT_EQ(tok->encode("<|eot_id|>", false, true), (std::vector<int32_t>{eot})) << name;
-    }
+    EXPECT_EQ(tok->find(c.eot), c.eot_id) << name;
+    EXPECT_EQ(tok->encode(c.eot, false, true), (std::vector<int32_t>{c.eot_id})) << name;
+    EXPECT_GT(tok->encode(c.eot, false, false).size(), 1u) << name;
+    EXPECT_TRUE(tok->add_bos_default()) << name;  // add_bos_token = true
   }
 }
 
