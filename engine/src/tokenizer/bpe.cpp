@@ -123,8 +123,8 @@ StatusOr<std::unique_ptr<Model>> Model::build(const std::vector<std::string>& me
   const ByteTables& t = tables();
   for (int b = 0; b < 256; ++b) m->byte_id_[b] = find(t.spelling[b]);
 
-  size_t capacity = 16;
-  while (capacity < merges.size() * 2) capacity *= 2;
+  size_t capacity = 16;  // load factor at most 3/4
+  while (capacity * 3 < merges.size() * 4) capacity *= 2;
   m->table_.assign(capacity, Merge{kEmptyKey, 0, 0});
   const size_t mask = capacity - 1;
   std::string joined;
