@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a time budget on its committed seed corpus.
-#   scripts/fuzz.sh TARGET SECONDS     TARGET: gguf | tokenizer | scenario (every tests/fuzz/fuzz_*.cpp)
+#   scripts/fuzz.sh TARGET SECONDS     TARGET: gguf | tokenizer | tokenizer_bpe | scenario (every tests/fuzz/fuzz_*.cpp)
 # Builds build-fuzz/ with clang, ASan and UBSan first (incremental). New inputs go to
 # build-fuzz/corpus/TARGET (the committed seeds in tests/fuzz/corpus/TARGET are never modified);
 # crashes are written to build-fuzz/crashes/TARGET/. Exit status is libFuzzer's: non-zero on a crash.

@@ -119,6 +119,14 @@ TEST_F(LlamaSpm, SpecialSpellingsAreText) {
   }
 }
 
+TEST_F(LlamaSpm, ParseSpecialMatchesControlTokens) {
+  // <s> is one token only when asked; the text after it gets the space prefix again.
+  EXPECT_EQ(tok().encode("<s>Hello", false, /*parse_special=*/true), (std::vector<int32_t>{1, 15043}));
+  EXPECT_EQ(tok().encode("Hi</s>", false, true).back(), 2);
+  EXPECT_EQ(tok().encode("<s>Hello", false, false), tok().encode("<s>Hello", false));
+  EXPECT_NE(tok().encode("<s>Hello", false, false).front(), 1);
+}
+
 TEST_F(LlamaSpm, RoundTripsEveryCase) {
   for (const Case& c : load_cases()) {
     EXPECT_EQ(tok().decode(c.ids), c.text) << "reference ids of '" << c.text << "'";
@@ -490,8 +498,11 @@ TEST(TokenizerGguf, HostileFilesGiveErrorsNamingTheKey) {
   o.model = false;
   expect_error_naming(o, "tokenizer.ggml.model");
   o = GgufVocabOptions{};
-  o.model_name = "gpt2";
+  o.model_name = "t5";
   expect_error_naming(o, "tokenizer.ggml.model");
+  o = GgufVocabOptions{};
+  o.model_name = "gpt2";  // byte-level BPE needs a pre-tokenizer (and merges)
+  expect_error_naming(o, "tokenizer.ggml.pre");
   o = GgufVocabOptions{};
   o.tokens = false;
   expect_error_naming(o, "tokenizer.ggml.tokens");

@@ -1,4 +1,4 @@
-// flea tokenize --model M --text T [--bos]: the token ids of a text as a JSON array.
+// flea tokenize --model M --text T [--bos] [--special]: the token ids of a text as a JSON array.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -19,18 +19,22 @@ int fail(const char* verb, const std::string& message) {
 
 int cmd_tokenize(int argc, char** argv) {
   const char* verb = argv[0];
-  CLI::App app{"Tokenize a text with a GGUF model's SentencePiece (llama) vocabulary and print the ids as a "
-               "JSON array. No BOS unless --bos; special-token spellings such as <s> are ordinary text."};
+  CLI::App app{"Tokenize a text with a GGUF model's vocabulary (SentencePiece 'llama' or byte-level BPE 'gpt2') "
+               "and print the ids as a JSON array. No BOS unless --bos; special-token spellings such as <s> or "
+               "<|eot_id|> are ordinary text unless --special."};
   app.name(verb);
   std::string model_path;
   std::string text;
   std::string text_file;
   bool add_bos = false;
+  bool parse_special = false;
   app.add_option("--model", model_path, "GGUF file with tokenizer.ggml.* metadata")->required();
   auto* text_opt = app.add_option("--text", text, "the text to tokenize (UTF-8)");
   auto* file_opt = app.add_option("--text-file", text_file, "read the text from this file instead (bytes as-is)");
   text_opt->excludes(file_opt);
   app.add_flag("--bos", add_bos, "prepend the BOS token");
+  app.add_flag("--special", parse_special,
+               "match control and unknown token spellings (<|eot_id|>, <s>) in the text as those tokens");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -51,7 +55,7 @@ int cmd_tokenize(int argc, char** argv) {
   auto tokenizer = flea::Tokenizer::from_gguf(*file);
   if (!tokenizer.ok()) return fail(verb, model_path + ": " + tokenizer.status().to_string());
 
-  const std::vector<int32_t> ids = tokenizer->encode(text, add_bos);
+  const std::vector<int32_t> ids = tokenizer->encode(text, add_bos, parse_special);
   std::string out = "[";
   for (size_t i = 0; i < ids.size(); ++i) {
     if (i) out += ", ";

@@ -55,5 +55,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string expected = text;
   for (size_t at; (at = expected.find("\xE2\x96\x81")) != std::string::npos;) expected.replace(at, 3, " ");
   if (valid_utf8(text) && text.find('\0') == std::string::npos && back != expected) __builtin_trap();
+  // parse_special (<s>, </s>, <unk> as tokens): ids stay in range too.
+  for (int32_t id : tok->encode(text, false, /*parse_special=*/true)) {
+    if (id < 0 || id >= tok->n_vocab()) __builtin_trap();
+  }
   return 0;
 }

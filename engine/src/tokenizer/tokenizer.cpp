@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "gguf/gguf.h"
+#include "tokenizer/bpe.h"
 
 namespace flea {
 
@@ -28,6 +29,8 @@ constexpr const char* kKeyEos = "tokenizer.ggml.eos_token_id";
 constexpr const char* kKeyUnk = "tokenizer.ggml.unknown_token_id";
 constexpr const char* kKeyAddSpacePrefix = "tokenizer.ggml.add_space_prefix";
 constexpr const char* kKeyAddBos = "tokenizer.ggml.add_bos_token";
+constexpr const char* kKeyPre = "tokenizer.ggml.pre";
+constexpr const char* kKeyMerges = "tokenizer.ggml.merges";
 
 // Byte length of the UTF-8 sequence a lead byte announces, from its high nibble. Continuation and
 // invalid lead bytes count as 1; 0xF8..0xFF count as 4. This is deliberately the same crude rule
@@ -82,6 +85,11 @@ std::string printable(const std::string& s, size_t max_len = 40) {
   return out;
 }
 
+Status missing_pre_tokenizer() {
+  return not_found(std::string(kKeyPre) + " is missing: a byte-level BPE vocabulary needs its pre-tokenizer "
+                   "(supported: " + bpe::supported_pre_tokenizers() + ")");
+}
+
 // A candidate merge of two adjacent symbols. `size` is the byte length the pair had when the
 // candidate was made; a candidate whose symbols have since changed is stale and skipped.
 struct Bigram {
@@ -117,6 +125,8 @@ struct Tokenizer::Data {
   std::unordered_map<std::string_view, int32_t> text_to_id;
   std::array<int32_t, 256> byte_to_id{};
   std::vector<int32_t> user_defined;  // matched literally in the text, longest first
+  std::vector<int32_t> specials;      // user-defined, control and unknown: what parse_special matches
+  std::unique_ptr<bpe::Model> bpe;    // byte-level BPE vocabularies only
   int32_t bos = 1;
   int32_t eos = 2;
   int32_t unk = 0;
@@ -125,7 +135,13 @@ struct Tokenizer::Data {
 };
 
 StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
+  const bool byte_level = vocab.model == "gpt2";
+  if (!byte_level && vocab.model != "llama") {
+    return unimplemented(std::string(kKeyModel) + " = '" + printable(vocab.model) +
+                         "' is not supported (only 'llama' SentencePiece and 'gpt2' byte-level BPE vocabularies)");
+  }
   const size_t n = vocab.tokens.size();
+  if (byte_level && vocab.scores.empty()) vocab.scores.assign(n, 0.0f);
   if (n == 0) return invalid_argument(std::string(kKeyTokens) + " is empty: a vocabulary needs at least one token");
   if (n > static_cast<size_t>(INT32_MAX)) {
     return out_of_range(std::string(kKeyTokens) + " has " + std::to_string(n) + " entries, more than int32 ids allow");
@@ -154,9 +170,10 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
     const std::string& text = vocab.tokens[i];
     switch (data->types[i]) {
       case TokenType::kNormal:
-        data->pieces[i] = replace_all(text, kSpaceMarker, " ");
+        data->pieces[i] = byte_level ? bpe::spelling_to_bytes(text) : replace_all(text, kSpaceMarker, " ");
         break;
       case TokenType::kByte: {
+        if (byte_level) break;  // llama.cpp gives byte tokens of a BPE vocab no text
         int b = parse_byte_token(text);
         if (b < 0) {
           return invalid_argument(std::string(kKeyTypes) + "[" + std::to_string(i) + "] is byte (6) but " +
@@ -187,13 +204,17 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
   };
   for (const Special& s : {Special{kKeyBos, vocab.bos_id, &data->bos}, Special{kKeyEos, vocab.eos_id, &data->eos},
                            Special{kKeyUnk, vocab.unk_id, &data->unk}}) {
+    if (byte_level && s.id == -1) {
+      *s.dst = -1;  // none
+      continue;
+    }
     if (s.id < 0 || s.id >= n_vocab) {
       return out_of_range(std::string(s.key) + " = " + std::to_string(s.id) + " is outside the vocabulary [0, " +
                           std::to_string(n_vocab) + ")");
     }
     *s.dst = s.id;
   }
-  data->add_space_prefix = vocab.add_space_prefix;
+  data->add_space_prefix = vocab.add_space_prefix && !byte_level;
   data->add_bos = vocab.add_bos;
   data->tokens = std::move(vocab.tokens);
   data->scores = std::move(vocab.scores);
@@ -211,10 +232,23 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
     }
     data->byte_to_id[b] = it != data->text_to_id.end() ? it->second : data->unk;
   }
-  // Longest first so that a user-defined token wins over its own prefixes (llama.cpp's order).
-  std::stable_sort(data->user_defined.begin(), data->user_defined.end(), [&](int32_t a, int32_t b) {
-    return data->tokens[a].size() > data->tokens[b].size();
-  });
+  for (int32_t i = 0; i < n_vocab; ++i) {
+    const TokenType t = data->types[i];
+    const bool special = t == TokenType::kControl || t == TokenType::kUserDefined || t == TokenType::kUnknown;
+    if (special && !data->tokens[i].empty()) data->specials.push_back(i);
+  }
+  // Longest first so that a special token wins over its own prefixes (llama.cpp's order).
+  auto longest_first = [&](int32_t a, int32_t b) { return data->tokens[a].size() > data->tokens[b].size(); };
+  std::stable_sort(data->user_defined.begin(), data->user_defined.end(), longest_first);
+  std::stable_sort(data->specials.begin(), data->specials.end(), longest_first);
+  if (byte_level) {
+    if (vocab.pre.empty()) return missing_pre_tokenizer();
+    auto pre = bpe::pre_tokenizer_from_name(vocab.pre);
+    if (!pre.ok()) return pre.status();
+    auto model = bpe::Model::build(vocab.merges, *pre, &data->text_to_id);
+    if (!model.ok()) return model.status();
+    data->bpe = std::move(*model);
+  }
   return Tokenizer(std::move(data));
 }
 
@@ -225,9 +259,10 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     return invalid_argument(std::string(kKeyModel) + " has type " + gguf::value_type_name(model->type) +
                             ", expected STRING");
   }
-  if (model->s != "llama") {
+  const bool byte_level = model->s == "gpt2";
+  if (!byte_level && model->s != "llama") {
     return unimplemented(std::string(kKeyModel) + " = '" + printable(model->s) +
-                         "' is not supported (only 'llama' SentencePiece vocabularies)");
+                         "' is not supported (only 'llama' SentencePiece and 'gpt2' byte-level BPE vocabularies)");
   }
   auto array_of = [&](const char* key, std::initializer_list<gguf::ValueType> allowed,
                       const gguf::Value** out) -> Status {
@@ -248,14 +283,39 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
   const gguf::Value* scores = nullptr;
   const gguf::Value* types = nullptr;
   FLEA_RETURN_IF_ERROR(array_of(kKeyTokens, {VT::STRING}, &tokens));
-  FLEA_RETURN_IF_ERROR(array_of(kKeyScores, {VT::FLOAT32, VT::FLOAT64}, &scores));
+  if (!byte_level || file.find(kKeyScores)) {
+    FLEA_RETURN_IF_ERROR(array_of(kKeyScores, {VT::FLOAT32, VT::FLOAT64}, &scores));
+  }
   FLEA_RETURN_IF_ERROR(array_of(kKeyTypes, {VT::INT32, VT::UINT32, VT::INT8, VT::UINT8, VT::INT16, VT::UINT16,
                                             VT::INT64, VT::UINT64}, &types));
 
   Vocab vocab;
+  vocab.model = model->s;
   vocab.tokens = tokens->arr_str;
-  vocab.scores.reserve(scores->arr_float.size());
-  for (double s : scores->arr_float) vocab.scores.push_back(static_cast<float>(s));
+  if (scores) {
+    vocab.scores.reserve(scores->arr_float.size());
+    for (double s : scores->arr_float) vocab.scores.push_back(static_cast<float>(s));
+  }
+  if (byte_level) {
+    // llama.cpp's BPE defaults: no space prefix, no unknown token; BOS only where the
+    // pre-tokenizer asks for it (Llama 3), unless tokenizer.ggml.add_bos_token says otherwise.
+    vocab.bos_id = vocab.eos_id = vocab.unk_id = -1;
+    vocab.add_space_prefix = false;
+    // The pre-tokenizer before the merges: an unsupported one is the clearer error.
+    const gguf::Value* pre = file.find(kKeyPre);
+    if (!pre) return missing_pre_tokenizer();
+    if (pre->type != VT::STRING) {
+      return invalid_argument(std::string(kKeyPre) + " has type " + gguf::value_type_name(pre->type) +
+                              ", expected STRING");
+    }
+    auto info = bpe::pre_tokenizer_from_name(pre->s);
+    if (!info.ok()) return info.status();
+    vocab.pre = pre->s;
+    vocab.add_bos = info->add_bos;
+    const gguf::Value* merges = nullptr;
+    FLEA_RETURN_IF_ERROR(array_of(kKeyMerges, {VT::STRING}, &merges));
+    vocab.merges = merges->arr_str;
+  }
   vocab.types.reserve(types->arr_int.size());
   for (size_t i = 0; i < types->arr_int.size(); ++i) {
     int64_t t = types->arr_int[i];
@@ -268,7 +328,7 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
 
   auto special = [&](const char* key, int32_t* dst) -> Status {
     const gguf::Value* v = file.find(key);
-    if (!v) return ok_status();  // keep the SentencePiece default
+    if (!v) return ok_status();  // keep the model's default
     int64_t id = 0;
     if (!v->as_int(&id)) {
       return invalid_argument(std::string(key) + " has type " + gguf::value_type_name(v->type) +
@@ -298,7 +358,7 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     }
     return ok_status();
   };
-  FLEA_RETURN_IF_ERROR(flag(kKeyAddSpacePrefix, &vocab.add_space_prefix));
+  if (!byte_level) FLEA_RETURN_IF_ERROR(flag(kKeyAddSpacePrefix, &vocab.add_space_prefix));
   FLEA_RETURN_IF_ERROR(flag(kKeyAddBos, &vocab.add_bos));
   return from_vocab(std::move(vocab));
 }
@@ -354,13 +414,14 @@ void Tokenizer::encode_spm(std::string_view text, std::vector<int32_t>* out) con
   }
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
   const Data& d = *data_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 2 + 2);
-  if (add_bos) out.push_back(d.bos);
+  if (add_bos && d.bos >= 0) out.push_back(d.bos);
 
-  // Fragments: raw text runs and user-defined tokens found literally in the text.
+  // Fragments: raw text runs and special tokens found literally in the text, one token spelling
+  // at a time, longest first (llama.cpp's tokenizer_st_partition).
   struct Fragment {
     int32_t token;  // -1 for raw text
     size_t start;
@@ -368,7 +429,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) cons
   };
   std::vector<Fragment> fragments;
   if (!text.empty()) fragments.push_back(Fragment{-1, 0, text.size()});
-  for (int32_t id : d.user_defined) {
+  for (int32_t id : parse_special ? d.specials : d.user_defined) {
     const std::string& needle = d.tokens[id];
     std::vector<Fragment> next;
     next.reserve(fragments.size());
@@ -400,6 +461,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) cons
       continue;
     }
     std::string_view raw = text.substr(f.start, f.len);
+    if (d.bpe) {
+      d.bpe->encode(raw, &out);
+      continue;
+    }
     escaped.clear();
     if (d.add_space_prefix && prev_special) escaped.append(kSpaceMarker);
     for (char c : raw) {
@@ -462,6 +527,7 @@ int32_t Tokenizer::find(std::string_view text) const {
 int32_t Tokenizer::bos() const { return data_->bos; }
 int32_t Tokenizer::eos() const { return data_->eos; }
 int32_t Tokenizer::unk() const { return data_->unk; }
+bool Tokenizer::is_byte_level() const { return data_->bpe != nullptr; }
 int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(data_->tokens.size()); }
 bool Tokenizer::add_bos_default() const { return data_->add_bos; }
 
