@@ -18,7 +18,8 @@ using flea::GgmlType;
 namespace quant = flea::quant;
 
 constexpr GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
-                               GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                               GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS};
 
 std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma) {
   std::mt19937 rng(seed);
@@ -111,7 +112,8 @@ const bool kRegistered = [] {
     benchmark::RegisterBenchmark(("quantize_activation/" + std::string(flea::type_info(act).name)).c_str(),
                                  bm_quantize_activation, act);
   }
-  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16}) {
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16,
+                     GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS}) {
     benchmark::RegisterBenchmark(("matmul4096/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t)
         ->ArgNames({"tokens", "threads"})
         ->Args({1, 1})

@@ -11,6 +11,7 @@
 #include "flea/status.h"
 #include "quant/fp16.h"
 #include "quant/quant_kernels.h"
+#include "quant/quant_lowk.h"
 
 namespace flea::quant {
 namespace {
@@ -533,6 +534,9 @@ VecDotX4Fn pick_x4(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q8_0: return k.q8_0_q8_0_x4;
     case GgmlType::Q4_K: return k.q4_k_q8_k_x4;
     case GgmlType::Q6_K: return k.q6_k_q8_k_x4;
+    case GgmlType::Q2_K: return k.q2_k_q8_k_x4;
+    case GgmlType::Q3_K: return k.q3_k_q8_k_x4;
+    case GgmlType::IQ4_XS: return k.iq4_xs_q8_k_x4;
     default: return nullptr;
   }
 }
@@ -547,13 +551,16 @@ VecDotFn pick(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q4_K: return k.q4_k_q8_k;
     case GgmlType::Q5_K: return k.q5_k_q8_k;
     case GgmlType::Q6_K: return k.q6_k_q8_k;
+    case GgmlType::Q2_K: return k.q2_k_q8_k;
+    case GgmlType::Q3_K: return k.q3_k_q8_k;
+    case GgmlType::IQ4_XS: return k.iq4_xs_q8_k;
     default: return nullptr;
   }
 }
 
 struct Table {
   Level level;
-  QuantOps entries[8];
+  QuantOps entries[11];
 };
 
 Table make_table() {
@@ -568,6 +575,12 @@ Table make_table() {
               {GgmlType::Q4_K, dequantize_q4_k, quantize_q4_k, GgmlType::Q8_K, nullptr, s.q4_k_q8_k, nullptr},
               {GgmlType::Q5_K, dequantize_q5_k, quantize_q5_k, GgmlType::Q8_K, nullptr, s.q5_k_q8_k, nullptr},
               {GgmlType::Q6_K, dequantize_q6_k, quantize_q6_k, GgmlType::Q8_K, nullptr, s.q6_k_q8_k, nullptr},
+              {GgmlType::Q2_K, internal::dequantize_q2_k, internal::quantize_q2_k, GgmlType::Q8_K, nullptr,
+               s.q2_k_q8_k, nullptr},
+              {GgmlType::Q3_K, internal::dequantize_q3_k, internal::quantize_q3_k, GgmlType::Q8_K, nullptr,
+               s.q3_k_q8_k, nullptr},
+              {GgmlType::IQ4_XS, internal::dequantize_iq4_xs, internal::quantize_iq4_xs, GgmlType::Q8_K, nullptr,
+               s.iq4_xs_q8_k, nullptr},
           }};
   for (QuantOps& e : t.entries) {
     e.vec_dot = pick(kernels_for(t.level), e.type);
@@ -598,7 +611,9 @@ const KernelSet& scalar_kernels() {
                            dot_bf16_scalar,      dot_f32_scalar,
                            nullptr,              nullptr,
                            nullptr,              nullptr,
-                           quantize_activation_q8_0, quantize_row_q8_k};
+                           quantize_activation_q8_0, quantize_row_q8_k,
+                           dot_q2_k_q8_k_scalar, dot_q3_k_q8_k_scalar, dot_iq4_xs_q8_k_scalar,
+                           nullptr,              nullptr,              nullptr};
   return k;
 }
 }  // namespace internal

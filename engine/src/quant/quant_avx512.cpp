@@ -7,6 +7,7 @@
 #define FLEA_QUANT_ISA_NS avx512
 #define FLEA_QUANT_VNNI 1
 #include "quant/quant_x86_impl.h"
+#include "quant/quant_x86_lowk_impl.h"
 
 namespace flea::quant::avx512 {
 namespace {
@@ -73,7 +74,9 @@ const KernelSet& avx512_kernels() {
                            avx512::dot_bf16_512,  avx512::dot_f32_512,
                            avx512::dot_q4_0_q8_0_x4, avx512::dot_q8_0_q8_0_x4, avx512::dot_q4_k_q8_k_x4,
                            avx512::dot_q6_k_q8_k_x4, avx512::quantize_act_q8_0,
-                           avx512::quantize_act_q8_k};
+                           avx512::quantize_act_q8_k,
+                           avx512::dot_q2_k_q8_k, avx512::dot_q3_k_q8_k, avx512::dot_iq4_xs_q8_k,
+                           avx512::dot_q2_k_q8_k_x4, avx512::dot_q3_k_q8_k_x4, avx512::dot_iq4_xs_q8_k_x4};
   return k;
 }
 

@@ -26,6 +26,13 @@ struct KernelSet {
   // Activation quantizers (bit-identical across levels).
   QuantizeFn act_q8_0;
   QuantizeFn act_q8_k;
+  // Low-bit 256-element types (quant_lowk.cpp, quant_x86_lowk_impl.h).
+  VecDotFn q2_k_q8_k;
+  VecDotFn q3_k_q8_k;
+  VecDotFn iq4_xs_q8_k;
+  VecDotX4Fn q2_k_q8_k_x4;
+  VecDotX4Fn q3_k_q8_k_x4;
+  VecDotX4Fn iq4_xs_q8_k_x4;
 };
 
 const KernelSet& scalar_kernels();
