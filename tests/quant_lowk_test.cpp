@@ -5,13 +5,16 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "test_util.h"
 
 namespace flea::quant {
 namespace {
@@ -260,6 +263,75 @@ TEST(QuantLowKRoundTrip, OutlierIsKept) {
     const std::vector<float> y = dequantize(t, quantize(t, x).data(), 512);
     EXPECT_NEAR(y[77], 0.5f, 0.06f) << type_info(t).name;
     EXPECT_NEAR(y[300], -0.4f, 0.06f) << type_info(t).name;
+  }
+}
+
+// ------------------------------------------------------------------ llama.cpp-written tensors
+
+struct RefTensor {
+  std::string name;
+  GgmlType type;
+  int64_t n;
+  int64_t file_offset;
+  int64_t n_bytes;
+};
+
+// model file -> its tensors, from a reference manifest.
+std::map<std::string, std::vector<RefTensor>> load_manifest(const std::string& path) {
+  std::ifstream f(path);
+  const nlohmann::json m = nlohmann::json::parse(f);
+  std::map<std::string, std::vector<RefTensor>> out;
+  for (const auto& c : m.at("cases")) {
+    std::vector<RefTensor>& v = out[c.at("model").get<std::string>()];
+    for (const auto& t : c.at("tensors")) {
+      const TypeInfo* info = type_info_by_name(t.at("type").get<std::string>());
+      if (info == nullptr) continue;
+      int64_t n = 1;
+      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
+      v.push_back({t.at("name"), info->type, n, t.at("file_offset"), t.at("n_bytes")});
+    }
+  }
+  return out;
+}
+
+std::vector<float> read_tensor(const std::vector<uint8_t>& file, const RefTensor& t) {
+  EXPECT_LE(static_cast<size_t>(t.file_offset + t.n_bytes), file.size());
+  EXPECT_EQ(static_cast<size_t>(t.n_bytes), row_bytes(type_info(t.type), t.n)) << t.name;
+  return dequantize(t.type, file.data() + t.file_offset, t.n);
+}
+
+TEST(QuantLowKReference, LlamaCppTensorsDequantizeNearTheOriginalAndOursAreAsAccurate) {
+  const std::string quants = test::reference_dir() + "/quants";
+  if (!test::reference_available() || !std::ifstream(quants + "/manifest.json")) {
+    GTEST_SKIP() << "reference data not found at " << quants;
+  }
+  const auto originals = load_manifest(test::reference_dir() + "/manifest.json");
+  const std::vector<uint8_t> f16_file = test::read_bytes(test::reference_dir() + "/pub-F16.gguf");
+  std::map<std::string, std::vector<float>> original;
+  for (const RefTensor& t : originals.at("pub-F16.gguf")) original[t.name] = read_tensor(f16_file, t);
+  // A wrong bit layout gives a relative error of ~1.4 against N(0, sigma) weights.
+  const std::map<GgmlType, double> bound = {{GgmlType::Q2_K, 0.40}, {GgmlType::Q3_K, 0.22}, {GgmlType::IQ4_XS, 0.10}};
+  std::map<GgmlType, double> sum_ours, sum_theirs;
+  std::map<GgmlType, int> count;
+  for (const auto& [model, tensors] : load_manifest(quants + "/manifest.json")) {
+    if (model != "pub-Q2_K.gguf" && model != "pub-Q3_K_M.gguf" && model != "pub-IQ4_XS.gguf") continue;
+    const std::vector<uint8_t> file = test::read_bytes(quants + "/" + model);
+    for (const RefTensor& t : tensors) {
+      if (bound.count(t.type) == 0) continue;
+      const std::vector<float>& x = original.at(t.name);
+      const double theirs = rel_rmse(read_tensor(file, t), x);
+      const double ours = rel_rmse(dequantize(t.type, quantize(t.type, x).data(), t.n), x);
+      EXPECT_LE(theirs, bound.at(t.type)) << model << " " << t.name << " " << type_info(t.type).name;
+      EXPECT_LE(ours, theirs * 1.05) << model << " " << t.name << " ours " << ours << " llama.cpp " << theirs;
+      sum_ours[t.type] += ours;
+      sum_theirs[t.type] += theirs;
+      ++count[t.type];
+    }
+  }
+  for (GgmlType t : kLowKTypes) {
+    ASSERT_GT(count[t], 0) << "no reference tensor of " << type_info(t).name;
+    std::printf("%-6s mean relative RMSE over %d tensors, ours / llama.cpp's: %.4f / %.4f\n", type_info(t).name,
+                count[t], sum_ours[t] / count[t], sum_theirs[t] / count[t]);
   }
 }
 

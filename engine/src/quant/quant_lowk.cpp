@@ -106,32 +106,36 @@ float fit_symmetric(const float* x, int n, const int8_t* levels, int n_levels) {
     if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); max = x[i]; }
   }
   if (amax == 0) return 0;
+  // Level nearest to v: binary search over the midpoints of consecutive levels (ties go up).
+  float mid[15];
+  for (int k = 0; k + 1 < n_levels; ++k) mid[k] = 0.5f * (levels[k] + levels[k + 1]);
   auto nearest_level = [&](float v) {
-    int best = 0;
-    float best_d = std::fabs(v - levels[0]);
-    for (int k = 1; k < n_levels; ++k) {
-      const float d = std::fabs(v - levels[k]);
-      if (d < best_d) { best_d = d; best = k; }
+    int lo = 0, hi = n_levels - 1;  // answer in [lo, hi]
+    while (lo < hi) {
+      const int m = (lo + hi) / 2;
+      if (v < mid[m]) hi = m; else lo = m + 1;
     }
-    return levels[best];
+    return levels[lo];
   };
+  double sxx = 0;
+  for (int i = 0; i < n; ++i) sxx += static_cast<double>(x[i]) * x[i];
+  // Each pass rounds to levels for s, then moves s to the least-squares scale of those levels,
+  // whose error is sxx - sxv^2 / svv.
   double best_err = INFINITY, best_s = max / levels[0];
   for (const int end : {static_cast<int>(levels[0]), static_cast<int>(levels[n_levels - 1])}) {
     for (int step = -10; step <= 10; ++step) {
       double s = max / (end * (1.0 + 0.025 * step));
       for (int iter = 0; iter < 2; ++iter) {
+        const float inv = static_cast<float>(1.0 / s);
         double sxv = 0, svv = 0;
         for (int i = 0; i < n; ++i) {
-          const int v = nearest_level(static_cast<float>(x[i] / s));
-          sxv += x[i] * v; svv += v * v;
+          const int v = nearest_level(x[i] * inv);
+          sxv += static_cast<double>(x[i]) * v;
+          svv += v * v;
         }
         if (svv == 0 || sxv == 0) break;
         s = sxv / svv;
-        double err = 0;
-        for (int i = 0; i < n; ++i) {
-          const double diff = s * nearest_level(static_cast<float>(x[i] / s)) - x[i];
-          err += diff * diff;
-        }
+        const double err = sxx - sxv * sxv / svv;
         if (err < best_err) { best_err = err; best_s = s; }
       }
     }
@@ -157,15 +161,14 @@ uint16_t quantize_signed_scales(const float* scales, int n, int* l) {
 
 constexpr int8_t kQ3Levels[8] = {-4, -3, -2, -1, 0, 1, 2, 3};
 
-// Index of the IQ4 level nearest to v.
+// Index of the IQ4 level nearest to v (binary search over the midpoints; ties go up).
 int iq4_index(float v) {
-  int best = 0;
-  float best_d = std::fabs(v - kIq4nlValues[0]);
-  for (int k = 1; k < 16; ++k) {
-    const float d = std::fabs(v - kIq4nlValues[k]);
-    if (d < best_d) { best_d = d; best = k; }
+  int lo = 0, hi = 15;
+  while (lo < hi) {
+    const int m = (lo + hi) / 2;
+    if (v < 0.5f * (kIq4nlValues[m] + kIq4nlValues[m + 1])) hi = m; else lo = m + 1;
   }
-  return best;
+  return lo;
 }
 
 }  // namespace

@@ -53,8 +53,9 @@ void q2_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
     __m256i sv[2];
     split_scales(scales, &sv[0], &sv[1]);
-    __m256i sum[NT];
-    for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
+    // One integer accumulator per half: two independent multiply-add chains.
+    __m256i sum2[2][NT];
+    for (int t = 0; t < NT; ++t) sum2[0][t] = sum2[1][t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       __m256i bits = load256(x[i].qs + 32 * h);
       for (int s = 0; s < 4; ++s) {
@@ -64,11 +65,13 @@ void q2_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
         const __m256i sp = _mm256_shuffle_epi8(sv[h], pm[s]);
         for (int t = 0; t < NT; ++t) {
           const __m256i p = _mm256_maddubs_epi16(q, load256(y[t][i].qs + 128 * h + 32 * s));
-          sum[t] = madd_acc(sum[t], p, sp);
+          sum2[h][t] = madd_acc(sum2[h][t], p, sp);
         }
       }
     }
     const float xd = half_to_float(x[i].d), xdmin = half_to_float(x[i].dmin);
+    __m256i sum[NT];
+    for (int t = 0; t < NT; ++t) sum[t] = _mm256_add_epi32(sum2[0][t], sum2[1][t]);
     for (int t = 0; t < NT; ++t) {
       const __m256i m = _mm256_madd_epi16(mins, load256(y[t][i].bsums));
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * xd), _mm256_cvtepi32_ps(sum[t]), acc[t]);
@@ -80,17 +83,19 @@ void q2_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
 
 // ---------------------------------------------------------------- Q3_K
 
-// The 16 six-bit scales minus 32 as int16.
+// The 16 six-bit scales minus 32 as int16. Bytes 0-7 hold the low nibbles (scale j < 8 in the
+// low nibble of byte j, scale j >= 8 in the high nibble of byte j - 8); byte 8 + j % 4 holds the
+// top two bits of scale j at bits 2 (j / 4), so 32-bit lane k of the broadcast bytes 8-11
+// shifted right by 2k has them at bits 0-1 for scales 4k..4k+3.
 inline __m256i q3_k_scales(const uint8_t* packed) {
-  uint32_t u[4];
-  std::memcpy(u, packed, 12);
-  const uint32_t hi = u[2];
-  constexpr uint32_t kLow4 = 0x0f0f0f0fu, kLow2 = 0x03030303u;
-  u[2] = ((u[0] >> 4) & kLow4) | (((hi >> 4) & kLow2) << 4);  // scales 8-11
-  u[3] = ((u[1] >> 4) & kLow4) | (((hi >> 6) & kLow2) << 4);  // scales 12-15
-  u[0] = (u[0] & kLow4) | ((hi & kLow2) << 4);                // scales 0-3
-  u[1] = (u[1] & kLow4) | (((hi >> 2) & kLow2) << 4);         // scales 4-7
-  const __m128i s8 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)), _mm_set1_epi8(32));
+  const __m128i low = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed));
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m128i nibbles = _mm_unpacklo_epi64(_mm_and_si128(low, m4), _mm_and_si128(_mm_srli_epi16(low, 4), m4));
+  int32_t high_bytes;
+  std::memcpy(&high_bytes, packed + 8, 4);
+  const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(high_bytes), _mm_setr_epi32(0, 2, 4, 6)),
+                                     _mm_set1_epi8(3));
+  const __m128i s8 = _mm_sub_epi8(_mm_or_si128(nibbles, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
   return _mm256_cvtepi8_epi16(s8);
 }
 
@@ -110,8 +115,9 @@ void q3_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
     // each byte (a 16-bit shift left by 2 would lose bits 6-7 of the odd bytes, so the second
     // half starts from a shift right).
     const __m256i hmask = load256(x[i].hmask);
-    __m256i sum[NT];
-    for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
+    // One integer accumulator per half: two independent multiply-add chains.
+    __m256i sum2[2][NT];
+    for (int t = 0; t < NT; ++t) sum2[0][t] = sum2[1][t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       __m256i bits = load256(x[i].qs + 32 * h);
       __m256i hbits = h == 0 ? _mm256_slli_epi16(hmask, 2) : _mm256_srli_epi16(hmask, 2);
@@ -123,11 +129,13 @@ void q3_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
         const __m256i sp = _mm256_shuffle_epi8(sv[h], pm[s]);
         for (int t = 0; t < NT; ++t) {
           const __m256i p = _mm256_maddubs_epi16(q, load256(y[t][i].qs + 128 * h + 32 * s));
-          sum[t] = madd_acc(sum[t], p, sp);
+          sum2[h][t] = madd_acc(sum2[h][t], p, sp);
         }
       }
     }
     const float xd = half_to_float(x[i].d);
+    __m256i sum[NT];
+    for (int t = 0; t < NT; ++t) sum[t] = _mm256_add_epi32(sum2[0][t], sum2[1][t]);
     for (int t = 0; t < NT; ++t) {
       const __m256i corr = _mm256_madd_epi16(scales, load256(y[t][i].bsums));
       const __m256i s = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(corr, 2));
@@ -166,8 +174,8 @@ void iq4_xs_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out)
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQkK; ++i) {
     const __m256i sv = iq4_xs_scales(x[i]);
-    __m256i sum[NT];
-    for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
+    __m256i sum_lo[NT], sum_hi[NT];  // two independent multiply-add chains
+    for (int t = 0; t < NT; ++t) sum_lo[t] = sum_hi[t] = _mm256_setzero_si256();
     for (int k = 0; k < 4; ++k) {
       // 32 bytes = sub-blocks 2k (bytes 0-15) and 2k + 1: low nibbles are elements 64k + 0..15
       // and 64k + 32..47, high nibbles 64k + 16..31 and 64k + 48..63; the activations are loaded
@@ -186,13 +194,14 @@ void iq4_xs_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out)
         // |w| * (y * sign(w)): pair sums stay within 2 * 127 * 127.
         const __m256i p_lo = _mm256_maddubs_epi16(a_lo, _mm256_sign_epi8(y_lo, w_lo));
         const __m256i p_hi = _mm256_maddubs_epi16(a_hi, _mm256_sign_epi8(y_hi, w_hi));
-        sum[t] = madd_acc(sum[t], p_lo, sp);
-        sum[t] = madd_acc(sum[t], p_hi, sp);
+        sum_lo[t] = madd_acc(sum_lo[t], p_lo, sp);
+        sum_hi[t] = madd_acc(sum_hi[t], p_hi, sp);
       }
     }
     const float xd = half_to_float(x[i].d);
     for (int t = 0; t < NT; ++t) {
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * xd), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+      const __m256i sum = _mm256_add_epi32(sum_lo[t], sum_hi[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * xd), _mm256_cvtepi32_ps(sum), acc[t]);
     }
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum_ps(acc[t]);
