@@ -3,6 +3,7 @@
 // (generation) and 64 tokens (prompt processing) on 1 and 2 threads.
 #include <benchmark/benchmark.h>
 
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -79,7 +80,10 @@ void bm_matmul(benchmark::State& state, GgmlType t) {
   const int64_t n_tokens = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   const int64_t dim = 4096;
-  const std::vector<uint8_t> w = quantized(t, gaussian(dim * dim, 5, 0.02f));
+  // Quantized once per type: the reference quantizers of the low-bit types take seconds here.
+  static std::map<GgmlType, std::vector<uint8_t>> weights;
+  if (weights.count(t) == 0) weights[t] = quantized(t, gaussian(dim * dim, 5, 0.02f));
+  const std::vector<uint8_t>& w = weights[t];
   const std::vector<float> x = gaussian(dim * n_tokens, 6, 1.0f);
   std::vector<float> out(static_cast<size_t>(dim * n_tokens));
   flea::cpu::ThreadPool pool(threads);

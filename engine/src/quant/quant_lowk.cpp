@@ -178,9 +178,11 @@ void dequantize_q2_k(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const BlockQ2K*>(src);
   for (int64_t i = 0; i < n / kQkK; ++i, dst += kQkK) {
     const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
-    for (int e = 0; e < kQkK; ++e) {
-      const uint8_t sc = b[i].scales[e / 16];
-      dst[e] = d * (sc & 0x0f) * low2(b[i].qs, e) - dmin * (sc >> 4);
+    for (int g = 0; g < 16; ++g) {  // sub-block g: elements 16g..16g+15, bits 2s of qs[32h + 16 (g odd) + l]
+      const int h = g / 8, s = (g % 8) / 2;
+      const uint8_t* q = b[i].qs + 32 * h + 16 * (g % 2);
+      const float dl = d * (b[i].scales[g] & 0x0f), ml = dmin * (b[i].scales[g] >> 4);
+      for (int l = 0; l < 16; ++l) dst[16 * g + l] = dl * ((q[l] >> (2 * s)) & 3) - ml;
     }
   }
 }
@@ -258,7 +260,15 @@ void dequantize_q3_k(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const BlockQ3K*>(src);
   for (int64_t i = 0; i < n / kQkK; ++i, dst += kQkK) {
     const float d = fp16_to_fp32(b[i].d);
-    for (int e = 0; e < kQkK; ++e) dst[e] = d * (q3_k_scale(b[i].scales, e / 16) - 32) * q3_level(b[i], e);
+    for (int g = 0; g < 16; ++g) {  // layout as Q2_K; high bit g / 2 of hmask[16 (g odd) + l]
+      const int h = g / 8, s = (g % 8) / 2, off = 16 * (g % 2);
+      const uint8_t* q = b[i].qs + 32 * h + off;
+      const uint8_t* hm = b[i].hmask + off;
+      const float dl = d * (q3_k_scale(b[i].scales, g) - 32);
+      for (int l = 0; l < 16; ++l) {
+        dst[16 * g + l] = dl * (((q[l] >> (2 * s)) & 3) + (((hm[l] >> (g / 2)) & 1) << 2) - 4);
+      }
+    }
   }
 }
 
@@ -331,8 +341,13 @@ void dequantize_iq4_xs(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const BlockIq4Xs*>(src);
   for (int64_t i = 0; i < n / kQkK; ++i, dst += kQkK) {
     const float d = fp16_to_fp32(b[i].d);
-    for (int e = 0; e < kQkK; ++e) {
-      dst[e] = d * (iq4_xs_scale(b[i].scales_h, b[i].scales_l, e / 32) - 32) * kIq4nlValues[iq4_xs_index(b[i], e)];
+    for (int j = 0; j < 8; ++j) {
+      const float dl = d * (iq4_xs_scale(b[i].scales_h, b[i].scales_l, j) - 32);
+      const uint8_t* q = b[i].qs + 16 * j;
+      for (int l = 0; l < 16; ++l) {
+        dst[32 * j + l] = dl * kIq4nlValues[q[l] & 0x0f];
+        dst[32 * j + 16 + l] = dl * kIq4nlValues[q[l] >> 4];
+      }
     }
   }
 }
