@@ -7,11 +7,14 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "compute/cpu/matmul.h"
+#include "compute/cpu/thread_pool.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
 #include "test_util.h"
@@ -486,6 +489,39 @@ TEST(QuantLowKDot, FourTokenKernelsAreBitIdenticalToSingleToken) {
       }
     }
   }
+}
+
+TEST(QuantLowKDot, MatmulEqualsPerRowDotsAtEveryLevel) {
+  // The CPU matmul (4-token groups, row tiles, threads) must give exactly the per-row dots.
+  const int64_t cols = 512, rows = 37;  // 37: not a multiple of the row tile
+  const std::string best = best_simd_level();
+  for (const char* level : available_levels()) {
+    force_simd_level(level);
+    for (GgmlType t : kLowKTypes) {
+      const std::vector<uint8_t> wq = random_blocks(t, cols * rows, 11);
+      const size_t w_row = row_bytes(type_info(t), cols);
+      const cpu::WeightView w{t, cols, rows, wq.data()};
+      for (int64_t n_tokens : {1, 5, 17}) {
+        const std::vector<float> x = gaussian(cols * n_tokens, 60 + static_cast<uint32_t>(n_tokens));
+        std::vector<float> want(static_cast<size_t>(n_tokens * rows));
+        std::vector<uint8_t> a(activation_row_bytes(GgmlType::Q8_K, cols));
+        for (int64_t tk = 0; tk < n_tokens; ++tk) {
+          quantize_activation(GgmlType::Q8_K, x.data() + tk * cols, a.data(), cols);
+          for (int64_t r = 0; r < rows; ++r) want[tk * rows + r] = ops(t)->vec_dot(cols, wq.data() + r * w_row, a.data());
+        }
+        for (int threads : {1, 2}) {
+          cpu::ThreadPool pool(threads);
+          std::vector<float> out(want.size(), NAN);
+          cpu::matmul(w, x.data(), n_tokens, out.data(), &pool);
+          for (size_t i = 0; i < out.size(); ++i) {
+            ASSERT_EQ(out[i], want[i]) << level << " " << type_info(t).name << " tokens=" << n_tokens
+                                       << " threads=" << threads << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+  force_simd_level(best.c_str());
 }
 
 }  // namespace
