@@ -3,6 +3,7 @@
 // (generation) and 64 tokens (prompt processing) on 1 and 2 threads.
 #include <benchmark/benchmark.h>
 
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -19,7 +20,8 @@ namespace quant = flea::quant;
 
 constexpr GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                                GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL};
+                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL,
+                               GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS};
 
 std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma) {
   std::mt19937 rng(seed);
@@ -79,7 +81,10 @@ void bm_matmul(benchmark::State& state, GgmlType t) {
   const int64_t n_tokens = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   const int64_t dim = 4096;
-  const std::vector<uint8_t> w = quantized(t, gaussian(dim * dim, 5, 0.02f));
+  // Quantized once per type: the reference quantizers of the low-bit types take seconds here.
+  static std::map<GgmlType, std::vector<uint8_t>> weights;
+  if (weights.count(t) == 0) weights[t] = quantized(t, gaussian(dim * dim, 5, 0.02f));
+  const std::vector<uint8_t>& w = weights[t];
   const std::vector<float> x = gaussian(dim * n_tokens, 6, 1.0f);
   std::vector<float> out(static_cast<size_t>(dim * n_tokens));
   flea::cpu::ThreadPool pool(threads);
@@ -113,7 +118,8 @@ const bool kRegistered = [] {
                                  bm_quantize_activation, act);
   }
   for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16,
-                     GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL}) {
+                     GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL,
+                     GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS}) {
     benchmark::RegisterBenchmark(("matmul4096/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t)
         ->ArgNames({"tokens", "threads"})
         ->Args({1, 1})

@@ -73,7 +73,6 @@ TEST(QuantTable, EveryComputeTypeHasConsistentOps) {
   EXPECT_EQ(ops(GgmlType::F16)->vec_dot_type, GgmlType::F16);
   EXPECT_EQ(ops(GgmlType::BF16)->vec_dot_type, GgmlType::BF16);
   EXPECT_EQ(ops(GgmlType::F32)->vec_dot_type, GgmlType::F32);
-  EXPECT_EQ(ops(GgmlType::Q2_K), nullptr);
 }
 
 TEST(QuantTable, ForceSimdLevelSwitchesAndRestores) {

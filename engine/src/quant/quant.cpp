@@ -12,6 +12,7 @@
 #include "quant/fp16.h"
 #include "quant/quant_kernels.h"
 #include "quant/quant_q32.h"
+#include "quant/quant_lowk.h"
 
 namespace flea::quant {
 namespace {
@@ -538,6 +539,9 @@ VecDotX4Fn pick_x4(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q5_0: return k.q5_0_q8_0_x4;
     case GgmlType::Q5_1: return k.q5_1_q8_1_x4;
     case GgmlType::IQ4_NL: return k.iq4_nl_q8_0_x4;
+    case GgmlType::Q2_K: return k.q2_k_q8_k_x4;
+    case GgmlType::Q3_K: return k.q3_k_q8_k_x4;
+    case GgmlType::IQ4_XS: return k.iq4_xs_q8_k_x4;
     default: return nullptr;
   }
 }
@@ -556,13 +560,16 @@ VecDotFn pick(const internal::KernelSet& k, GgmlType t) {
     case GgmlType::Q5_0: return k.q5_0_q8_0;
     case GgmlType::Q5_1: return k.q5_1_q8_1;
     case GgmlType::IQ4_NL: return k.iq4_nl_q8_0;
+    case GgmlType::Q2_K: return k.q2_k_q8_k;
+    case GgmlType::Q3_K: return k.q3_k_q8_k;
+    case GgmlType::IQ4_XS: return k.iq4_xs_q8_k;
     default: return nullptr;
   }
 }
 
 struct Table {
   Level level;
-  QuantOps entries[12];
+  QuantOps entries[15];
 };
 
 Table make_table() {
@@ -581,6 +588,12 @@ Table make_table() {
               {GgmlType::Q5_0, internal::dequantize_q5_0, internal::quantize_q5_0, GgmlType::Q8_0, nullptr, s.q5_0_q8_0, nullptr},
               {GgmlType::Q5_1, internal::dequantize_q5_1, internal::quantize_q5_1, GgmlType::Q8_1, nullptr, s.q5_1_q8_1, nullptr},
               {GgmlType::IQ4_NL, internal::dequantize_iq4_nl, internal::quantize_iq4_nl, GgmlType::Q8_0, nullptr, s.iq4_nl_q8_0, nullptr},
+              {GgmlType::Q2_K, internal::dequantize_q2_k, internal::quantize_q2_k, GgmlType::Q8_K, nullptr,
+               s.q2_k_q8_k, nullptr},
+              {GgmlType::Q3_K, internal::dequantize_q3_k, internal::quantize_q3_k, GgmlType::Q8_K, nullptr,
+               s.q3_k_q8_k, nullptr},
+              {GgmlType::IQ4_XS, internal::dequantize_iq4_xs, internal::quantize_iq4_xs, GgmlType::Q8_K, nullptr,
+               s.iq4_xs_q8_k, nullptr},
           }};
   for (QuantOps& e : t.entries) {
     e.vec_dot = pick(kernels_for(t.level), e.type);
@@ -614,7 +627,9 @@ const KernelSet& scalar_kernels() {
                            quantize_activation_q8_0, quantize_row_q8_k,
                            internal::dot_q4_1_q8_1_scalar, internal::dot_q5_0_q8_0_scalar,
                            internal::dot_q5_1_q8_1_scalar, internal::dot_iq4_nl_q8_0_scalar,
-                           nullptr, nullptr, nullptr, nullptr, internal::quantize_activation_q8_1};
+                           nullptr, nullptr, nullptr, nullptr, internal::quantize_activation_q8_1,
+                           dot_q2_k_q8_k_scalar, dot_q3_k_q8_k_scalar, dot_iq4_xs_q8_k_scalar,
+                           nullptr,              nullptr,              nullptr};
   return k;
 }
 }  // namespace internal

@@ -3,6 +3,7 @@
 #define FLEA_QUANT_ISA_NS avx2
 #include "quant/quant_x86_impl.h"
 #include "quant/quant_x86_q32_impl.h"
+#include "quant/quant_x86_lowk_impl.h"
 
 namespace flea::quant::internal {
 
@@ -15,7 +16,9 @@ const KernelSet& avx2_kernels() {
                            avx2::quantize_act_q8_k,
                            avx2::dot_q4_1_q8_1, avx2::dot_q5_0_q8_0, avx2::dot_q5_1_q8_1,
                            avx2::dot_iq4_nl_q8_0, avx2::dot_q4_1_q8_1_x4, avx2::dot_q5_0_q8_0_x4,
-                           avx2::dot_q5_1_q8_1_x4, avx2::dot_iq4_nl_q8_0_x4, avx2::quantize_act_q8_1};
+                           avx2::dot_q5_1_q8_1_x4, avx2::dot_iq4_nl_q8_0_x4, avx2::quantize_act_q8_1,
+                           avx2::dot_q2_k_q8_k, avx2::dot_q3_k_q8_k, avx2::dot_iq4_xs_q8_k,
+                           avx2::dot_q2_k_q8_k_x4, avx2::dot_q3_k_q8_k_x4, avx2::dot_iq4_xs_q8_k_x4};
   return k;
 }
 

@@ -8,6 +8,7 @@
 #define FLEA_QUANT_VNNI 1
 #include "quant/quant_x86_impl.h"
 #include "quant/quant_x86_q32_impl.h"
+#include "quant/quant_x86_lowk_impl.h"
 
 namespace flea::quant::avx512 {
 namespace {
@@ -77,7 +78,9 @@ const KernelSet& avx512_kernels() {
                            avx512::quantize_act_q8_k,
                            avx512::dot_q4_1_q8_1, avx512::dot_q5_0_q8_0, avx512::dot_q5_1_q8_1,
                            avx512::dot_iq4_nl_q8_0, avx512::dot_q4_1_q8_1_x4, avx512::dot_q5_0_q8_0_x4,
-                           avx512::dot_q5_1_q8_1_x4, avx512::dot_iq4_nl_q8_0_x4, avx512::quantize_act_q8_1};
+                           avx512::dot_q5_1_q8_1_x4, avx512::dot_iq4_nl_q8_0_x4, avx512::quantize_act_q8_1,
+                           avx512::dot_q2_k_q8_k, avx512::dot_q3_k_q8_k, avx512::dot_iq4_xs_q8_k,
+                           avx512::dot_q2_k_q8_k_x4, avx512::dot_q3_k_q8_k_x4, avx512::dot_iq4_xs_q8_k_x4};
   return k;
 }
 

@@ -36,6 +36,13 @@ struct KernelSet {
   VecDotX4Fn q5_1_q8_1_x4;
   VecDotX4Fn iq4_nl_q8_0_x4;
   QuantizeFn act_q8_1;
+  // Low-bit 256-element types (quant_lowk.cpp, quant_x86_lowk_impl.h).
+  VecDotFn q2_k_q8_k;
+  VecDotFn q3_k_q8_k;
+  VecDotFn iq4_xs_q8_k;
+  VecDotX4Fn q2_k_q8_k_x4;
+  VecDotX4Fn q3_k_q8_k_x4;
+  VecDotX4Fn iq4_xs_q8_k_x4;
 };
 
 const KernelSet& scalar_kernels();
