@@ -134,6 +134,13 @@ TEST(LlamaBpe, VocabMetadata) {
   EXPECT_EQ(tok->piece(128009), "");
 }
 
+// Generation stops at eos and at the end-of-turn control tokens (llama.cpp's end-of-generation set).
+TEST(LlamaBpe, EndOfGenerationTokens) {
+  REQUIRE_VOCAB(tok, llama_bpe_path());
+  for (int32_t id : {128001, 128008, 128009}) EXPECT_TRUE(tok->is_end_of_generation(id)) << id;  // eos, eom, eot
+  for (int32_t id : {128000, 128002, 128006, 9906, -1, 128256}) EXPECT_FALSE(tok->is_end_of_generation(id)) << id;
+}
+
 TEST(LlamaBpe, ReproducesLlamaCppVectors) {
   REQUIRE_VOCAB(tok, llama_bpe_path());
   const std::vector<Vector> vectors = load_vectors(llama_bpe_path());
@@ -705,6 +712,47 @@ TEST(TokenizeCommandBpe, SpecialFlagAndErrors) {
   EXPECT_NE(out.find("tokenizer.ggml.pre = 'mystery-pre'"), std::string::npos) << out;
   EXPECT_NE(out.find("llama-bpe"), std::string::npos) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+// `flea generate --prompt` on a Llama 3 style model: the prompt goes through the byte-level BPE (BOS
+// first, as add_bos_token says), and the printed text is the decoding of exactly the generated ids.
+TEST(GenerateCommandBpe, PromptOnALlama3FileUsesTheBpeVocab) {
+  const std::string flea = test::bin_dir() + "/flea";
+  const std::string model = test::reference_dir() + "/arch/l3-Q8_0.gguf";
+  if (!std::filesystem::exists(flea) || !std::filesystem::exists(model)) GTEST_SKIP() << "flea or arch/l3 missing";
+  std::string ids, json, text;
+  ASSERT_EQ(test::run_command(flea + " tokenize --model " + model + " --text 'The quick brown fox' --bos", &ids), 0);
+  ASSERT_EQ(test::run_command(flea + " generate --model " + model + " --prompt 'The quick brown fox' --n 8 --json", &json), 0);
+  const nlohmann::json j = nlohmann::json::parse(json);
+  const auto prompt = nlohmann::json::parse(ids).get<std::vector<int32_t>>();
+  EXPECT_EQ(prompt.front(), 768);  // <|begin_of_text|> of the l3 vocab
+  EXPECT_EQ(j["n_prompt"].get<size_t>(), prompt.size());
+  // Greedy from the same ids gives the same tokens.
+  std::string csv;
+  for (size_t i = 0; i < prompt.size(); ++i) csv += (i ? "," : "") + std::to_string(prompt[i]);
+  std::string by_ids;
+  ASSERT_EQ(test::run_command(flea + " generate --model " + model + " --tokens " + csv + " --n 8", &by_ids), 0);
+  // (--prompt stops at an end-of-generation token; --tokens has no vocabulary to stop on.)
+  const auto want_ids = nlohmann::json::parse(by_ids)["tokens"].get<std::vector<int32_t>>();
+  const auto got_ids = j["tokens"].get<std::vector<int32_t>>();
+  ASSERT_FALSE(got_ids.empty());
+  ASSERT_LE(got_ids.size(), want_ids.size());
+  EXPECT_TRUE(std::equal(got_ids.begin(), got_ids.end(), want_ids.begin()));
+  // The streamed text is the vocabulary's decoding of those tokens.
+  ASSERT_EQ(test::run_command(flea + " generate --model " + model + " --prompt 'The quick brown fox' --n 8", &text), 0);
+  auto f = gguf::read_file(model);
+  ASSERT_TRUE(f.ok());
+  auto tok = Tokenizer::from_gguf(*f);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  std::vector<int32_t> generated = j["tokens"].get<std::vector<int32_t>>();
+  std::vector<int32_t> out;
+  for (int32_t id : generated) {
+    if (tok->is_end_of_generation(id)) break;
+    out.push_back(id);
+  }
+  const std::string want = tok->decode(out);
+  EXPECT_NE(text.find(want), std::string::npos) << "printed: '" << text << "' decoded: '" << want << "'";
+  EXPECT_FALSE(want.empty());
 }
 
 }  // namespace

@@ -134,7 +134,7 @@ int cmd_generate(int argc, char** argv) {
       std::fputs(tokenizer->piece(next).c_str(), stdout);
       std::fflush(stdout);
     }
-    if (tokenizer && next == tokenizer->eos()) break;
+    if (tokenizer && tokenizer->is_end_of_generation(next)) break;
     if (k + 1 == n_gen) break;
     if (kv == "none") {
       session.reset();  // no cache: the whole context again, every token

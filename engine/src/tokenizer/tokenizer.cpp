@@ -127,6 +127,7 @@ struct Tokenizer::Data {
   std::vector<int32_t> user_defined;  // matched literally in the text, longest first
   std::vector<int32_t> specials;      // user-defined, control and unknown: what parse_special matches
   std::unique_ptr<bpe::Model> bpe;    // byte-level BPE vocabularies only
+  std::vector<int32_t> end_of_generation;  // eos and the end-of-turn control tokens (sorted)
   int32_t bos = 1;
   int32_t eos = 2;
   int32_t unk = 0;
@@ -232,11 +233,21 @@ StatusOr<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
     }
     data->byte_to_id[b] = it != data->text_to_id.end() ? it->second : data->unk;
   }
+  // Generation ends at eos and at the end-of-turn tokens chat models emit instead (llama.cpp treats
+  // these spellings of control tokens as end of generation too: a Llama 3 instruct turn ends with
+  // <|eot_id|> while eos is <|end_of_text|>).
+  static const char* const kEndOfTurn[] = {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>",
+                                           "<|eot|>",    "<|eom|>",    "<|end|>",         "<end_of_turn>"};
+  if (data->eos >= 0) data->end_of_generation.push_back(data->eos);
   for (int32_t i = 0; i < n_vocab; ++i) {
     const TokenType t = data->types[i];
     const bool special = t == TokenType::kControl || t == TokenType::kUserDefined || t == TokenType::kUnknown;
     if (special && !data->tokens[i].empty()) data->specials.push_back(i);
+    if (t == TokenType::kControl || t == TokenType::kUserDefined)
+      for (const char* eot : kEndOfTurn)
+        if (data->tokens[i] == eot && i != data->eos) data->end_of_generation.push_back(i);
   }
+  std::sort(data->end_of_generation.begin(), data->end_of_generation.end());
   // Longest first so that a special token wins over its own prefixes (llama.cpp's order).
   auto longest_first = [&](int32_t a, int32_t b) { return data->tokens[a].size() > data->tokens[b].size(); };
   std::stable_sort(data->user_defined.begin(), data->user_defined.end(), longest_first);
@@ -526,6 +537,9 @@ int32_t Tokenizer::find(std::string_view text) const {
 
 int32_t Tokenizer::bos() const { return data_->bos; }
 int32_t Tokenizer::eos() const { return data_->eos; }
+bool Tokenizer::is_end_of_generation(int32_t id) const {
+  return std::binary_search(data_->end_of_generation.begin(), data_->end_of_generation.end(), id);
+}
 int32_t Tokenizer::unk() const { return data_->unk; }
 bool Tokenizer::is_byte_level() const { return data_->bpe != nullptr; }
 int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(data_->tokens.size()); }

@@ -77,6 +77,8 @@ class Tokenizer {
 
   int32_t bos() const;  // -1 when the vocab has none (byte-level BPE only; likewise eos, unk)
   int32_t eos() const;
+  // eos, or a control token spelled like an end of turn (<|eot_id|>, <|eom_id|>, <|im_end|>, ...).
+  bool is_end_of_generation(int32_t id) const;
   int32_t unk() const;
   bool is_byte_level() const;  // tokenizer.ggml.model = "gpt2"
   int32_t n_vocab() const;
