@@ -17,49 +17,13 @@
 #include "compute/cpu/thread_pool.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace flea::quant {
 namespace {
 
 constexpr GgmlType kLowKTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS};
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = dist(rng);
-  return v;
-}
-
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
-  std::vector<uint8_t> q(row_bytes(type_info(t), static_cast<int64_t>(x.size())));
-  ops(t)->quantize(x.data(), q.data(), static_cast<int64_t>(x.size()));
-  return q;
-}
-
-std::vector<float> dequantize(GgmlType t, const void* q, int64_t n) {
-  std::vector<float> out(static_cast<size_t>(n));
-  ops(t)->dequantize(q, out.data(), n);
-  return out;
-}
-
-double rel_rmse(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    ref += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(err / ref);
-}
-
-std::vector<const char*> available_levels() {
-  std::vector<const char*> levels = {"scalar"};
-  for (const char* l : {"avx2", "avx512"}) {
-    if (vec_dot_for_level(GgmlType::Q8_0, l) != nullptr) levels.push_back(l);
-  }
-  return levels;
-}
 
 // 2-bit level of element e as the Q2_K/Q3_K header describes it: byte 32 * (e / 128) + e % 32,
 // bits 2s..2s+1 with s = (e % 128) / 32.
@@ -270,38 +234,6 @@ TEST(QuantLowKRoundTrip, OutlierIsKept) {
 }
 
 // ------------------------------------------------------------------ llama.cpp-written tensors
-
-struct RefTensor {
-  std::string name;
-  GgmlType type;
-  int64_t n;
-  int64_t file_offset;
-  int64_t n_bytes;
-};
-
-// model file -> its tensors, from a reference manifest.
-std::map<std::string, std::vector<RefTensor>> load_manifest(const std::string& path) {
-  std::ifstream f(path);
-  const nlohmann::json m = nlohmann::json::parse(f);
-  std::map<std::string, std::vector<RefTensor>> out;
-  for (const auto& c : m.at("cases")) {
-    std::vector<RefTensor>& v = out[c.at("model").get<std::string>()];
-    for (const auto& t : c.at("tensors")) {
-      const TypeInfo* info = type_info_by_name(t.at("type").get<std::string>());
-      if (info == nullptr) continue;
-      int64_t n = 1;
-      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
-      v.push_back({t.at("name"), info->type, n, t.at("file_offset"), t.at("n_bytes")});
-    }
-  }
-  return out;
-}
-
-std::vector<float> read_tensor(const std::vector<uint8_t>& file, const RefTensor& t) {
-  EXPECT_LE(static_cast<size_t>(t.file_offset + t.n_bytes), file.size());
-  EXPECT_EQ(static_cast<size_t>(t.n_bytes), row_bytes(type_info(t.type), t.n)) << t.name;
-  return dequantize(t.type, file.data() + t.file_offset, t.n);
-}
 
 TEST(QuantLowKReference, LlamaCppTensorsDequantizeNearTheOriginalAndOursAreAsAccurate) {
   const std::string quants = test::reference_dir() + "/quants";

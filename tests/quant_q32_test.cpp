@@ -17,49 +17,13 @@
 
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace flea::quant {
 namespace {
 
 constexpr GgmlType kQ32Types[] = {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL};
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = dist(rng);
-  return v;
-}
-
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
-  std::vector<uint8_t> q(row_bytes(type_info(t), static_cast<int64_t>(x.size())));
-  ops(t)->quantize(x.data(), q.data(), static_cast<int64_t>(x.size()));
-  return q;
-}
-
-std::vector<float> dequantize(GgmlType t, const void* q, int64_t n) {
-  std::vector<float> out(static_cast<size_t>(n));
-  ops(t)->dequantize(q, out.data(), n);
-  return out;
-}
-
-double rel_rmse(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    ref += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(err / ref);
-}
-
-std::vector<const char*> simd_levels() {
-  std::vector<const char*> levels;
-  for (const char* l : {"avx2", "avx512"}) {
-    if (vec_dot_for_level(GgmlType::Q8_0, l) != nullptr) levels.push_back(l);
-  }
-  return levels;
-}
 
 // Random raw blocks: every byte random (all nibble / fifth-bit patterns), then sane fp16 scales
 // and mins written over the header.
@@ -331,38 +295,6 @@ TEST(Q32Quantize, Iq4NlMapsExtremeToOuterLevelAndSearchBeatsFixedScale) {
 
 // ------------------------------------------------------------------ llama.cpp-written tensors
 
-struct RefTensor {
-  std::string name;
-  GgmlType type;
-  int64_t n;
-  int64_t file_offset;
-  int64_t n_bytes;
-};
-
-// Tensors of one model file listed in a manifest (`dir`/manifest.json).
-std::vector<RefTensor> manifest_tensors(const std::string& dir, const std::string& model) {
-  std::ifstream f(dir + "/manifest.json");
-  const nlohmann::json m = nlohmann::json::parse(f);
-  std::vector<RefTensor> out;
-  for (const auto& c : m.at("cases")) {
-    if (c.at("model") != model) continue;
-    for (const auto& t : c.at("tensors")) {
-      const TypeInfo* info = type_info_by_name(t.at("type").get<std::string>());
-      if (info == nullptr) continue;
-      int64_t n = 1;
-      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
-      out.push_back({t.at("name"), info->type, n, t.at("file_offset"), t.at("n_bytes")});
-    }
-  }
-  return out;
-}
-
-std::vector<float> read_tensor(const std::vector<uint8_t>& file, const RefTensor& t) {
-  EXPECT_LE(static_cast<size_t>(t.file_offset + t.n_bytes), file.size());
-  EXPECT_EQ(static_cast<size_t>(t.n_bytes), row_bytes(type_info(t.type), t.n)) << t.name;
-  return dequantize(t.type, file.data() + t.file_offset, t.n);
-}
-
 // llama-quantize's Q4_1 / Q5_0 / Q5_1 / IQ4_NL tensors of the pub model decode to the F16
 // model's weights within quantization error (a wrong bit layout gives ~1.4), and our quantizers
 // are about as accurate as llama.cpp's on the same weights.
@@ -371,17 +303,19 @@ TEST(Q32Reference, LlamaCppTensorsDecodeAndOurQuantizersKeepUp) {
   const std::string quants = test::reference_dir() + "/quants";
   const std::vector<uint8_t> f16_file = test::read_bytes(test::reference_dir() + "/pub-F16.gguf");
   std::map<std::string, std::vector<float>> original;
-  for (const RefTensor& t : manifest_tensors(test::reference_dir(), "pub-F16.gguf")) {
+  const auto top_level = load_manifest(test::reference_dir() + "/manifest.json");
+  for (const RefTensor& t : top_level.at("pub-F16.gguf")) {
     original[t.name] = read_tensor(f16_file, t);
   }
   const std::map<GgmlType, double> bound = {
       {GgmlType::Q4_1, 0.11}, {GgmlType::Q5_0, 0.06}, {GgmlType::Q5_1, 0.055}, {GgmlType::IQ4_NL, 0.10}};
+  const auto quant_files = load_manifest(quants + "/manifest.json");
   for (const char* model : {"pub-Q4_1.gguf", "pub-Q5_0.gguf", "pub-Q5_1.gguf", "pub-IQ4_NL.gguf"}) {
     const std::vector<uint8_t> file = test::read_bytes(quants + "/" + model);
     double ours_sum = 0, theirs_sum = 0;
     int checked = 0;
     GgmlType type = GgmlType::F32;
-    for (const RefTensor& t : manifest_tensors(quants, model)) {
+    for (const RefTensor& t : quant_files.at(model)) {
       if (bound.count(t.type) == 0) continue;
       type = t.type;
       const std::vector<float>& x = original.at(t.name);

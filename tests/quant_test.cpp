@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "quant/fp16.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace flea::quant {
@@ -22,35 +23,6 @@ namespace {
 
 constexpr GgmlType kWeightTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                                      GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = dist(rng);
-  return v;
-}
-
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
-  std::vector<uint8_t> q(row_bytes(type_info(t), static_cast<int64_t>(x.size())));
-  ops(t)->quantize(x.data(), q.data(), static_cast<int64_t>(x.size()));
-  return q;
-}
-
-std::vector<float> dequantize(GgmlType t, const void* q, int64_t n) {
-  std::vector<float> out(static_cast<size_t>(n));
-  ops(t)->dequantize(q, out.data(), n);
-  return out;
-}
-
-double rel_rmse(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    ref += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(err / ref);
-}
 
 // ------------------------------------------------------------------ table
 
@@ -301,40 +273,9 @@ TEST(QuantRoundTrip, ConstantAndZeroBlocksStayFinite) {
 
 // ------------------------------------------------------------------ llama.cpp-written tensors
 
-struct RefTensor {
-  std::string name;
-  GgmlType type;
-  int64_t n;
-  int64_t file_offset;
-  int64_t n_bytes;
-};
-
-std::map<std::string, std::vector<RefTensor>> load_manifest() {
-  std::ifstream f(test::reference_dir() + "/manifest.json");
-  const nlohmann::json m = nlohmann::json::parse(f);
-  std::map<std::string, std::vector<RefTensor>> out;
-  for (const auto& c : m.at("cases")) {
-    std::vector<RefTensor>& v = out[c.at("model").get<std::string>()];
-    for (const auto& t : c.at("tensors")) {
-      const TypeInfo* info = type_info_by_name(t.at("type").get<std::string>());
-      if (info == nullptr) continue;
-      int64_t n = 1;
-      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
-      v.push_back({t.at("name"), info->type, n, t.at("file_offset"), t.at("n_bytes")});
-    }
-  }
-  return out;
-}
-
-std::vector<float> read_tensor(const std::vector<uint8_t>& file, const RefTensor& t) {
-  EXPECT_LE(static_cast<size_t>(t.file_offset + t.n_bytes), file.size());
-  EXPECT_EQ(static_cast<size_t>(t.n_bytes), row_bytes(type_info(t.type), t.n)) << t.name;
-  return dequantize(t.type, file.data() + t.file_offset, t.n);
-}
-
 TEST(QuantReference, DequantizedTensorsMatchTheF16Model) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found at " << test::reference_dir();
-  const auto manifest = load_manifest();
+  const auto manifest = load_manifest(test::reference_dir() + "/manifest.json");
   const std::vector<uint8_t> f16_file = test::read_bytes(test::reference_dir() + "/pub-F16.gguf");
   std::map<std::string, std::vector<float>> original;
   for (const RefTensor& t : manifest.at("pub-F16.gguf")) original[t.name] = read_tensor(f16_file, t);
@@ -359,7 +300,7 @@ TEST(QuantReference, DequantizedTensorsMatchTheF16Model) {
 
 TEST(QuantReference, OurQuantizersAreAsAccurateAsLlamaCpps) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found at " << test::reference_dir();
-  const auto manifest = load_manifest();
+  const auto manifest = load_manifest(test::reference_dir() + "/manifest.json");
   const std::vector<uint8_t> f16_file = test::read_bytes(test::reference_dir() + "/pub-F16.gguf");
   std::map<std::string, std::vector<float>> original;
   for (const RefTensor& t : manifest.at("pub-F16.gguf")) original[t.name] = read_tensor(f16_file, t);
@@ -382,14 +323,6 @@ TEST(QuantReference, OurQuantizersAreAsAccurateAsLlamaCpps) {
 }
 
 // ------------------------------------------------------------------ dot kernels
-
-std::vector<const char*> available_levels() {
-  std::vector<const char*> levels = {"scalar"};
-  for (const char* l : {"avx2", "avx512"}) {
-    if (vec_dot_for_level(GgmlType::Q8_0, l) != nullptr) levels.push_back(l);
-  }
-  return levels;
-}
 
 TEST(QuantDot, EveryLevelAgreesWithScalarAndDoubleReference) {
   std::printf("levels available on this CPU: best=%s\n", best_simd_level());
