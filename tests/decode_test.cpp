@@ -47,16 +47,36 @@ class DecodeTest : public ::testing::Test {
   cpu::ThreadPool pool_{2};
 };
 
+// LLaMA-2, Llama 3 (GQA 4, rope_freqs) and Qwen2 (biases, NeoX rope): batching never changes a token.
 TEST_F(DecodeTest, BatchedGreedyEqualsEachSequenceAlone) {
-  Loaded l = load("pub-Q4_K_M.gguf");
-  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7}, {100, 3}, {900, 800, 700, 600}, {42}};
-  Session s(*l.model, l.weights.get(), &pool_, 64, 4);
-  auto r = batched_greedy(s, prompts, 10, l.model->hp.n_vocab);
-  ASSERT_TRUE(r.ok()) << r.status().to_string();
-  for (size_t q = 0; q < prompts.size(); ++q) {
-    EXPECT_EQ(r->tokens[q], plain_greedy(l, &pool_, prompts[q], 10)) << "sequence " << q;
+  for (const char* name : {"pub-Q4_K_M.gguf", "arch/l3-Q4_K_M.gguf", "arch/qwen2-Q4_K_M.gguf"}) {
+    SCOPED_TRACE(name);
+    Loaded l = load(name);
+    const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7}, {100, 3}, {700, 600, 500, 400}, {42}};
+    Session s(*l.model, l.weights.get(), &pool_, 64, 4);
+    auto r = batched_greedy(s, prompts, 10, l.model->hp.n_vocab);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    for (size_t q = 0; q < prompts.size(); ++q) {
+      EXPECT_EQ(r->tokens[q], plain_greedy(l, &pool_, prompts[q], 10)) << "sequence " << q;
+    }
+    EXPECT_EQ(r->steps, 9);
   }
-  EXPECT_EQ(r->steps, 9);
+}
+
+TEST_F(DecodeTest, SpeculativeOnLlama3AndQwen2EqualsTargetGreedy) {
+  for (const auto& [t, d] : {std::pair{"arch/l3-Q8_0.gguf", "arch/l3-Q4_K_M.gguf"},
+                             std::pair{"arch/qwen2-Q8_0.gguf", "arch/qwen2-Q4_K_M.gguf"}}) {
+    SCOPED_TRACE(t);
+    Loaded target = load(t);
+    Loaded draft = load(d);
+    const std::vector<int32_t> prompt = {17, 400, 23, 99, 5};
+    const auto want = plain_greedy(target, &pool_, prompt, 16);
+    Session ts(*target.model, target.weights.get(), &pool_, 256);
+    Session ds(*draft.model, draft.weights.get(), &pool_, 256);
+    auto r = speculative_greedy(ts, ds, prompt, 16, 3, target.model->hp.n_vocab);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->tokens, want);
+  }
 }
 
 TEST_F(DecodeTest, SpeculativeWithAnotherQuantAsDraftEqualsTargetGreedy) {

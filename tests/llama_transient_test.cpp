@@ -66,41 +66,45 @@ TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   }
 }
 
+// LLaMA-2, Llama 3 (rope_freqs) and Qwen2 (biases, NeoX rope).
 TEST(LlamaTransient, NoKvCacheGeneratesTheSameTokens) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  auto m = Model::open(test::reference_dir() + "/pub-Q4_K_M.gguf");
-  ASSERT_TRUE(m.ok());
-  ResidencyOptions opts;
-  auto plan = plan_residency((*m)->file, (*m)->layout, opts, nullptr);
-  ASSERT_TRUE(plan.ok());
-  auto provider = make_provider((*m)->file.path, (*m)->file, (*m)->layout, *plan, opts, nullptr);
-  ASSERT_TRUE(provider.ok());
-  cpu::ThreadPool pool(2);
-  const int64_t V = (*m)->hp.n_vocab;
-  const std::vector<int32_t> prompt = {11, 200, 33, 4, 900};
-  const int n = 12;
-  std::vector<int32_t> cached, recomputed;
-  {
-    Session s(**m, provider->get(), &pool, 64);
-    std::vector<float> logits;
-    ASSERT_TRUE(s.eval(prompt, &logits, false).ok());
-    for (int k = 0; k < n; ++k) {
-      cached.push_back(argmax(logits.data(), V));
-      ASSERT_TRUE(s.eval({cached.back()}, &logits, false).ok());
+  for (const char* name : {"pub-Q4_K_M.gguf", "arch/l3-Q4_K_M.gguf", "arch/qwen2-Q8_0.gguf"}) {
+    SCOPED_TRACE(name);
+    auto m = Model::open(test::reference_dir() + "/" + name);
+    ASSERT_TRUE(m.ok());
+    ResidencyOptions opts;
+    auto plan = plan_residency((*m)->file, (*m)->layout, opts, nullptr);
+    ASSERT_TRUE(plan.ok());
+    auto provider = make_provider((*m)->file.path, (*m)->file, (*m)->layout, *plan, opts, nullptr);
+    ASSERT_TRUE(provider.ok());
+    cpu::ThreadPool pool(2);
+    const int64_t V = (*m)->hp.n_vocab;
+    const std::vector<int32_t> prompt = {11, 200, 33, 4, 700};
+    const int n = 12;
+    std::vector<int32_t> cached, recomputed;
+    {
+      Session s(**m, provider->get(), &pool, 64);
+      std::vector<float> logits;
+      ASSERT_TRUE(s.eval(prompt, &logits, false).ok());
+      for (int k = 0; k < n; ++k) {
+        cached.push_back(argmax(logits.data(), V));
+        ASSERT_TRUE(s.eval({cached.back()}, &logits, false).ok());
+      }
     }
-  }
-  {
-    Session s(**m, provider->get(), &pool, 64);
-    std::vector<int32_t> ctx = prompt;
-    std::vector<float> logits;
-    for (int k = 0; k < n; ++k) {
-      s.reset();
-      ASSERT_TRUE(s.eval(ctx, &logits, false).ok());
-      recomputed.push_back(argmax(logits.data(), V));
-      ctx.push_back(recomputed.back());
+    {
+      Session s(**m, provider->get(), &pool, 64);
+      std::vector<int32_t> ctx = prompt;
+      std::vector<float> logits;
+      for (int k = 0; k < n; ++k) {
+        s.reset();
+        ASSERT_TRUE(s.eval(ctx, &logits, false).ok());
+        recomputed.push_back(argmax(logits.data(), V));
+        ctx.push_back(recomputed.back());
+      }
     }
+    EXPECT_EQ(cached, recomputed);
   }
-  EXPECT_EQ(cached, recomputed);
 }
 
 TEST(LlamaTransient, CliGenerateKvModesAgreeAndBadInputIsAnError) {
