@@ -350,10 +350,14 @@ struct LlamaSpec {
   int64_t block_count = -1;  // default: n_layer
   int64_t head_count_override = -1;
   std::string wrong_shape_tensor;  // this tensor gets a transposed shape
+  std::string arch = "llama";
+  std::vector<Bytes> extra_kvs;            // appended to the metadata
+  std::vector<std::string> bias_layers;    // "0", "1": layers that get q/k/v biases ("0q": only q)
+  std::string extra_tensor;                // one more [n_embd] tensor of this name
 
   std::vector<uint8_t> build() const {
     FileSpec s;
-    s.kvs.push_back(kv_str("general.architecture", "llama"));
+    s.kvs.push_back(kv_str("general.architecture", arch));
     s.kvs.push_back(kv_u32("llama.embedding_length", static_cast<uint32_t>(n_embd)));
     s.kvs.push_back(kv_u32("llama.feed_forward_length", static_cast<uint32_t>(n_ff)));
     if (write_block_count) {
@@ -363,6 +367,7 @@ struct LlamaSpec {
                            static_cast<uint32_t>(head_count_override >= 0 ? head_count_override : n_head)));
     s.kvs.push_back(kv_u32("llama.attention.head_count_kv", static_cast<uint32_t>(n_head_kv)));
     s.kvs.push_back(kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f));
+    for (const Bytes& k : extra_kvs) s.kvs.push_back(k);
     const int64_t kv = n_embd / n_head * n_head_kv;
     uint64_t off = 0;
     auto add = [&](const std::string& name, std::vector<int64_t> ne) {
@@ -385,7 +390,16 @@ struct LlamaSpec {
       add(p + "ffn_gate.weight", {n_embd, n_ff});
       add(p + "ffn_up.weight", {n_embd, n_ff});
       add(p + "ffn_down.weight", {n_ff, n_embd});
+      for (const std::string& b : bias_layers) {
+        if (b[0] - '0' != il) continue;
+        add(p + "attn_q.bias", {n_embd});
+        if (b.size() == 1) {
+          add(p + "attn_k.bias", {kv});
+          add(p + "attn_v.bias", {kv});
+        }
+      }
     }
+    if (!extra_tensor.empty()) add(extra_tensor, {n_embd});
     add("output_norm.weight", {n_embd});
     add("output.weight", {n_embd, n_vocab});
     s.data_bytes = off;
@@ -447,6 +461,64 @@ TEST(LlamaHparams, RejectsTensorShapeDisagreeingWithMetadata) {
   ASSERT_FALSE(hp.ok());
   EXPECT_NE(hp.status().message().find("blk.1.ffn_down.weight' shape = [64, 128]"), std::string::npos)
       << hp.status().message();
+}
+
+// A file the forward pass would compute wrongly is refused in one line naming what it found.
+TEST(LlamaHparams, RefusesVariantsTheForwardPassDoesNotCompute) {
+  struct Case {
+    const char* what;
+    LlamaSpec spec;
+    const char* want;
+  };
+  std::vector<Case> cases;
+  {
+    LlamaSpec s;
+    s.arch = "gemma2";
+    cases.push_back({"architecture", s, "general.architecture = \"gemma2\" is not an architecture this engine runs (supported: llama, qwen2)"});
+  }
+  {
+    LlamaSpec s;
+    s.extra_kvs.push_back(kv_str("llama.rope.scaling.type", "yarn"));
+    cases.push_back({"yarn", s, "'llama.rope.scaling.type' = \"yarn\" is not supported"});
+  }
+  {
+    LlamaSpec s;
+    s.extra_kvs.push_back(kv_u32("llama.attention.key_length", 32));  // head_dim is 64 / 4 = 16
+    cases.push_back({"head size", s, "'llama.attention.key_length' = 32 differs from embedding_length / head_count = 16"});
+  }
+  {
+    LlamaSpec s;
+    s.extra_kvs.push_back(kv_u32("llama.expert_count", 8));
+    cases.push_back({"moe", s, "mixture-of-experts model (llama.expert_count = 8)"});
+  }
+  {
+    LlamaSpec s;
+    s.extra_tensor = "blk.1.attn_q_norm.weight";
+    cases.push_back({"extra tensor", s, "tensor 'blk.1.attn_q_norm.weight' is not part of a dense llama layer"});
+  }
+  {
+    LlamaSpec s;
+    s.bias_layers = {"0q"};
+    cases.push_back({"one bias of three", s, "layer 0 q/k/v biases = 1 of 3"});
+  }
+  {
+    LlamaSpec s;
+    s.bias_layers = {"0"};
+    cases.push_back({"biases in some layers", s, "tensor 'blk.1.attn_q.bias' = missing (expected as in layer 0)"});
+  }
+  for (const Case& c : cases) {
+    auto hp = hparams_of(c.spec);
+    ASSERT_FALSE(hp.ok()) << c.what;
+    EXPECT_NE(hp.status().message().find(c.want), std::string::npos) << c.what << ": " << hp.status().message();
+    EXPECT_EQ(hp.status().message().find('\n'), std::string::npos) << c.what;
+  }
+  // q/k/v biases in every layer of a llama file are fine (llama.cpp loads them as optional).
+  LlamaSpec ok;
+  ok.bias_layers = {"0", "1"};
+  auto hp = hparams_of(ok);
+  ASSERT_TRUE(hp.ok()) << hp.status().to_string();
+  EXPECT_TRUE(hp->qkv_bias);
+  EXPECT_EQ(hp->rope_type, RopeType::kNorm);
 }
 
 // ---- reference models: the tensor table must equal llama.cpp's manifest -----------------------
