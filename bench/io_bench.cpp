@@ -187,7 +187,7 @@ FakeModel* fake_model() {
     fm->layout.layers.resize(kLayers);
     for (int il = 0; il < kLayers; ++il)
       for (int t = 0; t < flea::kLayerTensorCount; ++t)
-        if (!flea::is_optional(static_cast<flea::LayerTensor>(t)))
+        if (t <= static_cast<int>(flea::LayerTensor::kFfnDown))  // a dense layer without biases
           fm->layout.layers[il][t] = add(flea::is_resident_vector(t) ? 4096 : matrix);
     return fm;
   }();

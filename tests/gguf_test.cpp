@@ -487,9 +487,16 @@ TEST(LlamaHparams, RefusesVariantsTheForwardPassDoesNotCompute) {
     cases.push_back({"head size", s, "'llama.attention.key_length' = 32 differs from embedding_length / head_count = 16"});
   }
   {
+    LlamaSpec s;  // experts announced, dense tensors present
+    s.extra_kvs.push_back(kv_u32("llama.expert_count", 8));
+    s.extra_kvs.push_back(kv_u32("llama.expert_used_count", 2));
+    cases.push_back({"moe keys without expert tensors", s, "tensor 'blk.0.ffn_gate_inp.weight' = missing"});
+  }
+  {
     LlamaSpec s;
     s.extra_kvs.push_back(kv_u32("llama.expert_count", 8));
-    cases.push_back({"moe", s, "mixture-of-experts model (llama.expert_count = 8)"});
+    s.extra_kvs.push_back(kv_u32("llama.expert_used_count", 9));
+    cases.push_back({"more experts used than exist", s, "'llama.expert_used_count' = 9 (expected 1..8)"});
   }
   {
     LlamaSpec s;

@@ -1,7 +1,8 @@
 // The CPU forward pass against llama.cpp on every dense case of ../shared/reference and of its arch/
 // (Llama 3 with rope_freqs, Qwen2) and quants/ (low-bit types) sets: logits NMSE and top-1 agreement
-// for each prompt, and the greedy continuation token by token. The MoE and Llama 4 cases must be
-// refused with one clear error until the engine computes them.
+// for each prompt, and the greedy continuation token by token; arch/ includes the Mixtral-style MoE
+// files (4 experts, top-2). The Llama 4 case must be refused with one clear error until the engine
+// computes it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -134,7 +135,8 @@ INSTANTIATE_TEST_SUITE_P(Llama2, ReferenceCase,
                                            "pub-Q6_K"),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Architectures, ReferenceCase,
-                         ::testing::Values("arch/l3-Q8_0", "arch/l3-Q4_K_M", "arch/qwen2-Q8_0", "arch/qwen2-Q4_K_M"),
+                         ::testing::Values("arch/l3-Q8_0", "arch/l3-Q4_K_M", "arch/qwen2-Q8_0", "arch/qwen2-Q4_K_M",
+                                           "arch/moe-Q8_0", "arch/moe-Q4_K_M", "arch/moe-Q3_K_M"),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(LowBitTypes, ReferenceCase,
                          ::testing::Values("quants/pub-Q2_K", "quants/pub-Q3_K_M", "quants/pub-Q4_1", "quants/pub-Q5_0",
@@ -142,20 +144,15 @@ INSTANTIATE_TEST_SUITE_P(LowBitTypes, ReferenceCase,
                          case_name);
 
 // Files of a family the engine does not compute yet get one line naming what was found, never logits.
-TEST(ReferenceRefusals, MixtureOfExpertsAndLlama4AreRefusedClearly) {
+TEST(ReferenceRefusals, Llama4IsRefusedClearly) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  const std::pair<const char*, const char*> cases[] = {
-      {"arch/moe-Q8_0.gguf", "llama.expert_count = 4"},
-      {"arch/moe-Q3_K_M.gguf", "mixture-of-experts"},
-      {"arch/l4-Q8_0.gguf", "general.architecture = \"llama4\" is not an architecture this engine runs (supported: llama, qwen2)"},
-  };
-  for (const auto& [file, want] : cases) {
-    auto m = Model::open(test::reference_dir() + "/" + file);
-    ASSERT_FALSE(m.ok()) << file;
-    EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented) << file;
-    EXPECT_NE(m.status().to_string().find(want), std::string::npos) << m.status().to_string();
-    EXPECT_EQ(m.status().to_string().find('\n'), std::string::npos) << "one line: " << m.status().to_string();
-  }
+  auto m = Model::open(test::reference_dir() + "/arch/l4-Q8_0.gguf");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
+  const std::string want =
+      "general.architecture = \"llama4\" is not an architecture this engine runs (supported: llama, qwen2)";
+  EXPECT_NE(m.status().to_string().find(want), std::string::npos) << m.status().to_string();
+  EXPECT_EQ(m.status().to_string().find('\n'), std::string::npos) << "one line: " << m.status().to_string();
 }
 
 // The architecture facts the forward pass reads, per reference file.
@@ -166,7 +163,6 @@ TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
   for (const auto& c : all["cases"]) {
     const std::string arch = c["arch"];
     if (arch != "llama" && arch != "qwen2") continue;
-    if (c["features"]["n_expert"].is_number() && c["features"]["n_expert"].get<int>() > 0) continue;
     auto m = Model::open(test::reference_dir() + "/arch/" + c["model"].get<std::string>());
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     const LlamaHparams& hp = (*m)->hp;
@@ -179,9 +175,12 @@ TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
     EXPECT_EQ(hp.tied_embeddings, c["tied"].get<bool>());
     EXPECT_EQ(hp.n_head_kv, c["n_head_kv"].get<int64_t>());
     EXPECT_DOUBLE_EQ(hp.rope_freq_base, c["rope_freq_base"].get<double>());
+    EXPECT_EQ(hp.n_expert, f["n_expert"].get<int64_t>());
+    EXPECT_EQ(hp.n_expert_used, f["n_expert_used"].get<int64_t>());
+    EXPECT_EQ(hp.n_ff, c["n_ff"].get<int64_t>());
     ++checked;
   }
-  EXPECT_EQ(checked, 4);
+  EXPECT_EQ(checked, 7);
 }
 
 }  // namespace

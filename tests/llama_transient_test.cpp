@@ -1,6 +1,6 @@
 // Residency must not change the numbers: transient logits are bit-identical to full residency
-// for every I/O backend and prefetch depth on every dense reference model (LLaMA-2 types, the
-// Llama 3 and Qwen2 architectures, the low-bit types), and --kv none generates the same tokens as the
+// for every I/O backend and prefetch depth on every reference model the engine runs (LLaMA-2 types,
+// Llama 3, Qwen2, Mixtral-style MoE, the low-bit types), and --kv none generates the same tokens as the
 // resident KV cache.
 #include <gtest/gtest.h>
 
@@ -38,8 +38,8 @@ std::vector<float> logits_with(const Model& m, const ResidencyOptions& opts, con
 
 TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  const std::vector<test::ReferenceCase> cases = test::dense_reference_cases();
-  ASSERT_EQ(cases.size(), 7u + 4u + 7u);
+  const std::vector<test::ReferenceCase> cases = test::reference_cases();
+  ASSERT_EQ(cases.size(), 7u + 4u + 3u + 7u);
   cpu::ThreadPool pool(2);
   std::vector<std::string> backends = {"pread", "odirect", "mmap"};
 #ifdef FLEA_HAVE_IO_URING

@@ -81,7 +81,7 @@ inline std::unique_ptr<TestModel> make_fake_model(const std::string& path, int n
   m->layout.layers.resize(n_layer);
   for (int il = 0; il < n_layer; ++il)
     for (int t = 0; t < kLayerTensorCount; ++t)
-      if (!is_optional(static_cast<LayerTensor>(t)))  // no biases in this model
+      if (m->file.tensor_index.count(layer_tensor_gguf_name(il, static_cast<LayerTensor>(t))))  // dense, no biases
         m->layout.layers[il][t] = find(layer_tensor_gguf_name(il, static_cast<LayerTensor>(t)));
   if (write) {
     FILE* f = std::fopen(path.c_str(), "wb");

@@ -12,15 +12,15 @@ namespace flea::test {
 // ../shared/reference (override with FLEA_REFERENCE_DIR in the environment).
 std::string reference_dir();
 bool reference_available();
-// Every case the engine computes (dense llama/qwen2) of the reference sets: the top-level LLaMA-2
-// files, arch/ (Llama 3, Qwen2) and quants/ (low-bit types). `path` is the model file; `c` its
-// manifest entry (logits paths in it are relative to the set's directory, `dir`).
+// Every case the engine computes of the reference sets: the top-level LLaMA-2 files, arch/ (Llama 3,
+// Qwen2 and, with `with_experts`, the Mixtral-style MoE files) and quants/ (low-bit types). `path` is
+// the model file; `c` its manifest entry (logits paths in it are relative to the set's directory, `dir`).
 struct ReferenceCase {
   std::string dir;
   std::string path;
   nlohmann::json c;
 };
-std::vector<ReferenceCase> dense_reference_cases();
+std::vector<ReferenceCase> reference_cases(bool with_experts = true);
 std::string source_dir();
 std::string bin_dir();  // <build>/bin, where `flea` and `run_lab_harness` live
 

@@ -155,6 +155,65 @@ void Session::ensure_scratch(int64_t T) {
   scratch_tokens_ = T;
 }
 
+// Mixtral-style experts, per token t with h = xn[t]:
+//   r = W_router h                                    (n_expert,)  router logits
+//   p = softmax(r); S = the n_expert_used largest p; w_e = p_e / sum_{j in S} p_j
+//   x[t] += sum_{e in S} w_e * W_down[e] (silu(W_gate[e] h) * (W_up[e] h))
+// Computed expert by expert: the rows routed to expert e are gathered and go through its three
+// matrices (the contiguous slab e of each 3-D tensor) in one batch.
+void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
+                      int64_t T) {
+  const auto& hp = model_.hp;
+  const int64_t E = hp.n_embd, F = hp.n_ff, X = hp.n_expert, K = hp.n_expert_used;
+  auto info = [&](LayerTensor t) -> const gguf::TensorInfo& { return *lt[static_cast<int>(t)]; };
+  router_.resize(static_cast<size_t>(T * X));
+  cpu::matmul(view(info(LayerTensor::kFfnGateInp), w[LayerTensor::kFfnGateInp]), xn_.data(), T, router_.data(), pool_);
+  // Per expert: the rows that chose it and their weights.
+  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(X));
+  std::vector<std::vector<float>> weights(static_cast<size_t>(X));
+  std::vector<int64_t> order(static_cast<size_t>(X));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* r = &router_[static_cast<size_t>(t * X)];
+    // Top-k of the softmax = top-k of the logits; ties go to the lower expert id.
+    for (int64_t e = 0; e < X; ++e) order[static_cast<size_t>(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                      [&](int64_t a, int64_t b) { return r[a] > r[b] || (r[a] == r[b] && a < b); });
+    // Renormalised softmax over the chosen k = softmax of their logits.
+    const float top = r[order[0]];
+    double sum = 0;
+    for (int64_t j = 0; j < K; ++j) sum += std::exp(static_cast<double>(r[order[static_cast<size_t>(j)]] - top));
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t e = order[static_cast<size_t>(j)];
+      rows[static_cast<size_t>(e)].push_back(t);
+      weights[static_cast<size_t>(e)].push_back(static_cast<float>(std::exp(static_cast<double>(r[e] - top)) / sum));
+    }
+  }
+  // Expert e's matrix in a 3-D tensor: ne[1] rows starting at e * ne[1] rows.
+  auto slab = [&](LayerTensor which, int64_t e) {
+    const gguf::TensorInfo& t = info(which);
+    const size_t bytes = static_cast<size_t>(t.ne[1]) * t.row_bytes();
+    return cpu::WeightView{t.type, t.ne[0], t.ne[1], w[which] + static_cast<size_t>(e) * bytes};
+  };
+  for (int64_t e = 0; e < X; ++e) {
+    const auto& idx = rows[static_cast<size_t>(e)];
+    const int64_t n = static_cast<int64_t>(idx.size());
+    if (n == 0) continue;
+    expert_in_.resize(static_cast<size_t>(n * E));
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(&xn_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)], E, &expert_in_[static_cast<size_t>(i * E)]);
+    cpu::matmul(slab(LayerTensor::kFfnGateExps, e), expert_in_.data(), n, gate_.data(), pool_);  // (n, F)
+    cpu::matmul(slab(LayerTensor::kFfnUpExps, e), expert_in_.data(), n, up_.data(), pool_);      // (n, F)
+    for (int64_t i = 0; i < n * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
+    cpu::matmul(slab(LayerTensor::kFfnDownExps, e), gate_.data(), n, expert_in_.data(), pool_);  // (n, E)
+    for (int64_t i = 0; i < n; ++i) {
+      const float we = weights[static_cast<size_t>(e)][static_cast<size_t>(i)];
+      float* xr = &x_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)];
+      const float* yr = &expert_in_[static_cast<size_t>(i * E)];
+      for (int64_t d = 0; d < E; ++d) xr[d] += we * yr[d];
+    }
+  }
+}
+
 Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) {
   const auto& hp = model_.hp;
   const auto& L = model_.layout;
@@ -258,13 +317,17 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     cpu::matmul(W(LayerTensor::kAttnOutput), att_.data(), T, xn_.data(), pool_);  // (T, E)
     for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
 
-    // ---- feed-forward block (SwiGLU)
+    // ---- feed-forward block (SwiGLU; a mixture of them when the model has experts)
     rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kFfnNorm]), xn_.data(), T, E, eps);
-    cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
-    cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)
-    for (int64_t i = 0; i < T * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
-    cpu::matmul(W(LayerTensor::kFfnDown), gate_.data(), T, xn_.data(), pool_);  // (T, E)
-    for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
+    if (hp.n_expert > 0) {
+      moe_ffn(lt, w, T);  // x += sum over the chosen experts of weight * expert(xn)
+    } else {
+      cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
+      cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)
+      for (int64_t i = 0; i < T * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
+      cpu::matmul(W(LayerTensor::kFfnDown), gate_.data(), T, xn_.data(), pool_);  // (T, E)
+      for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
+    }
 
     weights_->release(static_cast<int>(il));
     const int64_t t_done = steady_now_ns();

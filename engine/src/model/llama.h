@@ -22,6 +22,7 @@ struct ArchInfo {
   RopeType rope_type;
   Presence qkv_bias;     // blk.N.attn_{q,k,v}.bias
   Presence rope_freqs;   // rope_freqs.weight: per-frequency divisors of the rope angle (Llama 3.1+)
+  bool moe;              // {arch}.expert_count > 0 allowed: Mixtral-style experts, softmax-top-k gating
 };
 // nullptr when the engine does not run this architecture.
 const ArchInfo* arch_info(const std::string& name);
@@ -44,6 +45,11 @@ struct LlamaHparams {
   bool tied_embeddings = false;  // no output.weight: token_embd is the output matrix
   bool qkv_bias = false;         // the file has blk.N.attn_{q,k,v}.bias (added before the rope)
   bool rope_freqs = false;       // the file has rope_freqs.weight ([n_rot / 2] F32)
+  // Mixture of experts (0 = dense): every layer routes each token to n_expert_used of n_expert
+  // experts of feed-forward size n_ff, weighted by the softmax of the router logits over the chosen
+  // ones (Mixtral: softmax over all, top-k, renormalised to sum 1).
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
   RopeType rope_type = RopeType::kNorm;
 
   int64_t head_dim() const { return n_embd / n_head; }
@@ -143,6 +149,8 @@ class Session : public Evaluator {
 
  private:
   void ensure_scratch(int64_t n_tokens);
+  // The mixture-of-experts feed-forward of one layer: reads xn_, adds into x_.
+  void moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w, int64_t T);
 
   const Model& model_;
   WeightProvider* weights_;
@@ -154,6 +162,7 @@ class Session : public Evaluator {
   std::vector<int64_t> pos_;                 // [T] position of each row of the current batch
   // Scratch, sized for the largest batch seen: every buffer is [n_tokens × width].
   std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, scores_;
+  std::vector<float> router_, expert_in_;  // MoE: (T, n_expert) logits; (rows of one expert, E) in/out
   int64_t scratch_tokens_ = 0;
   ForwardStats stats_;
 };

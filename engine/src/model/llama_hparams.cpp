@@ -43,9 +43,9 @@ Status expect_shape(const gguf::File& f, const std::string& name, std::initializ
 }  // namespace
 
 constexpr ArchInfo kArchs[] = {
-    // name     rope              q/k/v biases         rope_freqs.weight
-    {"llama", RopeType::kNorm, Presence::kOptional, Presence::kOptional},
-    {"qwen2", RopeType::kNeox, Presence::kRequired, Presence::kAbsent},
+    // name     rope              q/k/v biases         rope_freqs.weight    experts
+    {"llama", RopeType::kNorm, Presence::kOptional, Presence::kOptional, true},
+    {"qwen2", RopeType::kNeox, Presence::kRequired, Presence::kAbsent, false},
 };
 
 const char* rope_type_name(RopeType t) { return t == RopeType::kNeox ? "neox" : "norm"; }
@@ -72,16 +72,18 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
   }
   hp.rope_type = hp.arch->rope_type;
   const std::string k = arch + ".";  // every hyperparameter key lives under the architecture's name
-  // Mixture-of-experts files keep the dense key names but route each token through experts this
-  // forward pass does not have: refuse them instead of computing a dense FFN that is not there.
-  for (const char* moe_key : {"expert_count", "expert_used_count"}) {
-    if (f.find(k + moe_key)) {
-      FLEA_ASSIGN_OR_RETURN(int64_t n, f.get_int(k + moe_key));
-      if (n > 0) {
-        return unimplemented(f.path + ": mixture-of-experts model (" + k + moe_key + " = " + std::to_string(n) +
-                             "); this engine runs dense models only");
-      }
+  // Mixture-of-experts files keep the dense key names and add the expert counts; an architecture
+  // without experts in the table must not be computed as if its FFN were dense.
+  if (f.find(k + "expert_count")) {
+    FLEA_ASSIGN_OR_RETURN(hp.n_expert, f.get_int(k + "expert_count"));
+    if (hp.n_expert < 0 || hp.n_expert > 1024) return bad(f, "'" + k + "expert_count'", std::to_string(hp.n_expert), "0..1024");
+  }
+  if (hp.n_expert > 0) {
+    if (!hp.arch->moe) {
+      return unimplemented(f.path + ": mixture-of-experts model (" + k + "expert_count = " + std::to_string(hp.n_expert) +
+                           "); this engine runs experts for: llama");
     }
+    FLEA_ASSIGN_OR_RETURN(hp.n_expert_used, positive_int(f, k + "expert_used_count", hp.n_expert));
   }
   constexpr int64_t kMaxDim = 1 << 20;
   FLEA_ASSIGN_OR_RETURN(hp.n_embd, positive_int(f, k + "embedding_length", kMaxDim));
@@ -192,9 +194,17 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_v.weight", {E, KV}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_output.weight", {E, E}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_norm.weight", {E}));
-    FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate.weight", {E, F}));
-    FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up.weight", {E, F}));
-    FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down.weight", {F, E}));
+    if (hp.n_expert > 0) {
+      const int64_t X = hp.n_expert;
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_inp.weight", {E, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_exps.weight", {E, F, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up_exps.weight", {E, F, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down_exps.weight", {F, E, X}));
+    } else {
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate.weight", {E, F}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up.weight", {E, F}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down.weight", {F, E}));
+    }
     // Biases come as a set: all three or none.
     const int n_bias = (f.find_tensor(p + "attn_q.bias") != nullptr) + (f.find_tensor(p + "attn_k.bias") != nullptr) +
                        (f.find_tensor(p + "attn_v.bias") != nullptr);
@@ -226,10 +236,16 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     int consumed = 0;
     if (std::sscanf(t.name.c_str(), "blk.%ld.%n", &il, &consumed) != 1 || consumed == 0) continue;
     bool known = false;
-    for (int lt = 0; lt < kLayerTensorCount && !known; ++lt)
-      known = t.name == layer_tensor_gguf_name(static_cast<int>(il), static_cast<LayerTensor>(lt));
+    for (int lt = 0; lt < kLayerTensorCount && !known; ++lt) {
+      const auto which = static_cast<LayerTensor>(lt);
+      const bool expert_tensor = which >= LayerTensor::kFfnGateInp;
+      const bool dense_ffn = which == LayerTensor::kFfnGate || which == LayerTensor::kFfnUp || which == LayerTensor::kFfnDown;
+      if ((hp.n_expert > 0 && dense_ffn) || (hp.n_expert == 0 && expert_tensor)) continue;  // not this model's set
+      known = t.name == layer_tensor_gguf_name(static_cast<int>(il), which);
+    }
     if (!known) {
-      return unimplemented(f.path + ": tensor '" + t.name + "' is not part of a dense " + hp.arch->name +
+      return unimplemented(f.path + ": tensor '" + t.name + "' is not part of a " +
+                           (hp.n_expert > 0 ? "mixture-of-experts " : "dense ") + hp.arch->name +
                            " layer this engine computes");
     }
   }
@@ -252,13 +268,14 @@ std::string describe(const LlamaHparams& hp) {
      << " rms_eps=" << hp.rms_eps << " arch=" << (hp.arch ? hp.arch->name : "?")
      << " rope=" << rope_type_name(hp.rope_type) << (hp.rope_freqs ? " rope_freqs" : "")
      << (hp.qkv_bias ? " qkv_bias" : "") << (hp.tied_embeddings ? " tied" : "");
+  if (hp.n_expert > 0) os << " experts=" << hp.n_expert_used << "/" << hp.n_expert;
   return os.str();
 }
 
 const char* layer_tensor_name(LayerTensor t) {
   static const char* const kNames[kLayerTensorCount] = {
       "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
-      "attn_q.bias", "attn_k.bias", "attn_v.bias"};
+      "attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
   return kNames[static_cast<int>(t)];
 }
 
@@ -268,13 +285,19 @@ std::string layer_tensor_gguf_name(int il, LayerTensor t) {
   return "blk." + std::to_string(il) + "." + name + (bias ? "" : ".weight");
 }
 
-bool is_optional(LayerTensor t) {
+bool is_bias(LayerTensor t) {
   return t == LayerTensor::kAttnQBias || t == LayerTensor::kAttnKBias || t == LayerTensor::kAttnVBias;
+}
+
+bool is_optional(LayerTensor t) {
+  return is_bias(t) || t == LayerTensor::kFfnGate || t == LayerTensor::kFfnUp || t == LayerTensor::kFfnDown ||
+         t == LayerTensor::kFfnGateInp || t == LayerTensor::kFfnGateExps || t == LayerTensor::kFfnUpExps ||
+         t == LayerTensor::kFfnDownExps;
 }
 
 bool is_resident_vector(int t) {
   const auto lt = static_cast<LayerTensor>(t);
-  return lt == LayerTensor::kAttnNorm || lt == LayerTensor::kFfnNorm || is_optional(lt);
+  return lt == LayerTensor::kAttnNorm || lt == LayerTensor::kFfnNorm || is_bias(lt);
 }
 
 StatusOr<ModelLayout> model_layout(const gguf::File& f, int n_layer) {

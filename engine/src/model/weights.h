@@ -15,19 +15,24 @@
 namespace flea {
 
 // The biases are optional (null in the layout when the file has none; only some architectures have
-// them). Norms and biases are small F32 vectors that stay resident; the matrices stream.
+// them). A layer's feed-forward is either dense (ffn_gate/up/down) or a mixture of experts (router
+// ffn_gate_inp plus the 3-D ffn_{gate,up,down}_exps, expert outermost); the other set is null.
+// Norms and biases are small F32 vectors that stay resident; the matrices stream.
 enum class LayerTensor : int {
   kAttnNorm = 0, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
   kAttnQBias, kAttnKBias, kAttnVBias,
+  kFfnGateInp, kFfnGateExps, kFfnUpExps, kFfnDownExps,
 };
-constexpr int kLayerTensorCount = 12;
+constexpr int kLayerTensorCount = 16;
 // "attn_norm", "attn_q", ... as in `blk.N.<name>` ("attn_q.bias" for the biases).
 const char* layer_tensor_name(LayerTensor t);
 // Full GGUF name of a layer tensor: "blk.3.attn_q.weight", "blk.3.attn_q.bias".
 std::string layer_tensor_gguf_name(int il, LayerTensor t);
 // Norms and biases: small F32 vectors kept resident next to the globals instead of streaming.
 bool is_resident_vector(int t);
-// Tensors a layer may lack (the biases).
+bool is_bias(LayerTensor t);
+// Tensors a layer may lack: the biases, and whichever feed-forward set (dense or experts) it does
+// not use. llama_hparams checks that each layer has a complete set.
 bool is_optional(LayerTensor t);
 
 enum class GlobalTensor : int { kTokenEmbd = 0, kOutputNorm, kOutput, kRopeFreqs };

@@ -179,6 +179,10 @@ CudaSession::~CudaSession() {
 
 Status CudaSession::check_model() const {
   const auto& hp = model_.hp;
+  if (hp.n_expert > 0) {
+    return unimplemented("--backend cuda: mixture-of-experts models (" + std::to_string(hp.n_expert) +
+                         " experts) run on the CPU backend only (--backend cpu)");
+  }
   auto check = [&](const gguf::TensorInfo& t) -> Status {
     if (!cuda::supported(t.type)) {
       return unimplemented("--backend cuda: tensor '" + t.name + "' has type " + type_info(t.type).name +
