@@ -474,7 +474,7 @@ TEST(LlamaHparams, RefusesVariantsTheForwardPassDoesNotCompute) {
   {
     LlamaSpec s;
     s.arch = "gemma2";
-    cases.push_back({"architecture", s, "general.architecture = \"gemma2\" is not an architecture this engine runs (supported: llama, qwen2)"});
+    cases.push_back({"architecture", s, "general.architecture = \"gemma2\" is not an architecture this engine runs (supported: llama, qwen2, llama4)"});
   }
   {
     LlamaSpec s;

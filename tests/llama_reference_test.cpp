@@ -1,8 +1,8 @@
 // The CPU forward pass against llama.cpp on every dense case of ../shared/reference and of its arch/
 // (Llama 3 with rope_freqs, Qwen2) and quants/ (low-bit types) sets: logits NMSE and top-1 agreement
 // for each prompt, and the greedy continuation token by token; arch/ includes the Mixtral-style MoE
-// files (4 experts, top-2). The Llama 4 case must be refused with one clear error until the engine
-// computes it.
+// files (4 experts, top-2) and Llama 4 (interleaved MoE with a shared expert and sigmoid gating, NoPE
+// layers with attention temperature, QK norm, chunked attention).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -136,24 +136,12 @@ INSTANTIATE_TEST_SUITE_P(Llama2, ReferenceCase,
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Architectures, ReferenceCase,
                          ::testing::Values("arch/l3-Q8_0", "arch/l3-Q4_K_M", "arch/qwen2-Q8_0", "arch/qwen2-Q4_K_M",
-                                           "arch/moe-Q8_0", "arch/moe-Q4_K_M", "arch/moe-Q3_K_M"),
+                                           "arch/moe-Q8_0", "arch/moe-Q4_K_M", "arch/moe-Q3_K_M", "arch/l4-Q8_0"),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(LowBitTypes, ReferenceCase,
                          ::testing::Values("quants/pub-Q2_K", "quants/pub-Q3_K_M", "quants/pub-Q4_1", "quants/pub-Q5_0",
                                            "quants/pub-Q5_1", "quants/pub-IQ4_NL", "quants/pub-IQ4_XS"),
                          case_name);
-
-// Files of a family the engine does not compute yet get one line naming what was found, never logits.
-TEST(ReferenceRefusals, Llama4IsRefusedClearly) {
-  if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
-  auto m = Model::open(test::reference_dir() + "/arch/l4-Q8_0.gguf");
-  ASSERT_FALSE(m.ok());
-  EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
-  const std::string want =
-      "general.architecture = \"llama4\" is not an architecture this engine runs (supported: llama, qwen2)";
-  EXPECT_NE(m.status().to_string().find(want), std::string::npos) << m.status().to_string();
-  EXPECT_EQ(m.status().to_string().find('\n'), std::string::npos) << "one line: " << m.status().to_string();
-}
 
 // The architecture facts the forward pass reads, per reference file.
 TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
@@ -162,7 +150,6 @@ TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
   int checked = 0;
   for (const auto& c : all["cases"]) {
     const std::string arch = c["arch"];
-    if (arch != "llama" && arch != "qwen2") continue;
     auto m = Model::open(test::reference_dir() + "/arch/" + c["model"].get<std::string>());
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     const LlamaHparams& hp = (*m)->hp;
@@ -178,9 +165,24 @@ TEST(ReferenceArchitectures, HyperparametersCarryTheArchitectureFacts) {
     EXPECT_EQ(hp.n_expert, f["n_expert"].get<int64_t>());
     EXPECT_EQ(hp.n_expert_used, f["n_expert_used"].get<int64_t>());
     EXPECT_EQ(hp.n_ff, c["n_ff"].get<int64_t>());
+    if (arch == "llama4") {  // the layer pattern of the l4 case
+      EXPECT_EQ(hp.n_ff_exp, f["n_ff_exp"].get<int64_t>());
+      EXPECT_TRUE(hp.shared_expert);
+      EXPECT_EQ(hp.gating, MoeGating::kSigmoidOnInput);
+      EXPECT_EQ(hp.qk_norm, f["use_kq_norm"].get<bool>());
+      for (int64_t il = 0; il < hp.n_layer; ++il) {
+        const auto in = [&](const char* key) {
+          for (const auto& v : f[key]) if (v.get<int64_t>() == il) return true;
+          return false;
+        };
+        EXPECT_EQ(hp.is_moe_layer(il), in("moe_layers")) << il;
+        EXPECT_EQ(!hp.uses_rope(il), in("nope_layers")) << il;
+        EXPECT_EQ(hp.first_visible(il, 8192 + 5) == 8192, in("chunked_layers")) << il;
+      }
+    }
     ++checked;
   }
-  EXPECT_EQ(checked, 7);
+  EXPECT_EQ(checked, 8);
 }
 
 }  // namespace

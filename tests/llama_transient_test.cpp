@@ -1,6 +1,6 @@
 // Residency must not change the numbers: transient logits are bit-identical to full residency
 // for every I/O backend and prefetch depth on every reference model the engine runs (LLaMA-2 types,
-// Llama 3, Qwen2, Mixtral-style MoE, the low-bit types), and --kv none generates the same tokens as the
+// Llama 3, Qwen2, Mixtral-style MoE, Llama 4, the low-bit types), and --kv none generates the same tokens as the
 // resident KV cache.
 #include <gtest/gtest.h>
 
@@ -39,7 +39,7 @@ std::vector<float> logits_with(const Model& m, const ResidencyOptions& opts, con
 TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
   const std::vector<test::ReferenceCase> cases = test::reference_cases();
-  ASSERT_EQ(cases.size(), 7u + 4u + 3u + 7u);
+  ASSERT_EQ(cases.size(), 7u + 4u + 3u + 1u + 7u);
   cpu::ThreadPool pool(2);
   std::vector<std::string> backends = {"pread", "odirect", "mmap"};
 #ifdef FLEA_HAVE_IO_URING

@@ -30,7 +30,6 @@ std::vector<ReferenceCase> reference_cases(bool with_experts) {
     if (!in) continue;
     const nlohmann::json manifest = nlohmann::json::parse(in);
     for (const auto& c : manifest["cases"]) {
-      if (c.value("arch", "llama") == "llama4") continue;  // refused; see llama_reference_test
       const bool moe = c.contains("features") && c["features"]["n_expert"].get<int>() > 0;
       if (moe && !with_experts) continue;
       cases.push_back({dir, dir + c["model"].get<std::string>(), c});

@@ -12,8 +12,8 @@ namespace flea::test {
 // ../shared/reference (override with FLEA_REFERENCE_DIR in the environment).
 std::string reference_dir();
 bool reference_available();
-// Every case the engine computes of the reference sets: the top-level LLaMA-2 files, arch/ (Llama 3,
-// Qwen2 and, with `with_experts`, the Mixtral-style MoE files) and quants/ (low-bit types). `path` is
+// Every case of the reference sets: the top-level LLaMA-2 files, arch/ (Llama 3, Qwen2 and, with
+// `with_experts`, the Mixtral-style MoE and Llama 4 files) and quants/ (low-bit types). `path` is
 // the model file; `c` its manifest entry (logits paths in it are relative to the set's directory, `dir`).
 struct ReferenceCase {
   std::string dir;

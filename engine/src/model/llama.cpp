@@ -39,7 +39,11 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t T, int64_t n, f
     for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
     const float scale = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
     float* o = out + t * n;
-    for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * scale * w[i];
+    if (w == nullptr) {  // no weight (Llama 4's QK norm); out may alias x
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * scale;
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * scale * w[i];
+    }
   }
 }
 
@@ -150,21 +154,23 @@ void Session::ensure_scratch(int64_t T) {
   k_.resize(n(hp.n_embd_kv()));
   v_.resize(n(hp.n_embd_kv()));
   att_.resize(n(hp.n_embd));
-  gate_.resize(n(hp.n_ff));
-  up_.resize(n(hp.n_ff));
+  gate_.resize(n(std::max(hp.n_ff, hp.n_ff_exp)));
+  up_.resize(n(std::max(hp.n_ff, hp.n_ff_exp)));
   scratch_tokens_ = T;
 }
 
-// Mixtral-style experts, per token t with h = xn[t]:
-//   r = W_router h                                    (n_expert,)  router logits
-//   p = softmax(r); S = the n_expert_used largest p; w_e = p_e / sum_{j in S} p_j
-//   x[t] += sum_{e in S} w_e * W_down[e] (silu(W_gate[e] h) * (W_up[e] h))
-// Computed expert by expert: the rows routed to expert e are gathered and go through its three
-// matrices (the contiguous slab e of each 3-D tensor) in one batch.
+// Mixture of experts, per token t with h = xn[t] (router logits r = W_router h, (n_expert,)):
+//   S = the n_expert_used largest r (ties: lower expert id), then by the architecture's gating
+//   Mixtral (kSoftmaxRenorm):  x[t] += sum_{e in S} softmax_S(r)_e * FFN_e(h)
+//   Llama 4 (kSigmoidOnInput): x[t] += sum_{e in S} FFN_e(sigmoid(r_e) h)  (+ FFN_shared(h))
+// with FFN_e(v) = W_down[e] (silu(W_gate[e] v) * (W_up[e] v)). Computed expert by expert: the rows
+// routed to expert e are gathered and go through its three matrices (slab e of each 3-D tensor) in one
+// batch.
 void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
                       int64_t T) {
   const auto& hp = model_.hp;
-  const int64_t E = hp.n_embd, F = hp.n_ff, X = hp.n_expert, K = hp.n_expert_used;
+  const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert, K = hp.n_expert_used;
+  const bool on_input = hp.gating == MoeGating::kSigmoidOnInput;
   auto info = [&](LayerTensor t) -> const gguf::TensorInfo& { return *lt[static_cast<int>(t)]; };
   router_.resize(static_cast<size_t>(T * X));
   cpu::matmul(view(info(LayerTensor::kFfnGateInp), w[LayerTensor::kFfnGateInp]), xn_.data(), T, router_.data(), pool_);
@@ -174,18 +180,18 @@ void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCoun
   std::vector<int64_t> order(static_cast<size_t>(X));
   for (int64_t t = 0; t < T; ++t) {
     const float* r = &router_[static_cast<size_t>(t * X)];
-    // Top-k of the softmax = top-k of the logits; ties go to the lower expert id.
+    // Top-k of the softmax = top-k of the logits.
     for (int64_t e = 0; e < X; ++e) order[static_cast<size_t>(e)] = e;
     std::partial_sort(order.begin(), order.begin() + K, order.end(),
                       [&](int64_t a, int64_t b) { return r[a] > r[b] || (r[a] == r[b] && a < b); });
-    // Renormalised softmax over the chosen k = softmax of their logits.
     const float top = r[order[0]];
-    double sum = 0;
+    double sum = 0;  // softmax over the chosen k = the renormalised softmax over all
     for (int64_t j = 0; j < K; ++j) sum += std::exp(static_cast<double>(r[order[static_cast<size_t>(j)]] - top));
     for (int64_t j = 0; j < K; ++j) {
       const int64_t e = order[static_cast<size_t>(j)];
       rows[static_cast<size_t>(e)].push_back(t);
-      weights[static_cast<size_t>(e)].push_back(static_cast<float>(std::exp(static_cast<double>(r[e] - top)) / sum));
+      weights[static_cast<size_t>(e)].push_back(
+          on_input ? 1.0f / (1.0f + std::exp(-r[e])) : static_cast<float>(std::exp(static_cast<double>(r[e] - top)) / sum));
     }
   }
   // Expert e's matrix in a 3-D tensor: ne[1] rows starting at e * ne[1] rows.
@@ -194,23 +200,41 @@ void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCoun
     const size_t bytes = static_cast<size_t>(t.ne[1]) * t.row_bytes();
     return cpu::WeightView{t.type, t.ne[0], t.ne[1], w[which] + static_cast<size_t>(e) * bytes};
   };
+  // out (n, E) = down(silu(gate in) * (up in)) for in (n, E); gate_/up_ are scratch.
+  auto swiglu = [&](const cpu::WeightView& gate, const cpu::WeightView& up, const cpu::WeightView& down, float* in,
+                    int64_t n, float* out) {
+    cpu::matmul(gate, in, n, gate_.data(), pool_);  // (n, F)
+    cpu::matmul(up, in, n, up_.data(), pool_);      // (n, F)
+    for (int64_t i = 0; i < n * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
+    cpu::matmul(down, gate_.data(), n, out, pool_);  // (n, E)
+  };
   for (int64_t e = 0; e < X; ++e) {
     const auto& idx = rows[static_cast<size_t>(e)];
+    const auto& we = weights[static_cast<size_t>(e)];
     const int64_t n = static_cast<int64_t>(idx.size());
     if (n == 0) continue;
     expert_in_.resize(static_cast<size_t>(n * E));
-    for (int64_t i = 0; i < n; ++i)
-      std::copy_n(&xn_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)], E, &expert_in_[static_cast<size_t>(i * E)]);
-    cpu::matmul(slab(LayerTensor::kFfnGateExps, e), expert_in_.data(), n, gate_.data(), pool_);  // (n, F)
-    cpu::matmul(slab(LayerTensor::kFfnUpExps, e), expert_in_.data(), n, up_.data(), pool_);      // (n, F)
-    for (int64_t i = 0; i < n * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
-    cpu::matmul(slab(LayerTensor::kFfnDownExps, e), gate_.data(), n, expert_in_.data(), pool_);  // (n, E)
     for (int64_t i = 0; i < n; ++i) {
-      const float we = weights[static_cast<size_t>(e)][static_cast<size_t>(i)];
+      const float* h = &xn_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)];
+      float* in = &expert_in_[static_cast<size_t>(i * E)];
+      const float scale = on_input ? we[static_cast<size_t>(i)] : 1.0f;
+      for (int64_t d = 0; d < E; ++d) in[d] = scale * h[d];
+    }
+    swiglu(slab(LayerTensor::kFfnGateExps, e), slab(LayerTensor::kFfnUpExps, e), slab(LayerTensor::kFfnDownExps, e),
+           expert_in_.data(), n, expert_in_.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float scale = on_input ? 1.0f : we[static_cast<size_t>(i)];
       float* xr = &x_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)];
       const float* yr = &expert_in_[static_cast<size_t>(i * E)];
-      for (int64_t d = 0; d < E; ++d) xr[d] += we * yr[d];
+      for (int64_t d = 0; d < E; ++d) xr[d] += scale * yr[d];
     }
+  }
+  if (hp.shared_expert) {  // every token, unweighted
+    expert_in_.resize(static_cast<size_t>(T * E));
+    auto W = [&](LayerTensor which) { return view(info(which), w[which]); };
+    swiglu(W(LayerTensor::kFfnGateShexp), W(LayerTensor::kFfnUpShexp), W(LayerTensor::kFfnDownShexp), xn_.data(), T,
+           expert_in_.data());
+    for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += expert_in_[static_cast<size_t>(i)];
   }
 }
 
@@ -265,10 +289,21 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     add_bias(q_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnQBias]), T, E);
     add_bias(k_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnKBias]), T, KV);
     add_bias(v_.data(), reinterpret_cast<const float*>(w[LayerTensor::kAttnVBias]), T, KV);
-    rope(q_.data(), T, H, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
-         static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
-    rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
-         static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
+    if (hp.uses_rope(il)) {
+      rope(q_.data(), T, H, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
+           static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
+      rope(k_.data(), T, hp.n_head_kv, D, hp.n_rot, pos_.data(), static_cast<float>(hp.rope_freq_base),
+           static_cast<float>(hp.rope_freq_scale), hp.rope_type, freq_factors);
+      if (hp.qk_norm) {  // Llama 4: each head of q and k RMS-normalised, no weight
+        rmsnorm(q_.data(), nullptr, q_.data(), T * H, D, eps);
+        rmsnorm(k_.data(), nullptr, k_.data(), T * hp.n_head_kv, D, eps);
+      }
+    } else {
+      for (int64_t t = 0; t < T; ++t) {  // Llama 4's NoPE layers: attention temperature on q
+        const float temp = hp.attn_temperature(il, pos_[static_cast<size_t>(t)]);
+        for (int64_t i = 0; i < E; ++i) q_[static_cast<size_t>(t * E + i)] *= temp;
+      }
+    }
     // Cache of sequence s: (n_ctx, KV) starting at s * n_ctx * KV.
     auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
     auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
@@ -286,12 +321,13 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
       std::vector<float> score(static_cast<size_t>(n_kv));
       for (int64_t job = begin; job < end; ++job) {
         const int64_t t = job / H, h = job % H, kvh = h / G;
-        const int64_t pos = pos_[static_cast<size_t>(t)];  // causal: attend to 0..pos
+        const int64_t pos = pos_[static_cast<size_t>(t)];  // causal: attend to first..pos
+        const int64_t first = hp.first_visible(il, pos);     // 0, or the start of pos's chunk
         const float* kc = kcache(rows[static_cast<size_t>(t)].seq);
         const float* vc = vcache(rows[static_cast<size_t>(t)].seq);
         const float* qh = &q_[static_cast<size_t>(t * E + h * D)];
         float mx = -INFINITY;
-        for (int64_t p = 0; p <= pos; ++p) {
+        for (int64_t p = first; p <= pos; ++p) {
           const float* kp = kc + p * KV + kvh * D;
           float s = 0.0f;
           for (int64_t d = 0; d < D; ++d) s += qh[d] * kp[d];
@@ -299,7 +335,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
           mx = std::max(mx, score[static_cast<size_t>(p)]);
         }
         double sum = 0.0;
-        for (int64_t p = 0; p <= pos; ++p) {
+        for (int64_t p = first; p <= pos; ++p) {
           const float e = std::exp(score[static_cast<size_t>(p)] - mx);
           score[static_cast<size_t>(p)] = e;
           sum += e;
@@ -307,7 +343,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
         const float inv = static_cast<float>(1.0 / sum);
         float* out = &att_[static_cast<size_t>(t * E + h * D)];
         std::fill(out, out + D, 0.0f);
-        for (int64_t p = 0; p <= pos; ++p) {
+        for (int64_t p = first; p <= pos; ++p) {
           const float a = score[static_cast<size_t>(p)] * inv;
           const float* vp = vc + p * KV + kvh * D;
           for (int64_t d = 0; d < D; ++d) out[d] += a * vp[d];
@@ -319,8 +355,8 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
 
     // ---- feed-forward block (SwiGLU; a mixture of them when the model has experts)
     rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kFfnNorm]), xn_.data(), T, E, eps);
-    if (hp.n_expert > 0) {
-      moe_ffn(lt, w, T);  // x += sum over the chosen experts of weight * expert(xn)
+    if (hp.is_moe_layer(il)) {
+      moe_ffn(lt, w, T);  // x += the chosen experts' (weighted) outputs (+ the shared expert's)
     } else {
       cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
       cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)

@@ -17,12 +17,23 @@ const char* rope_type_name(RopeType t);
 
 // What is optional, required or absent per architecture: one row per GGUF `general.architecture`.
 enum class Presence { kAbsent, kOptional, kRequired };
+// How router logits r become expert weights.
+//   kSoftmaxRenorm (Mixtral): top-k of r, w = softmax over the chosen k, applied to the expert's output.
+//   kSigmoidOnInput (Llama 4): top-k of r, w = sigmoid(r), not renormalised, applied to the expert's input.
+enum class MoeGating { kNone, kSoftmaxRenorm, kSigmoidOnInput };
 struct ArchInfo {
   const char* name;      // general.architecture, also the metadata key prefix
   RopeType rope_type;
   Presence qkv_bias;     // blk.N.attn_{q,k,v}.bias
   Presence rope_freqs;   // rope_freqs.weight: per-frequency divisors of the rope angle (Llama 3.1+)
-  bool moe;              // {arch}.expert_count > 0 allowed: Mixtral-style experts, softmax-top-k gating
+  MoeGating gating;      // kNone: {arch}.expert_count must be absent or 0
+  bool shared_expert;    // MoE layers also run blk.N.ffn_{gate,up,down}_shexp on every token
+  // Llama 4's layer pattern (0 = not used). Every `nope_every`-th layer has no rope and scales q by the
+  // attention temperature; the other (rope) layers attend within chunks of `attn_chunk` positions and
+  // RMS-normalise each q and k head (no weight) after the rope.
+  int nope_every;
+  int64_t attn_chunk;
+  bool qk_norm;
 };
 // nullptr when the engine does not run this architecture.
 const ArchInfo* arch_info(const std::string& name);
@@ -50,6 +61,22 @@ struct LlamaHparams {
   // ones (Mixtral: softmax over all, top-k, renormalised to sum 1).
   int64_t n_expert = 0;
   int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;       // feed-forward size of each expert (and shared expert); n_ff is the dense one
+  int64_t moe_every = 1;      // interleave_moe_layer_step: layers il with (il + 1) % moe_every == 0 are MoE
+  MoeGating gating = MoeGating::kNone;
+  bool shared_expert = false;
+  int nope_every = 0;
+  int64_t attn_chunk = 0;
+  bool qk_norm = false;
+
+  bool is_moe_layer(int64_t il) const { return n_expert > 0 && (il + 1) % moe_every == 0; }
+  bool uses_rope(int64_t il) const { return nope_every == 0 || (il + 1) % nope_every != 0; }
+  // First position a query at `pos` of layer il may attend to (chunked attention), else 0.
+  int64_t first_visible(int64_t il, int64_t pos) const {
+    return attn_chunk > 0 && uses_rope(il) ? pos / attn_chunk * attn_chunk : 0;
+  }
+  // Llama 4's NoPE layers scale q by 1 + 0.1 ln(floor((pos + 1) / 8192) + 1) (llama.cpp's constants).
+  float attn_temperature(int64_t il, int64_t pos) const;
   RopeType rope_type = RopeType::kNorm;
 
   int64_t head_dim() const { return n_embd / n_head; }

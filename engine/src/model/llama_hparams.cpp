@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdio>
 #include <set>
 #include <sstream>
@@ -43,9 +44,10 @@ Status expect_shape(const gguf::File& f, const std::string& name, std::initializ
 }  // namespace
 
 constexpr ArchInfo kArchs[] = {
-    // name     rope              q/k/v biases         rope_freqs.weight    experts
-    {"llama", RopeType::kNorm, Presence::kOptional, Presence::kOptional, true},
-    {"qwen2", RopeType::kNeox, Presence::kRequired, Presence::kAbsent, false},
+    // name      rope              q/k/v biases         rope_freqs.weight    experts: gating        shared  NoPE every, chunk, QK norm
+    {"llama", RopeType::kNorm, Presence::kOptional, Presence::kOptional, MoeGating::kSoftmaxRenorm, false, 0, 0, false},
+    {"qwen2", RopeType::kNeox, Presence::kRequired, Presence::kAbsent, MoeGating::kNone, false, 0, 0, false},
+    {"llama4", RopeType::kNorm, Presence::kAbsent, Presence::kOptional, MoeGating::kSigmoidOnInput, true, 4, 8192, true},
 };
 
 const char* rope_type_name(RopeType t) { return t == RopeType::kNeox ? "neox" : "norm"; }
@@ -79,15 +81,33 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     if (hp.n_expert < 0 || hp.n_expert > 1024) return bad(f, "'" + k + "expert_count'", std::to_string(hp.n_expert), "0..1024");
   }
   if (hp.n_expert > 0) {
-    if (!hp.arch->moe) {
+    if (hp.arch->gating == MoeGating::kNone) {
       return unimplemented(f.path + ": mixture-of-experts model (" + k + "expert_count = " + std::to_string(hp.n_expert) +
-                           "); this engine runs experts for: llama");
+                           "); this engine runs experts for: llama, llama4");
     }
     FLEA_ASSIGN_OR_RETURN(hp.n_expert_used, positive_int(f, k + "expert_used_count", hp.n_expert));
+    hp.gating = hp.arch->gating;
+    hp.shared_expert = hp.arch->shared_expert;
+    if (f.find(k + "interleave_moe_layer_step")) {
+      FLEA_ASSIGN_OR_RETURN(hp.moe_every, positive_int(f, k + "interleave_moe_layer_step", 4096));
+    }
+  }
+  hp.nope_every = hp.arch->nope_every;
+  hp.attn_chunk = hp.arch->attn_chunk;
+  // llama.cpp leaves Llama 4's QK norm out for the 128-expert model (Maverick).
+  hp.qk_norm = hp.arch->qk_norm && hp.n_expert != 128;
+  // Llama 4 files with attention.sliding_window = 0 (all layers full attention) follow other rules.
+  if (hp.attn_chunk > 0 && f.find(k + "attention.sliding_window")) {
+    return unimplemented(f.path + ": '" + k + "attention.sliding_window' is set; this engine runs " + hp.arch->name +
+                         " with llama.cpp's default chunked attention only (no such key)");
   }
   constexpr int64_t kMaxDim = 1 << 20;
   FLEA_ASSIGN_OR_RETURN(hp.n_embd, positive_int(f, k + "embedding_length", kMaxDim));
   FLEA_ASSIGN_OR_RETURN(hp.n_ff, positive_int(f, k + "feed_forward_length", 4 * kMaxDim));
+  hp.n_ff_exp = hp.n_ff;  // Mixtral: the experts have the model's feed-forward size
+  if (hp.n_expert > 0 && f.find(k + "expert_feed_forward_length")) {
+    FLEA_ASSIGN_OR_RETURN(hp.n_ff_exp, positive_int(f, k + "expert_feed_forward_length", 4 * kMaxDim));
+  }
   FLEA_ASSIGN_OR_RETURN(hp.n_layer, positive_int(f, k + "block_count", 4096));
   FLEA_ASSIGN_OR_RETURN(hp.n_head, positive_int(f, k + "attention.head_count", 16384));
   hp.n_head_kv = hp.n_head;
@@ -194,12 +214,17 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_v.weight", {E, KV}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "attn_output.weight", {E, E}));
     FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_norm.weight", {E}));
-    if (hp.n_expert > 0) {
-      const int64_t X = hp.n_expert;
+    if (hp.is_moe_layer(il)) {
+      const int64_t X = hp.n_expert, FX = hp.n_ff_exp;
       FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_inp.weight", {E, X}));
-      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_exps.weight", {E, F, X}));
-      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up_exps.weight", {E, F, X}));
-      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down_exps.weight", {F, E, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_exps.weight", {E, FX, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up_exps.weight", {E, FX, X}));
+      FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down_exps.weight", {FX, E, X}));
+      if (hp.shared_expert) {
+        FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate_shexp.weight", {E, FX}));
+        FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up_shexp.weight", {E, FX}));
+        FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_down_shexp.weight", {FX, E}));
+      }
     } else {
       FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_gate.weight", {E, F}));
       FLEA_RETURN_IF_ERROR(expect_shape(f, p + "ffn_up.weight", {E, F}));
@@ -238,14 +263,16 @@ StatusOr<LlamaHparams> llama_hparams(const gguf::File& f) {
     bool known = false;
     for (int lt = 0; lt < kLayerTensorCount && !known; ++lt) {
       const auto which = static_cast<LayerTensor>(lt);
+      const bool shared = which >= LayerTensor::kFfnGateShexp;
       const bool expert_tensor = which >= LayerTensor::kFfnGateInp;
       const bool dense_ffn = which == LayerTensor::kFfnGate || which == LayerTensor::kFfnUp || which == LayerTensor::kFfnDown;
-      if ((hp.n_expert > 0 && dense_ffn) || (hp.n_expert == 0 && expert_tensor)) continue;  // not this model's set
+      const bool moe = hp.is_moe_layer(il);
+      if ((moe && dense_ffn) || (!moe && expert_tensor) || (shared && !hp.shared_expert)) continue;  // not this layer's set
       known = t.name == layer_tensor_gguf_name(static_cast<int>(il), which);
     }
     if (!known) {
       return unimplemented(f.path + ": tensor '" + t.name + "' is not part of a " +
-                           (hp.n_expert > 0 ? "mixture-of-experts " : "dense ") + hp.arch->name +
+                           (hp.is_moe_layer(il) ? "mixture-of-experts " : "dense ") + hp.arch->name +
                            " layer this engine computes");
     }
   }
@@ -268,14 +295,20 @@ std::string describe(const LlamaHparams& hp) {
      << " rms_eps=" << hp.rms_eps << " arch=" << (hp.arch ? hp.arch->name : "?")
      << " rope=" << rope_type_name(hp.rope_type) << (hp.rope_freqs ? " rope_freqs" : "")
      << (hp.qkv_bias ? " qkv_bias" : "") << (hp.tied_embeddings ? " tied" : "");
-  if (hp.n_expert > 0) os << " experts=" << hp.n_expert_used << "/" << hp.n_expert;
+  if (hp.n_expert > 0) {
+    os << " experts=" << hp.n_expert_used << "/" << hp.n_expert << " n_ff_exp=" << hp.n_ff_exp;
+    if (hp.moe_every > 1) os << " moe_every=" << hp.moe_every;
+    if (hp.shared_expert) os << " shared_expert";
+  }
+  if (hp.nope_every > 0) os << " nope_every=" << hp.nope_every << " chunk=" << hp.attn_chunk << (hp.qk_norm ? " qk_norm" : "");
   return os.str();
 }
 
 const char* layer_tensor_name(LayerTensor t) {
   static const char* const kNames[kLayerTensorCount] = {
       "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
-      "attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+      "attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps",
+      "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"};
   return kNames[static_cast<int>(t)];
 }
 
@@ -291,8 +324,12 @@ bool is_bias(LayerTensor t) {
 
 bool is_optional(LayerTensor t) {
   return is_bias(t) || t == LayerTensor::kFfnGate || t == LayerTensor::kFfnUp || t == LayerTensor::kFfnDown ||
-         t == LayerTensor::kFfnGateInp || t == LayerTensor::kFfnGateExps || t == LayerTensor::kFfnUpExps ||
-         t == LayerTensor::kFfnDownExps;
+         t >= LayerTensor::kFfnGateInp;
+}
+
+float LlamaHparams::attn_temperature(int64_t il, int64_t pos) const {
+  if (uses_rope(il) || nope_every == 0) return 1.0f;
+  return 1.0f + 0.1f * std::log(std::floor((static_cast<float>(pos) + 1.0f) / 8192.0f) + 1.0f);
 }
 
 bool is_resident_vector(int t) {

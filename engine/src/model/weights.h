@@ -16,14 +16,16 @@ namespace flea {
 
 // The biases are optional (null in the layout when the file has none; only some architectures have
 // them). A layer's feed-forward is either dense (ffn_gate/up/down) or a mixture of experts (router
-// ffn_gate_inp plus the 3-D ffn_{gate,up,down}_exps, expert outermost); the other set is null.
+// ffn_gate_inp plus the 3-D ffn_{gate,up,down}_exps, expert outermost, and in Llama 4 a shared expert
+// ffn_{gate,up,down}_shexp); the other set is null.
 // Norms and biases are small F32 vectors that stay resident; the matrices stream.
 enum class LayerTensor : int {
   kAttnNorm = 0, kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
   kAttnQBias, kAttnKBias, kAttnVBias,
   kFfnGateInp, kFfnGateExps, kFfnUpExps, kFfnDownExps,
+  kFfnGateShexp, kFfnUpShexp, kFfnDownShexp,  // Llama 4's shared expert (MoE layers)
 };
-constexpr int kLayerTensorCount = 16;
+constexpr int kLayerTensorCount = 19;
 // "attn_norm", "attn_q", ... as in `blk.N.<name>` ("attn_q.bias" for the biases).
 const char* layer_tensor_name(LayerTensor t);
 // Full GGUF name of a layer tensor: "blk.3.attn_q.weight", "blk.3.attn_q.bias".

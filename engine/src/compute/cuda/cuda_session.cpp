@@ -179,9 +179,11 @@ CudaSession::~CudaSession() {
 
 Status CudaSession::check_model() const {
   const auto& hp = model_.hp;
-  if (hp.n_expert > 0) {
-    return unimplemented("--backend cuda: mixture-of-experts models (" + std::to_string(hp.n_expert) +
-                         " experts) run on the CPU backend only (--backend cpu)");
+  if (hp.n_expert > 0 || hp.nope_every > 0) {
+    return unimplemented(std::string("--backend cuda: ") +
+                         (hp.n_expert > 0 ? "mixture-of-experts models (" + std::to_string(hp.n_expert) + " experts)"
+                                          : std::string(hp.arch->name) + " layers (NoPE, chunked attention)") +
+                         " run on the CPU backend only (--backend cpu)");
   }
   auto check = [&](const gguf::TensorInfo& t) -> Status {
     if (!cuda::supported(t.type)) {
