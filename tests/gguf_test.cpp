@@ -528,6 +528,41 @@ TEST(LlamaHparams, RefusesVariantsTheForwardPassDoesNotCompute) {
   EXPECT_EQ(hp->rope_type, RopeType::kNorm);
 }
 
+// Llama 4's layer pattern and its position rules (../shared/reference/README.md, l4 section).
+TEST(LlamaHparams, Llama4LayerPatternChunksAndTemperature) {
+  LlamaHparams hp;
+  hp.n_layer = 8;
+  hp.n_expert = 16;
+  hp.moe_every = 2;
+  hp.nope_every = 4;
+  hp.attn_chunk = 8192;
+  for (int64_t il = 0; il < 8; ++il) {
+    EXPECT_EQ(hp.is_moe_layer(il), il % 2 == 1) << il;
+    EXPECT_EQ(hp.uses_rope(il), il % 4 != 3) << il;
+  }
+  // Chunked (rope) layers see their own chunk only; the NoPE layers everything.
+  EXPECT_EQ(hp.first_visible(0, 0), 0);
+  EXPECT_EQ(hp.first_visible(0, 8191), 0);
+  EXPECT_EQ(hp.first_visible(0, 8192), 8192);
+  EXPECT_EQ(hp.first_visible(2, 20000), 16384);
+  EXPECT_EQ(hp.first_visible(3, 20000), 0);
+  // Temperature 1 + 0.1 ln(floor((p + 1) / 8192) + 1) on the NoPE layers only.
+  EXPECT_FLOAT_EQ(hp.attn_temperature(3, 0), 1.0f);
+  EXPECT_FLOAT_EQ(hp.attn_temperature(3, 8190), 1.0f);
+  EXPECT_FLOAT_EQ(hp.attn_temperature(3, 8191), 1.0f + 0.1f * std::log(2.0f));
+  EXPECT_FLOAT_EQ(hp.attn_temperature(3, 16382), 1.0f + 0.1f * std::log(2.0f));
+  EXPECT_FLOAT_EQ(hp.attn_temperature(3, 16383), 1.0f + 0.1f * std::log(3.0f));
+  EXPECT_FLOAT_EQ(hp.attn_temperature(2, 16383), 1.0f);
+  // Dense LLaMA: every layer dense, rope everywhere, full attention.
+  LlamaHparams dense;
+  dense.n_layer = 4;
+  for (int64_t il = 0; il < 4; ++il) {
+    EXPECT_FALSE(dense.is_moe_layer(il));
+    EXPECT_TRUE(dense.uses_rope(il));
+    EXPECT_EQ(dense.first_visible(il, 9000), 0);
+  }
+}
+
 // ---- reference models: the tensor table must equal llama.cpp's manifest -----------------------
 
 TEST(GgufReference, TensorTablesMatchManifest) {
