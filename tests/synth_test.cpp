@@ -8,8 +8,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "compute/cpu/thread_pool.h"
 #include "gguf/gguf.h"
 #include "model/llama.h"
+#include "model/memory_provider.h"
 #include "model/synth.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
@@ -197,6 +199,11 @@ SynthShape shape_of_case(const nlohmann::json& c) {
     s.arch = c["arch"];
     s.qkv_bias = f["attn_bias"];
     s.n_ctx = f["context_length"];
+    s.n_expert = f["n_expert"];
+    s.n_expert_used = f["n_expert_used"];
+    s.n_ff_exp = f.contains("n_ff_exp") ? f["n_ff_exp"].get<int64_t>() : s.n_ff;
+    s.moe_every = f.contains("interleave_moe_layer_step") ? f["interleave_moe_layer_step"].get<int64_t>() : 1;
+    s.shared_expert = f.contains("shared_expert") && f["shared_expert"].get<bool>();
     if (!f["rope_scaling"].is_null()) {
       s.rope_scaling_factor = f["rope_scaling"]["factor"];
       s.rope_low_freq_factor = f["rope_scaling"]["low_freq_factor"];
@@ -275,19 +282,19 @@ TEST(Synth, PubShapeMatchesLlamaCppReferenceFiles) {
   EXPECT_EQ(n_cases, 7 + 7);
 }
 
-// Llama 3 (rope_freqs from the rope scaling) and Qwen2 (biases, qwen2 keys): the tensor table and
-// type mix of llama.cpp's files (their vocabularies differ from the synthetic one, so not the header).
+// Llama 3 (rope_freqs from the rope scaling), Qwen2 (biases, qwen2 keys), Mixtral-style MoE (3-D
+// expert tensors, F32 router) and Llama 4 (interleaved MoE, shared expert): the tensor table and type
+// mix of llama.cpp's files (their vocabularies differ from the synthetic one, so not the header).
 TEST(Synth, ArchitectureShapesMatchLlamaCppReferenceFiles) {
   if (!test::reference_available()) GTEST_SKIP() << "no reference data at " << test::reference_dir();
   TempDir dir;
   int n_cases = 0;
   const nlohmann::json manifest = reference_manifest("arch/");
   for (const auto& c : manifest["cases"]) {
-    if (c["features"]["n_expert"].get<int>() > 0) continue;
     expect_matches_reference("arch/", c, /*same_header=*/false, dir);
     ++n_cases;
   }
-  EXPECT_EQ(n_cases, 4);
+  EXPECT_EQ(n_cases, 8);
 }
 
 // A synthetic file of each architecture preset opens with that architecture's facts.
@@ -295,7 +302,9 @@ TEST(Synth, ArchitecturePresetsOpenWithTheirFacts) {
   TempDir dir;
   struct Want { const char* preset; const char* arch; bool bias; bool freqs; RopeType rope; };
   for (const Want& w : {Want{"llama3-8b", "llama", false, true, RopeType::kNorm},
-                        Want{"qwen2.5-7b", "qwen2", true, false, RopeType::kNeox}}) {
+                        Want{"qwen2.5-7b", "qwen2", true, false, RopeType::kNeox},
+                        Want{"mixtral-8x7b", "llama", false, false, RopeType::kNorm},
+                        Want{"llama4-scout", "llama4", false, true, RopeType::kNorm}}) {
     SCOPED_TRACE(w.preset);
     SynthOptions o = options(w.preset, FileType::Q8_0, dir.file(std::string(w.preset) + ".gguf"), 5);
     // Same architecture, small enough to write: 2 layers, narrow.
@@ -305,9 +314,22 @@ TEST(Synth, ArchitecturePresetsOpenWithTheirFacts) {
     o.shape.n_head = 4;
     o.shape.n_head_kv = 2;
     o.shape.n_vocab = 512;
+    if (o.shape.n_expert > 0) o.shape.n_ff_exp = o.shape.arch == "llama4" ? 256 : o.shape.n_ff;
     ASSERT_TRUE(synth_model(o).ok());
     auto m = Model::open(o.out_path);
     ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const SynthShape full = *synth_preset(w.preset);
+    EXPECT_EQ((*m)->hp.n_expert, full.n_expert);
+    EXPECT_EQ((*m)->hp.n_expert_used, full.n_expert_used);
+    EXPECT_EQ((*m)->hp.shared_expert, full.shared_expert);
+    // A forward pass over the synthetic experts stays finite.
+    cpu::ThreadPool pool(2);
+    auto weights = MemoryProvider::load(**m);
+    ASSERT_TRUE(weights.ok());
+    Session session(**m, weights->get(), &pool, 8);
+    std::vector<float> logits;
+    ASSERT_TRUE(session.eval({1, 2, 3, 4}, &logits, false).ok());
+    for (float v : logits) ASSERT_TRUE(std::isfinite(v));
     EXPECT_STREQ((*m)->hp.arch->name, w.arch);
     EXPECT_EQ((*m)->hp.qkv_bias, w.bias);
     EXPECT_EQ((*m)->hp.rope_freqs, w.freqs);

@@ -49,6 +49,13 @@ const std::vector<SynthShape>& presets() {
       make_shape("llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0),  // Llama-3.1-8B
       make_shape("llama3-70b", 8192, 28672, 80, 64, 8, 128256, 8192, 500000.0),  // Llama-3.1-70B
       make_shape("qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, 32768, 1000000.0),  // Qwen2.5-7B
+      // moe-tiny: the shape of ../shared/reference/arch/moe (4 experts, top-2).
+      make_shape("moe-tiny", 256, 256, 2, 8, 2, 320, 4096, 1000000.0),
+      make_shape("mixtral-8x7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0),  // Mixtral-8x7B
+      // llama4-tiny: the shape of ../shared/reference/arch/l4 (MoE every 2nd layer, 4 experts, top-1).
+      make_shape("llama4-tiny", 256, 256, 4, 8, 2, 320, 8192, 500000.0),
+      // Llama-4-Scout-17B-16E: 48 MoE layers, 16 experts + a shared one, top-1.
+      make_shape("llama4-scout", 5120, 16384, 48, 40, 8, 202048, 10485760, 500000.0),
   };
   static const std::vector<SynthShape> kWithArch = [] {
     std::vector<SynthShape> v = kPresets;
@@ -59,6 +66,26 @@ const std::vector<SynthShape>& presets() {
         s.arch = "qwen2";
         s.qkv_bias = true;
         s.rms_eps = 1e-6;
+      } else if (s.name == "moe-tiny" || s.name == "mixtral-8x7b") {
+        s.n_expert = s.name == "moe-tiny" ? 4 : 8;
+        s.n_expert_used = 2;
+        s.n_ff_exp = s.n_ff;
+      } else if (s.name.rfind("llama4-", 0) == 0) {
+        s.arch = "llama4";
+        s.shared_expert = true;
+        s.n_expert_used = 1;
+        if (s.name == "llama4-tiny") {  // as the l4 reference: rope scaling factor 8, low/high 1/4, context 64
+          s.n_expert = 4;
+          s.n_ff_exp = 128;
+          s.moe_every = 2;
+          s.rope_scaling_factor = 8.0;
+          s.rope_original_ctx = 64;
+        } else {  // Scout: every layer MoE; rope scaling factor 16 over an 8192 original context
+          s.n_expert = 16;
+          s.n_ff_exp = 8192;
+          s.rope_scaling_factor = 16.0;
+          s.rope_high_freq_factor = 1.0;
+        }
       }
     }
     return v;
@@ -106,7 +133,7 @@ const FileTypeInfo& ft_info(FileType t) {
 // ---- llama.cpp's per-tensor type choice (llama_tensor_get_type) ---------------------------------
 
 enum class Role {
-  kTokenEmbd, kOutput, kNorm, kBias, kRopeFreqs, kAttnQ, kAttnK, kAttnV, kAttnOut, kFfnGate, kFfnUp, kFfnDown
+  kTokenEmbd, kOutput, kNorm, kBias, kRopeFreqs, kRouter, kAttnQ, kAttnK, kAttnV, kAttnOut, kFfnGate, kFfnUp, kFfnDown
 };
 
 // Layers that get more bits in the _M mixes: the first and last eighth and every third in between.
@@ -116,11 +143,13 @@ bool use_more_bits(int64_t i_layer, int64_t n_layer) {
 
 int64_t block_size(GgmlType t) { return type_info(t).block_size; }
 
-// llama.cpp's rules (llama_tensor_get_type, dense models without an importance matrix) for the
-// tensors whose type differs from the file type's default. Layer counters equal the layer index
-// here: every layer has one attn_v and one ffn_down.
-GgmlType mixed_type(const SynthShape& s, FileType ft, Role role, int64_t il, GgmlType t) {
-  const int64_t n = s.n_layer;
+// llama.cpp's rules (llama_tensor_get_type, models without an importance matrix) for the tensors
+// whose type differs from the file type's default. The attn_v counter equals the layer index (one per
+// layer); ffn_down rules see the layer index against the number of ffn_down tensors `n_down` (with
+// experts llama.cpp reads the layer from the name and counts every *ffn_down* tensor).
+GgmlType mixed_type(const SynthShape& s, FileType ft, Role role, int64_t il, int64_t n_down, GgmlType t) {
+  const int64_t n = role == Role::kFfnDown ? n_down : s.n_layer;
+  const bool eight_experts = s.n_expert == 8;
   const bool gqa4 = s.n_head / s.n_head_kv >= 4;
   // llama.cpp classifies an 80-layer LLaMA with grouped-query attention as 70B.
   const bool is_70b = s.n_layer == 80 && s.n_head_kv != s.n_head;
@@ -136,6 +165,9 @@ GgmlType mixed_type(const SynthShape& s, FileType ft, Role role, int64_t il, Ggm
       default: break;
     }
     if (is_70b && (t == GgmlType::Q3_K || t == GgmlType::Q4_K)) t = GgmlType::Q5_K;
+    if (eight_experts) t = GgmlType::Q8_0;  // Mixtral-8x7B: "trades just ~128MB"
+  } else if (role == Role::kAttnK) {
+    if (eight_experts) t = GgmlType::Q8_0;
   } else if (role == Role::kFfnDown) {
     switch (ft) {
       case F::Q2_K: t = GgmlType::Q3_K; break;
@@ -146,18 +178,29 @@ GgmlType mixed_type(const SynthShape& s, FileType ft, Role role, int64_t il, Ggm
       default: break;
     }
   } else if (role == Role::kAttnOut) {
-    switch (ft) {
-      case F::Q2_K: t = GgmlType::Q3_K; break;
-      case F::Q3_K_M: t = GgmlType::Q4_K; break;
-      case F::Q3_K_L: t = GgmlType::Q5_K; break;
-      default: break;
+    if (eight_experts) {
+      switch (ft) {
+        case F::Q2_K: case F::Q3_K_S: case F::Q3_K_M: case F::IQ4_NL: case F::Q4_K_S: case F::Q4_K_M: case F::IQ4_XS:
+          t = GgmlType::Q5_K;
+          break;
+        default: break;
+      }
+    } else {
+      switch (ft) {
+        case F::Q2_K: t = GgmlType::Q3_K; break;
+        case F::Q3_K_M: t = GgmlType::Q4_K; break;
+        case F::Q3_K_L: t = GgmlType::Q5_K; break;
+        default: break;
+      }
     }
   }
   return t;
 }
 
-StatusOr<GgmlType> choose_type(const SynthShape& s, FileType ft, Role role, int64_t i_layer, int64_t ne0) {
-  if (role == Role::kNorm || role == Role::kBias || role == Role::kRopeFreqs) return GgmlType::F32;  // 1-D: never quantized
+StatusOr<GgmlType> choose_type(const SynthShape& s, FileType ft, Role role, int64_t i_layer, int64_t n_down,
+                               int64_t ne0) {
+  // 1-D tensors and the router (llama.cpp never quantizes ffn_gate_inp) stay F32.
+  if (role == Role::kNorm || role == Role::kBias || role == Role::kRopeFreqs || role == Role::kRouter) return GgmlType::F32;
   const FileTypeInfo& fi = ft_info(ft);
   GgmlType t = fi.default_type;
   if (!fi.quantized) return t;
@@ -168,7 +211,7 @@ StatusOr<GgmlType> choose_type(const SynthShape& s, FileType ft, Role role, int6
       t = GgmlType::Q6_K;
     }
   } else {
-    t = mixed_type(s, ft, role, i_layer, t);
+    t = mixed_type(s, ft, role, i_layer, n_down, t);
   }
   // Rows that do not fill a k-quant super-block fall back to a 32-element type.
   if (ne0 % block_size(t) != 0) {
@@ -446,7 +489,17 @@ Status build_layout(const SynthOptions& o, const std::vector<SynthTensor>& plan,
   FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.layer_norm_rms_epsilon",
                                  gguf::value_f32(static_cast<float>(s.rms_eps))));
   FLEA_RETURN_IF_ERROR(w->add_kv(k + "rope.freq_base", gguf::value_f32(static_cast<float>(s.rope_freq_base))));
-  if (s.arch == "llama") {  // real Qwen2 files carry neither key
+  if (s.n_expert > 0) {
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "expert_count", u32(s.n_expert)));
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "expert_used_count", u32(s.n_expert_used)));
+  }
+  if (s.arch == "llama4") {
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.key_length", u32(s.head_dim())));
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "attention.value_length", u32(s.head_dim())));
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "interleave_moe_layer_step", u32(s.moe_every)));
+    FLEA_RETURN_IF_ERROR(w->add_kv(k + "expert_feed_forward_length", u32(s.n_ff_exp)));
+  }
+  if (s.arch != "qwen2") {  // real Qwen2 files carry neither key
     FLEA_RETURN_IF_ERROR(w->add_kv(k + "rope.dimension_count", u32(s.head_dim())));
     FLEA_RETURN_IF_ERROR(w->add_kv(k + "vocab_size", u32(s.n_vocab)));
   }
@@ -506,6 +559,14 @@ Status validate_shape(const SynthShape& s) {
   }
   if (!(s.rms_eps > 0.0) || !(s.rms_eps < 1.0)) {
     return invalid_argument("shape " + s.name + ": rms_eps must be in (0, 1)");
+  }
+  if (s.n_expert < 0 || s.n_expert > 1024) return bad("n_expert", s.n_expert, "in 0..1024");
+  if (s.n_expert > 0) {
+    if (s.n_expert_used < 1 || s.n_expert_used > s.n_expert) return bad("n_expert_used", s.n_expert_used, "in 1..n_expert");
+    if (s.n_ff_exp <= 0 || s.n_ff_exp % 32 != 0) return bad("n_ff_exp", s.n_ff_exp, "a positive multiple of 32");
+    if (s.moe_every < 1) return bad("moe_every", s.moe_every, ">= 1");
+    // A llama file has one feed_forward_length: Mixtral-style experts are that size.
+    if (s.arch != "llama4" && s.n_ff_exp != s.n_ff) return bad("n_ff_exp", s.n_ff_exp, "n_ff for a llama MoE");
   }
   return ok_status();
 }
@@ -569,8 +630,10 @@ std::vector<std::string> synth_vocab(int64_t n_vocab) {
 StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& s, FileType ft) {
   FLEA_RETURN_IF_ERROR(validate_shape(s));
   std::vector<SynthTensor> plan;
+  int64_t n_down = 0;  // tensors llama.cpp's ffn_down rules count
+  for (int64_t il = 0; il < s.n_layer; ++il) n_down += s.is_moe_layer(il) ? 1 + (s.shared_expert ? 1 : 0) : 1;
   auto add = [&](std::string name, Role role, int64_t layer, std::vector<int64_t> ne) -> Status {
-    FLEA_ASSIGN_OR_RETURN(GgmlType type, choose_type(s, ft, role, layer, ne[0]));
+    FLEA_ASSIGN_OR_RETURN(GgmlType type, choose_type(s, ft, role, layer, n_down, ne[0]));
     SynthTensor t;
     t.name = std::move(name);
     t.type = type;
@@ -607,10 +670,22 @@ StatusOr<std::vector<SynthTensor>> synth_tensor_plan(const SynthShape& s, FileTy
     FLEA_RETURN_IF_ERROR(add(p + "attn_q.weight", Role::kAttnQ, il, {e, e}));
     if (s.qkv_bias) FLEA_RETURN_IF_ERROR(add(p + "attn_v.bias", Role::kBias, il, {ekv}));
     FLEA_RETURN_IF_ERROR(add(p + "attn_v.weight", Role::kAttnV, il, {e, ekv}));
-    FLEA_RETURN_IF_ERROR(add(p + "ffn_down.weight", Role::kFfnDown, il, {ff, e}));
-    FLEA_RETURN_IF_ERROR(add(p + "ffn_gate.weight", Role::kFfnGate, il, {e, ff}));
-    FLEA_RETURN_IF_ERROR(add(p + "ffn_norm.weight", Role::kNorm, il, {e}));
-    FLEA_RETURN_IF_ERROR(add(p + "ffn_up.weight", Role::kFfnUp, il, {e, ff}));
+    if (s.is_moe_layer(il)) {  // names sorted: *_exps, *_shexp, ffn_gate_inp among them
+      const int64_t fx = s.n_ff_exp, x = s.n_expert;
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_down_exps.weight", Role::kFfnDown, il, {fx, e, x}));
+      if (s.shared_expert) FLEA_RETURN_IF_ERROR(add(p + "ffn_down_shexp.weight", Role::kFfnDown, il, {fx, e}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_gate_exps.weight", Role::kFfnGate, il, {e, fx, x}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_gate_inp.weight", Role::kRouter, il, {e, x}));
+      if (s.shared_expert) FLEA_RETURN_IF_ERROR(add(p + "ffn_gate_shexp.weight", Role::kFfnGate, il, {e, fx}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_norm.weight", Role::kNorm, il, {e}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_up_exps.weight", Role::kFfnUp, il, {e, fx, x}));
+      if (s.shared_expert) FLEA_RETURN_IF_ERROR(add(p + "ffn_up_shexp.weight", Role::kFfnUp, il, {e, fx}));
+    } else {
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_down.weight", Role::kFfnDown, il, {ff, e}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_gate.weight", Role::kFfnGate, il, {e, ff}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_norm.weight", Role::kNorm, il, {e}));
+      FLEA_RETURN_IF_ERROR(add(p + "ffn_up.weight", Role::kFfnUp, il, {e, ff}));
+    }
   }
   return plan;
 }
@@ -627,6 +702,8 @@ std::vector<float> rope_freq_factors(const SynthShape& s) {
       factor = 1.0;
     } else if (wavelen > low_wavelen) {
       factor = s.rope_scaling_factor;
+    } else if (s.rope_high_freq_factor == s.rope_low_freq_factor) {
+      factor = s.rope_scaling_factor;  // an empty blending band
     } else {
       const double smooth = (static_cast<double>(s.rope_original_ctx) / wavelen - s.rope_low_freq_factor) /
                             (s.rope_high_freq_factor - s.rope_low_freq_factor);

@@ -43,13 +43,23 @@ struct SynthShape {
   double rope_low_freq_factor = 1.0;
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_ctx = 8192;
+  // Mixture of experts (n_expert 0: dense). MoE layers are those with (il + 1) % moe_every == 0; their
+  // experts have feed-forward size n_ff_exp (n_ff stays the dense layers' size); llama4 adds a shared
+  // expert. Routing of random weights is uniform-ish: the router is noise like every other matrix.
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;
+  int64_t moe_every = 1;
+  bool shared_expert = false;
+
+  bool is_moe_layer(int64_t il) const { return n_expert > 0 && (il + 1) % moe_every == 0; }
 
   int64_t head_dim() const { return n_head > 0 ? n_embd / n_head : 0; }
   int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
 };
 
-// Presets: tiny, pub, 1b, 7b, 13b, 70b, llama3-8b, llama3-70b, qwen2.5-7b. NotFound (listing the
-// names) otherwise.
+// Presets: tiny, pub, 1b, 7b, 13b, 70b, llama3-8b, llama3-70b, qwen2.5-7b, moe-tiny, mixtral-8x7b,
+// llama4-tiny, llama4-scout. NotFound (listing the names) otherwise.
 StatusOr<SynthShape> synth_preset(const std::string& name);
 std::vector<std::string> synth_preset_names();
 // InvalidArgument naming the field when a shape cannot form a valid llama.cpp LLaMA model.
