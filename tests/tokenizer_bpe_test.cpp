@@ -221,9 +221,8 @@ TEST(LlamaBpe, LoadAndEncodeTimings) {
   std::printf("llama-bpe: read_file %.1f ms, from_gguf %.1f ms (128256 tokens, 280147 merges); encode %.2f MiB "
               "-> %zu ids in %.1f ms (%.1f MiB/s)\n", read_ms, build_ms, text.size() / 1048576.0, ids.size(), encode_ms,
               text.size() / 1048576.0 / (encode_ms / 1000.0));
-  // Generous bounds (shared CI machines); the numbers above are what to look at.
-  EXPECT_LT(read_ms + build_ms, 5000.0);
-  EXPECT_LT(encode_ms, 10000.0);
+  // No bound on the times: the machine is shared (the project asserts no absolute time); the figures
+  // above are printed for the reader, the round trip is what is checked.
 }
 
 // The merge rule the slow, obvious way: rescan all adjacent pairs for the lowest rank.
