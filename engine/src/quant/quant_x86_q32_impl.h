@@ -95,6 +95,140 @@ struct Iq4NlW {
   static __m256i levels(const Block& b, __m256i table) { return _mm256_shuffle_epi8(table, nibbles(b.qs)); }
 };
 
+#ifdef FLEA_QUANT_VNNI
+// ---------------------------------------------------------------- 16-block groups (AVX-512)
+// The per-block float work (two fp16 scales converted, int -> float, one FMA, a broadcast) cost
+// more than the integer dot itself. Here 16 blocks share it: blocks j and j + 4 (j = 0..3, then
+// 8..11) share one 512-bit register, vpdpbusd gives 8 int32 partials per block, a
+// transpose-and-add tree leaves the 16 exact block sums in the 16 lanes of one register, and one
+// gather per operand fetches the 16 block headers. cvtph turns a header dword into two lanes:
+// (d, m) of a weight block times (d_a, s) of a Q8_1 block gives d * d_a in the even lane and the
+// min term m * s in the odd one, so one FMA per 8 blocks adds both (odd lanes of the block-sum
+// factor are 1). The signed types (Q5_0, IQ4_NL) use unsigned levels q + kBias and subtract
+// kBias * sum(a) per block (one more vpdpbusd); their odd header lanes are other bytes of the
+// block and stay masked off.
+namespace wide {
+
+constexpr int kGroup = 16;
+
+// 16 bytes of nibbles of two blocks -> 64 levels: [lo elements 0-15, 16-31, hi 0-15, 16-31].
+inline __m512i nibbles_pair(const uint8_t* lo, const uint8_t* hi) {
+  __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo)));
+  z = _mm512_mask_broadcast_i32x4(z, 0xff00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)));
+  z = _mm512_mask_srli_epi16(z, 0xff00ff00u, z, 4);  // the second copy of each block: high nibbles
+  return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
+}
+
+// Fifth bits of two blocks as a byte mask in the nibbles_pair layout.
+inline __mmask64 fifth_bits_pair(const uint8_t* lo, const uint8_t* hi) {
+  return _cvtu64_mask64(static_cast<uint64_t>(load_u32(lo)) | (static_cast<uint64_t>(load_u32(hi)) << 32));
+}
+
+template <typename W>
+struct Traits;
+template <>
+struct Traits<Q4_1W> {
+  static constexpr int kBias = 0;
+  static __m512i levels(const BlockQ4_1& lo, const BlockQ4_1& hi, __m512i) { return nibbles_pair(lo.qs, hi.qs); }
+};
+template <>
+struct Traits<Q5_1W> {
+  static constexpr int kBias = 0;
+  static __m512i levels(const BlockQ5_1& lo, const BlockQ5_1& hi, __m512i) {
+    const __m512i low = nibbles_pair(lo.qs, hi.qs);
+    return _mm512_mask_add_epi8(low, fifth_bits_pair(lo.qh, hi.qh), low, _mm512_set1_epi8(16));
+  }
+};
+template <>
+struct Traits<Q5_0W> {  // q + 16 = low + 16 * fifth bit
+  static constexpr int kBias = 16;
+  static __m512i levels(const BlockQ5_0& lo, const BlockQ5_0& hi, __m512i) {
+    const __m512i low = nibbles_pair(lo.qs, hi.qs);
+    return _mm512_mask_add_epi8(low, fifth_bits_pair(lo.qh, hi.qh), low, _mm512_set1_epi8(16));
+  }
+};
+template <>
+struct Traits<Iq4NlW> {  // table holds kIq4nlValues + 128 as bytes
+  static constexpr int kBias = 128;
+  static __m512i levels(const BlockIq4Nl& lo, const BlockIq4Nl& hi, __m512i table) {
+    return _mm512_shuffle_epi8(table, nibbles_pair(lo.qs, hi.qs));
+  }
+};
+
+// 8 registers of 16 int32 partials (register j: lanes 0-7 block lo(j), 8-15 block hi(j)) -> the
+// 16 block sums in block order, given lo(j) = j, hi(j) = j + 4 for j < 4 and 8 + .. for j >= 4.
+inline __m512i block_sums(const __m512i* z) {
+  auto pair32 = [](__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  };
+  auto pair64 = [](__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+  };
+  // u0: in each 128-bit chunk c, the chunk-c sums of z0..z3; u1 the same for z4..z7.
+  const __m512i u0 = pair64(pair32(z[0], z[1]), pair32(z[2], z[3]));
+  const __m512i u1 = pair64(pair32(z[4], z[5]), pair32(z[6], z[7]));
+  // Chunks 0 + 1 are the lo blocks, 2 + 3 the hi blocks.
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Blocks [0, 16 * ng) of the row; sum[t] = their dot with token t.
+template <typename W, int kT>
+inline void dot_groups(int64_t ng, const typename W::Block* x, const typename W::Act* const* y, float* sum) {
+  using Tr = Traits<W>;
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i w_off = _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(sizeof(typename W::Block))));
+  const __m512i a_off = _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(sizeof(typename W::Act))));
+  const __m512i spread_lo = _mm512_srli_epi32(iota, 1), spread_hi = _mm512_add_epi32(spread_lo, _mm512_set1_epi32(8));
+  const __m512i table = _mm512_xor_si512(
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))), _mm512_set1_epi8(-128));
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(Tr::kBias));
+  const __m512 ones = _mm512_set1_ps(1.0f);
+  constexpr __mmask16 kEven = 0x5555;
+  __m512 acc0[kT], acc1[kT];
+  for (int t = 0; t < kT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const typename W::Block* xb = x + kGroup * g;
+    __m512i wq[8];
+    for (int j = 0; j < 4; ++j) {
+      wq[j] = Tr::levels(xb[j], xb[j + 4], table);
+      wq[4 + j] = Tr::levels(xb[8 + j], xb[12 + j], table);
+    }
+    const __m512i wh = _mm512_i32gather_epi32(w_off, xb, 1);
+    const __m512 wf_lo = _mm512_cvtph_ps(_mm512_castsi512_si256(wh));
+    const __m512 wf_hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(wh, 1));
+    for (int t = 0; t < kT; ++t) {
+      const typename W::Act* yb = y[t] + kGroup * g;
+      __m512i z[8];
+      for (int j = 0; j < 8; ++j) {
+        const int lo = j < 4 ? j : j + 4;
+        const __m512i a = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[lo].qs))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[lo + 4].qs)), 1);
+        z[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[j], a);
+        if constexpr (Tr::kBias != 0) z[j] = _mm512_sub_epi32(z[j], _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, a));
+      }
+      const __m512 s = _mm512_cvtepi32_ps(block_sums(z));
+      const __m512i ah = _mm512_i32gather_epi32(a_off, yb, 1);
+      const __m512 af_lo = _mm512_cvtph_ps(_mm512_castsi512_si256(ah));
+      const __m512 af_hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(ah, 1));
+      if constexpr (W::kHasMin) {
+        acc0[t] = _mm512_fmadd_ps(_mm512_mul_ps(wf_lo, af_lo), _mm512_mask_permutexvar_ps(ones, kEven, spread_lo, s), acc0[t]);
+        acc1[t] = _mm512_fmadd_ps(_mm512_mul_ps(wf_hi, af_hi), _mm512_mask_permutexvar_ps(ones, kEven, spread_hi, s), acc1[t]);
+      } else {
+        acc0[t] = _mm512_mask3_fmadd_ps(_mm512_maskz_mul_ps(kEven, wf_lo, af_lo), _mm512_permutexvar_ps(spread_lo, s),
+                                        acc0[t], kEven);
+        acc1[t] = _mm512_mask3_fmadd_ps(_mm512_maskz_mul_ps(kEven, wf_hi, af_hi), _mm512_permutexvar_ps(spread_hi, s),
+                                        acc1[t], kEven);
+      }
+    }
+  }
+  for (int t = 0; t < kT; ++t) sum[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+}  // namespace wide
+#endif
+
 // Weight row `w` (n elements) against kT activation rows y[0..kT-1]; out[t] = dot.
 template <typename W, int kT>
 inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, float* out) {
@@ -139,6 +273,11 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
     }
   };
   int64_t i = 0;
+  float wide_sum[kT] = {};
+#ifdef FLEA_QUANT_VNNI
+  i = nb / wide::kGroup * wide::kGroup;
+  if (i > 0) wide::dot_groups<W, kT>(i / wide::kGroup, x, y, wide_sum);
+#endif
   if constexpr (W::kHasMin) {
     for (; i < nb; ++i) min_step(i);
   } else {
@@ -169,7 +308,7 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
     }
   }
   for (int t = 0; t < kT; ++t) {
-    out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
+    out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t])) + wide_sum[t];
     if constexpr (W::kHasMin) out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_min[t]));
   }
 }
