@@ -96,6 +96,23 @@ struct Iq4NlW {
 };
 
 #ifdef FLEA_QUANT_VNNI
+// Q4_0 / Q8_0 go through this template at the AVX-512 level only (the AVX2 level keeps
+// dot_q4_0_q8_0 / dot_q8_0_q8_0 of quant_x86_impl.h).
+struct Q4_0W {
+  using Block = BlockQ4_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i) { return _mm256_sub_epi8(nibbles(b.qs), _mm256_set1_epi8(8)); }
+};
+struct Q8_0W {
+  using Block = BlockQ8_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static __m256i levels(const Block& b, __m256i) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+#endif
+
+#ifdef FLEA_QUANT_VNNI
 // ---------------------------------------------------------------- 16-block groups (AVX-512)
 // The per-block float work (two fp16 scales converted, int -> float, one FMA, a broadcast) cost
 // more than the integer dot itself. Here 16 blocks share it: blocks j and j + 4 (j = 0..3, then
@@ -152,6 +169,22 @@ struct Traits<Iq4NlW> {  // table holds kIq4nlValues + 128 as bytes
   static constexpr int kBias = 128;
   static __m512i levels(const BlockIq4Nl& lo, const BlockIq4Nl& hi, __m512i table) {
     return _mm512_shuffle_epi8(table, nibbles_pair(lo.qs, hi.qs));
+  }
+};
+
+template <>
+struct Traits<Q4_0W> {
+  static constexpr int kBias = 8;
+  static __m512i levels(const BlockQ4_0& lo, const BlockQ4_0& hi, __m512i) { return nibbles_pair(lo.qs, hi.qs); }
+};
+template <>
+struct Traits<Q8_0W> {  // q + 128 = q with the sign bit flipped
+  static constexpr int kBias = 128;
+  static __m512i levels(const BlockQ8_0& lo, const BlockQ8_0& hi, __m512i) {
+    const __m512i q = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo.qs))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi.qs)), 1);
+    return _mm512_xor_si512(q, _mm512_set1_epi8(-128));
   }
 };
 
@@ -347,6 +380,17 @@ void dot_q5_1_q8_1_x4(int64_t n, const void* w, const void* a, size_t stride, fl
 void dot_iq4_nl_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
   q32::dot_four<q32::Iq4NlW>(n, w, a, stride, out);
 }
+
+#ifdef FLEA_QUANT_VNNI
+float dot_q4_0_q8_0_grouped(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q4_0W>(n, w, a); }
+float dot_q8_0_q8_0_grouped(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q8_0W>(n, w, a); }
+void dot_q4_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q4_0W>(n, w, a, stride, out);
+}
+void dot_q8_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  q32::dot_four<q32::Q8_0W>(n, w, a, stride, out);
+}
+#endif
 
 // Bit-identical to quantize_activation_q8_1 in quant_q32.cpp: the Q8_0 activation rule of
 // quantize_act_q8_0 (same amax, same rounding) plus s from the exact integer sum of the levels.
