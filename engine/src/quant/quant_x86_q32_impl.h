@@ -136,6 +136,17 @@ inline __m512i nibbles_pair(const uint8_t* lo, const uint8_t* hi) {
   return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
 }
 
+// The same layout with the high nibbles left in place (16 x their value): saves the shift for the
+// 4-bit types, whose high-nibble partial sums are divided by 16 (exactly) in block_sums.
+inline __m512i nibbles_pair_x16(const uint8_t* lo, const uint8_t* hi) {
+  __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo)));
+  z = _mm512_mask_broadcast_i32x4(z, 0xff00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)));
+  const __m512i lo_hi = _mm512_setr_epi32(0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, -0x0f0f0f10, -0x0f0f0f10,
+                                          -0x0f0f0f10, -0x0f0f0f10, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
+                                          -0x0f0f0f10, -0x0f0f0f10, -0x0f0f0f10, -0x0f0f0f10);  // 0xf0f0f0f0
+  return _mm512_and_si512(z, lo_hi);
+}
+
 // Fifth bits of two blocks as a byte mask in the nibbles_pair layout.
 inline __mmask64 fifth_bits_pair(const uint8_t* lo, const uint8_t* hi) {
   return _cvtu64_mask64(static_cast<uint64_t>(load_u32(lo)) | (static_cast<uint64_t>(load_u32(hi)) << 32));
@@ -143,14 +154,18 @@ inline __mmask64 fifth_bits_pair(const uint8_t* lo, const uint8_t* hi) {
 
 template <typename W>
 struct Traits;
+// kBias: levels are q + kBias; kHighX16: the second and fourth 128-bit chunks (the high nibbles)
+// hold 16 x the level (and 16 x the bias).
 template <>
 struct Traits<Q4_1W> {
   static constexpr int kBias = 0;
-  static __m512i levels(const BlockQ4_1& lo, const BlockQ4_1& hi, __m512i) { return nibbles_pair(lo.qs, hi.qs); }
+  static constexpr bool kHighX16 = true;
+  static __m512i levels(const BlockQ4_1& lo, const BlockQ4_1& hi, __m512i) { return nibbles_pair_x16(lo.qs, hi.qs); }
 };
 template <>
 struct Traits<Q5_1W> {
   static constexpr int kBias = 0;
+  static constexpr bool kHighX16 = false;
   static __m512i levels(const BlockQ5_1& lo, const BlockQ5_1& hi, __m512i) {
     const __m512i low = nibbles_pair(lo.qs, hi.qs);
     return _mm512_mask_add_epi8(low, fifth_bits_pair(lo.qh, hi.qh), low, _mm512_set1_epi8(16));
@@ -159,6 +174,7 @@ struct Traits<Q5_1W> {
 template <>
 struct Traits<Q5_0W> {  // q + 16 = low + 16 * fifth bit
   static constexpr int kBias = 16;
+  static constexpr bool kHighX16 = false;
   static __m512i levels(const BlockQ5_0& lo, const BlockQ5_0& hi, __m512i) {
     const __m512i low = nibbles_pair(lo.qs, hi.qs);
     return _mm512_mask_add_epi8(low, fifth_bits_pair(lo.qh, hi.qh), low, _mm512_set1_epi8(16));
@@ -167,6 +183,7 @@ struct Traits<Q5_0W> {  // q + 16 = low + 16 * fifth bit
 template <>
 struct Traits<Iq4NlW> {  // table holds kIq4nlValues + 128 as bytes
   static constexpr int kBias = 128;
+  static constexpr bool kHighX16 = false;
   static __m512i levels(const BlockIq4Nl& lo, const BlockIq4Nl& hi, __m512i table) {
     return _mm512_shuffle_epi8(table, nibbles_pair(lo.qs, hi.qs));
   }
@@ -175,11 +192,13 @@ struct Traits<Iq4NlW> {  // table holds kIq4nlValues + 128 as bytes
 template <>
 struct Traits<Q4_0W> {
   static constexpr int kBias = 8;
-  static __m512i levels(const BlockQ4_0& lo, const BlockQ4_0& hi, __m512i) { return nibbles_pair(lo.qs, hi.qs); }
+  static constexpr bool kHighX16 = true;
+  static __m512i levels(const BlockQ4_0& lo, const BlockQ4_0& hi, __m512i) { return nibbles_pair_x16(lo.qs, hi.qs); }
 };
 template <>
 struct Traits<Q8_0W> {  // q + 128 = q with the sign bit flipped
   static constexpr int kBias = 128;
+  static constexpr bool kHighX16 = false;
   static __m512i levels(const BlockQ8_0& lo, const BlockQ8_0& hi, __m512i) {
     const __m512i q = _mm512_inserti64x4(
         _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo.qs))),
@@ -190,6 +209,8 @@ struct Traits<Q8_0W> {  // q + 128 = q with the sign bit flipped
 
 // 8 registers of 16 int32 partials (register j: lanes 0-7 block lo(j), 8-15 block hi(j)) -> the
 // 16 block sums in block order, given lo(j) = j, hi(j) = j + 4 for j < 4 and 8 + .. for j >= 4.
+// kHighX16: the second and fourth chunks sum to 16 x their share.
+template <bool kHighX16>
 inline __m512i block_sums(const __m512i* z) {
   auto pair32 = [](__m512i a, __m512i b) {
     return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
@@ -201,8 +222,9 @@ inline __m512i block_sums(const __m512i* z) {
   const __m512i u0 = pair64(pair32(z[0], z[1]), pair32(z[2], z[3]));
   const __m512i u1 = pair64(pair32(z[4], z[5]), pair32(z[6], z[7]));
   // Chunks 0 + 1 are the lo blocks, 2 + 3 the hi blocks.
+  const __m512i high = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1));
   return _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+                          kHighX16 ? _mm512_srai_epi32(high, 4) : high);
 }
 
 // Blocks [0, 16 * ng) of the row; sum[t] = their dot with token t.
@@ -215,7 +237,10 @@ inline void dot_groups(int64_t ng, const typename W::Block* x, const typename W:
   const __m512i spread_lo = _mm512_srli_epi32(iota, 1), spread_hi = _mm512_add_epi32(spread_lo, _mm512_set1_epi32(8));
   const __m512i table = _mm512_xor_si512(
       _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))), _mm512_set1_epi8(-128));
-  const __m512i bias = _mm512_set1_epi8(static_cast<char>(Tr::kBias));
+  constexpr int kBiasHigh = Tr::kHighX16 ? 16 * Tr::kBias : Tr::kBias;  // in the high-nibble chunks
+  static_assert(kBiasHigh < 256, "the bias is an unsigned byte");
+  const __m512i bias = _mm512_mask_blend_epi32(0xf0f0, _mm512_set1_epi8(static_cast<char>(Tr::kBias)),
+                                               _mm512_set1_epi8(static_cast<char>(kBiasHigh)));
   const __m512 ones = _mm512_set1_ps(1.0f);
   constexpr __mmask16 kEven = 0x5555;
   __m512 acc0[kT], acc1[kT];
@@ -241,7 +266,7 @@ inline void dot_groups(int64_t ng, const typename W::Block* x, const typename W:
         z[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[j], a);
         if constexpr (Tr::kBias != 0) z[j] = _mm512_sub_epi32(z[j], _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, a));
       }
-      const __m512 s = _mm512_cvtepi32_ps(block_sums(z));
+      const __m512 s = _mm512_cvtepi32_ps(block_sums<Tr::kHighX16>(z));
       const __m512i ah = _mm512_i32gather_epi32(a_off, yb, 1);
       const __m512 af_lo = _mm512_cvtph_ps(_mm512_castsi512_si256(ah));
       const __m512 af_hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(ah, 1));
