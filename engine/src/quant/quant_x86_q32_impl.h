@@ -287,6 +287,80 @@ inline void dot_groups(int64_t ng, const typename W::Block* x, const typename W:
 }  // namespace wide
 #endif
 
+#ifndef FLEA_QUANT_VNNI
+// ---------------------------------------------------------------- 8-block groups (AVX2)
+// The AVX2 form of the group idea above: one block per 256-bit register (the 16-bit
+// intermediate of maddubs keeps the signed types on the |w| * sign(a, w) trick), a hadd tree
+// leaves the 8 exact block sums in the lanes of one register, and the 8 block headers are
+// assembled with scalar loads (gathers are slow on several AVX2 cores). The header lanes and the
+// one FMA per 4 blocks work as in the AVX-512 groups; the signed types clear the odd lanes.
+namespace group8 {
+
+constexpr int kGroup = 8;
+
+// 8 registers of 8 int32 partials (one block each) -> the 8 block sums in block order.
+inline __m256i block_sums(const __m256i* p) {
+  // h0: [lane-0..3 sums of blocks 0-3 | lane-4..7 sums of blocks 0-3]; h1 the same for 4-7.
+  const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+// The first 4 bytes (the fp16 header) of 8 consecutive blocks as 8 dwords.
+template <typename Block>
+inline __m256i headers(const Block* b) {
+  auto at = [&](int k) { return _mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(b + k)))); };
+  const __m128i lo = _mm_unpacklo_epi64(_mm_unpacklo_epi32(at(0), at(1)), _mm_unpacklo_epi32(at(2), at(3)));
+  const __m128i hi = _mm_unpacklo_epi64(_mm_unpacklo_epi32(at(4), at(5)), _mm_unpacklo_epi32(at(6), at(7)));
+  return _mm256_set_m128i(hi, lo);
+}
+
+// Blocks [0, 8 * ng) of the row; sum[t] = their dot with token t.
+template <typename W, int kT>
+inline void dot_groups(int64_t ng, const typename W::Block* x, const typename W::Act* const* y, float* sum) {
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  const __m256i spread_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  const __m256i spread_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  // Signed types: only the fp16 scale of each header dword is wanted; the rest becomes +0.
+  const __m256i keep = W::kHasMin ? _mm256_set1_epi32(-1) : _mm256_set1_epi32(0xffff);
+  __m256 acc0[kT], acc1[kT];
+  for (int t = 0; t < kT; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const typename W::Block* xb = x + kGroup * g;
+    __m256i wq[kGroup];
+    for (int j = 0; j < kGroup; ++j) wq[j] = W::levels(xb[j], table);
+    const __m256i wh = _mm256_and_si256(headers(xb), keep);
+    const __m256 wf_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(wh));
+    const __m256 wf_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(wh, 1));
+    for (int t = 0; t < kT; ++t) {
+      const typename W::Act* yb = y[t] + kGroup * g;
+      __m256i p[kGroup];
+      for (int j = 0; j < kGroup; ++j) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[j].qs));
+        if constexpr (W::kHasMin) {
+          p[j] = dot_u8s8(wq[j], a);
+        } else {
+          p[j] = dot_u8s8(_mm256_abs_epi8(wq[j]), _mm256_sign_epi8(a, wq[j]));
+        }
+      }
+      const __m256 s = _mm256_cvtepi32_ps(block_sums(p));
+      const __m256i ah = _mm256_and_si256(headers(yb), keep);
+      __m256 s_lo = _mm256_permutevar8x32_ps(s, spread_lo), s_hi = _mm256_permutevar8x32_ps(s, spread_hi);
+      if constexpr (W::kHasMin) {  // odd lanes carry m * s: factor 1
+        s_lo = _mm256_blend_ps(s_lo, _mm256_set1_ps(1.0f), 0xaa);
+        s_hi = _mm256_blend_ps(s_hi, _mm256_set1_ps(1.0f), 0xaa);
+      }
+      acc0[t] = _mm256_fmadd_ps(_mm256_mul_ps(wf_lo, _mm256_cvtph_ps(_mm256_castsi256_si128(ah))), s_lo, acc0[t]);
+      acc1[t] = _mm256_fmadd_ps(_mm256_mul_ps(wf_hi, _mm256_cvtph_ps(_mm256_extracti128_si256(ah, 1))), s_hi, acc1[t]);
+    }
+  }
+  for (int t = 0; t < kT; ++t) sum[t] = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));
+}
+
+}  // namespace group8
+#endif
+
 // Weight row `w` (n elements) against kT activation rows y[0..kT-1]; out[t] = dot.
 template <typename W, int kT>
 inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, float* out) {
@@ -333,9 +407,12 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
   int64_t i = 0;
   float wide_sum[kT] = {};
 #ifdef FLEA_QUANT_VNNI
-  i = nb / wide::kGroup * wide::kGroup;
-  if (i > 0) wide::dot_groups<W, kT>(i / wide::kGroup, x, y, wide_sum);
+  namespace grp = wide;
+#else
+  namespace grp = group8;
 #endif
+  i = nb / grp::kGroup * grp::kGroup;
+  if (i > 0) grp::dot_groups<W, kT>(i / grp::kGroup, x, y, wide_sum);
   if constexpr (W::kHasMin) {
     for (; i < nb; ++i) min_step(i);
   } else {
