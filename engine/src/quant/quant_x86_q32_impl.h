@@ -1,16 +1,17 @@
-// x86 dot kernels of the 32-element formats Q4_1, Q5_0, Q5_1 and IQ4_NL (against Q8_0 activations,
-// Q8_1 for Q4_1 / Q5_1) and the Q8_1 activation quantizer, included by quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers
-// dot_u8s8, hsum_ps, half_to_float and token_rows it uses) under the same ISA namespace. With
-// FLEA_QUANT_VNNI (the AVX-512 build) the fifth bits of Q5_0 / Q5_1 go through a mask register
-// and byte-masked add / sub (AVX-512BW/VL); otherwise through pshufb + compare.
+// x86 dot kernels of the 32-element formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL (against Q8_0
+// activations, Q8_1 for Q4_1 / Q5_1) and the Q8_1 activation quantizer, included by
+// quant_avx2.cpp and quant_avx512.cpp right after quant_x86_impl.h (whose helpers dot_u8s8,
+// hsum_ps, token_rows and the activation helpers it uses) under the same ISA namespace.
 //
-// One kernel template serves all four types and both the 1-token and the 4-token form: a type
-// supplies its 32 weight levels per block as bytes, either signed (Q5_0, IQ4_NL against Q8_0:
-// dotted with the |w| * sign(a, w) trick) or unsigned with a per-block min (Q4_1, Q5_1 against
-// Q8_1: u8 x s8 dot plus the min term m * s). The signed types take blocks in pairs (even and odd
-// blocks in separate accumulators, both blocks' scales converted together); each token's float
-// ops are the same whatever the token count, so the 4-token form is bit-identical to the 1-token
-// one.
+// One kernel template serves all types and both the 1-token and the 4-token form. The bulk of a
+// row goes through block groups (16 blocks on 512-bit registers with FLEA_QUANT_VNNI, 8 on 256-bit
+// ones otherwise): exact integer block sums land in the lanes of one register and the fp16 block
+// headers are converted a group at a time, so the scale work and the FMA are paid once per group
+// rather than once per block. The remaining blocks (fewer than a group) take the per-block path:
+// a type supplies its 32 weight levels per block as bytes, either signed (dotted with the
+// |w| * sign(a, w) trick) or unsigned with a per-block min (Q4_1, Q5_1 against Q8_1: u8 x s8 dot
+// plus the min term m * s). Each token's float ops are the same whatever the token count, so the
+// 4-token form is bit-identical to the 1-token one.
 #pragma once
 
 #include <immintrin.h>
@@ -95,9 +96,8 @@ struct Iq4NlW {
   static __m256i levels(const Block& b, __m256i table) { return _mm256_shuffle_epi8(table, nibbles(b.qs)); }
 };
 
-#ifdef FLEA_QUANT_VNNI
-// Q4_0 / Q8_0 go through this template at the AVX-512 level only (the AVX2 level keeps
-// dot_q4_0_q8_0 / dot_q8_0_q8_0 of quant_x86_impl.h).
+// Q4_0 / Q8_0 also go through this template (dot_*_grouped below; quant_x86_impl.h keeps the
+// older per-block kernels).
 struct Q4_0W {
   using Block = BlockQ4_0;
   using Act = BlockQ8_0;
@@ -110,7 +110,6 @@ struct Q8_0W {
   static constexpr bool kHasMin = false;
   static __m256i levels(const Block& b, __m256i) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
 };
-#endif
 
 #ifdef FLEA_QUANT_VNNI
 // ---------------------------------------------------------------- 16-block groups (AVX-512)
@@ -374,11 +373,11 @@ inline void dot_rows(int64_t n, const void* w, const typename W::Act* const* y, 
     acc[0][t] = acc[1][t] = _mm256_setzero_ps();
     acc_min[t] = _mm_setzero_ps();
   }
-  // Q4_1 / Q5_1: block i into acc[0]. They keep one accumulator in block order, as llama.cpp's
-  // kernels do: their d term and min term nearly cancel when the activations have a common
-  // offset, so even the float summation order shows in the logits (one slot: ~1e-14 NMSE vs
-  // llama.cpp on the reference models, two: ~5e-5). The four fp16 scalars (d, m | d_a, s)
-  // convert in one instruction.
+  // Q4_1 / Q5_1 tail blocks: block i into acc[0], in block order. Their d term and min term
+  // nearly cancel when the activations have a common offset, so the float summation order shows
+  // in the logits: the groups' order moves the reference models' NMSE vs llama.cpp from ~1e-14 to
+  // up to ~1e-5, well inside the 2e-3 bound (llama.cpp itself is ~1.5e-4 from exact math). The
+  // four fp16 scalars (d, m | d_a, s) convert in one instruction.
   auto min_step = [&](int64_t i) {
     if constexpr (W::kHasMin) {
       const __m256i q = W::levels(x[i], table);
@@ -483,7 +482,6 @@ void dot_iq4_nl_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, 
   q32::dot_four<q32::Iq4NlW>(n, w, a, stride, out);
 }
 
-#ifdef FLEA_QUANT_VNNI
 float dot_q4_0_q8_0_grouped(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q4_0W>(n, w, a); }
 float dot_q8_0_q8_0_grouped(int64_t n, const void* w, const void* a) { return q32::dot_one<q32::Q8_0W>(n, w, a); }
 void dot_q4_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
@@ -492,7 +490,6 @@ void dot_q4_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t st
 void dot_q8_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
   q32::dot_four<q32::Q8_0W>(n, w, a, stride, out);
 }
-#endif
 
 // Bit-identical to quantize_activation_q8_1 in quant_q32.cpp: the Q8_0 activation rule of
 // quantize_act_q8_0 (same amax, same rounding) plus s from the exact integer sum of the levels.
