@@ -8,10 +8,10 @@
 namespace flea::quant::internal {
 
 const KernelSet& avx2_kernels() {
-  static const KernelSet k{avx2::dot_q4_0_q8_0, avx2::dot_q8_0_q8_0, avx2::dot_q4_k_q8_k,
+  static const KernelSet k{avx2::dot_q4_0_q8_0_grouped, avx2::dot_q8_0_q8_0_grouped, avx2::dot_q4_k_q8_k,
                            avx2::dot_q5_k_q8_k, avx2::dot_q6_k_q8_k, avx2::dot_f16_256,
                            avx2::dot_bf16_256,  avx2::dot_f32_256,
-                           avx2::dot_q4_0_q8_0_x4, avx2::dot_q8_0_q8_0_x4, avx2::dot_q4_k_q8_k_x4,
+                           avx2::dot_q4_0_q8_0_grouped_x4, avx2::dot_q8_0_q8_0_grouped_x4, avx2::dot_q4_k_q8_k_x4,
                            avx2::dot_q6_k_q8_k_x4, avx2::quantize_act_q8_0,
                            avx2::quantize_act_q8_k,
                            avx2::dot_q4_1_q8_1, avx2::dot_q5_0_q8_0, avx2::dot_q5_1_q8_1,

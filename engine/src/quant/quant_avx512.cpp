@@ -1,6 +1,8 @@
-// AVX-512 kernels: the integer formats use the shared 256-bit kernels with VNNI's fused
-// multiply-adds (on Zen 4 a 512-bit op costs two 256-bit ones, so the win is the fused
-// instruction, not the width); the float formats use 512-bit loads, F16 conversion and BF16 dots.
+// AVX-512 kernels: the k-quants use the shared 256-bit kernels with VNNI's fused multiply-adds
+// (on Zen 4 a 512-bit op costs two 256-bit ones, so the win is the fused instruction, not the
+// width); the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) take 16 blocks at a time
+// on 512-bit registers (quant_x86_q32_impl.h), which amortizes their per-block scale work; the
+// float formats use 512-bit loads, F16 conversion and BF16 dots.
 // GCC 12 warns about _mm512_undefined_* inside its own avx512fintrin.h (a known false positive).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -70,10 +72,10 @@ float dot_bf16_512(int64_t n, const void* w, const void* a) {
 namespace flea::quant::internal {
 
 const KernelSet& avx512_kernels() {
-  static const KernelSet k{avx512::dot_q4_0_q8_0, avx512::dot_q8_0_q8_0, avx512::dot_q4_k_q8_k,
+  static const KernelSet k{avx512::dot_q4_0_q8_0_grouped, avx512::dot_q8_0_q8_0_grouped, avx512::dot_q4_k_q8_k,
                            avx512::dot_q5_k_q8_k, avx512::dot_q6_k_q8_k, avx512::dot_f16_512,
                            avx512::dot_bf16_512,  avx512::dot_f32_512,
-                           avx512::dot_q4_0_q8_0_x4, avx512::dot_q8_0_q8_0_x4, avx512::dot_q4_k_q8_k_x4,
+                           avx512::dot_q4_0_q8_0_grouped_x4, avx512::dot_q8_0_q8_0_grouped_x4, avx512::dot_q4_k_q8_k_x4,
                            avx512::dot_q6_k_q8_k_x4, avx512::quantize_act_q8_0,
                            avx512::quantize_act_q8_k,
                            avx512::dot_q4_1_q8_1, avx512::dot_q5_0_q8_0, avx512::dot_q5_1_q8_1,

@@ -42,67 +42,7 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 #endif
 }
 
-// Signed int8 x int8 dot through the unsigned-by-signed instruction: |x| * (y * sign(x)).
-inline __m256i dot_s8s8(__m256i x, __m256i y) {
-  return dot_u8s8(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x));
-}
-
-// ---------------------------------------------------------------- Q8_0 / Q4_0
-
-float dot_q8_0_q8_0(int64_t n, const void* w, const void* a) {
-  const auto* x = static_cast<const BlockQ8_0*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
-  const int64_t nb = n / kQk0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 1 < nb; i += 2) {
-    const __m256i p0 = dot_s8s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs)));
-    const __m256i p1 = dot_s8s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i + 1].qs)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i + 1].qs)));
-    const __m256 d0 = _mm256_set1_ps(half_to_float(x[i].d) * half_to_float(y[i].d));
-    const __m256 d1 = _mm256_set1_ps(half_to_float(x[i + 1].d) * half_to_float(y[i + 1].d));
-    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i p = dot_s8s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs)));
-    const __m256 d = _mm256_set1_ps(half_to_float(x[i].d) * half_to_float(y[i].d));
-    acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
-  }
-  return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-// 16 packed bytes -> 32 levels in element order (low nibbles = elements 0-15), minus 8.
-inline __m256i unpack_q4_0(const uint8_t* qs) {
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-  return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
-}
-
-float dot_q4_0_q8_0(int64_t n, const void* w, const void* a) {
-  const auto* x = static_cast<const BlockQ4_0*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
-  const int64_t nb = n / kQk0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 1 < nb; i += 2) {
-    const __m256i p0 = dot_s8s8(unpack_q4_0(x[i].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs)));
-    const __m256i p1 = dot_s8s8(unpack_q4_0(x[i + 1].qs),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i + 1].qs)));
-    const __m256 d0 = _mm256_set1_ps(half_to_float(x[i].d) * half_to_float(y[i].d));
-    const __m256 d1 = _mm256_set1_ps(half_to_float(x[i + 1].d) * half_to_float(y[i + 1].d));
-    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i p = dot_s8s8(unpack_q4_0(x[i].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs)));
-    const __m256 d = _mm256_set1_ps(half_to_float(x[i].d) * half_to_float(y[i].d));
-    acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
-  }
-  return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
+// Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL: quant_x86_q32_impl.h (block groups).
 
 // ---------------------------------------------------------------- k-quants
 
@@ -237,54 +177,6 @@ constexpr int kTok = 4;
 template <typename Block>
 inline void token_rows(const void* a, size_t stride, const Block** y) {
   for (int t = 0; t < kTok; ++t) y[t] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(a) + t * stride);
-}
-
-template <bool kIsQ4>
-void dot_q8_0_family_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-  const BlockQ8_0* y[kTok];
-  token_rows(a, stride, y);
-  const int64_t nb = n / kQk0;
-  __m256 acc0[kTok], acc1[kTok];
-  for (int t = 0; t < kTok; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  auto load_w = [&](int64_t i) {
-    if constexpr (kIsQ4) {
-      return unpack_q4_0(static_cast<const BlockQ4_0*>(w)[i].qs);
-    } else {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const BlockQ8_0*>(w)[i].qs));
-    }
-  };
-  auto w_scale = [&](int64_t i) {
-    if constexpr (kIsQ4) {
-      return half_to_float(static_cast<const BlockQ4_0*>(w)[i].d);
-    } else {
-      return half_to_float(static_cast<const BlockQ8_0*>(w)[i].d);
-    }
-  };
-  auto step = [&](int64_t i, __m256* acc) {
-    const __m256i wq = load_w(i);
-    const __m256i aw = _mm256_abs_epi8(wq);
-    const float dw = w_scale(i);
-    for (int t = 0; t < kTok; ++t) {
-      const __m256i yq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
-      const __m256i p = dot_u8s8(aw, _mm256_sign_epi8(yq, wq));
-      const __m256 d = _mm256_set1_ps(dw * half_to_float(y[t][i].d));
-      acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
-    }
-  };
-  int64_t i = 0;
-  for (; i + 1 < nb; i += 2) {
-    step(i, acc0);
-    step(i + 1, acc1);
-  }
-  for (; i < nb; ++i) step(i, acc0);
-  for (int t = 0; t < kTok; ++t) out[t] = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));
-}
-
-void dot_q8_0_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-  dot_q8_0_family_x4<false>(n, w, a, stride, out);
-}
-void dot_q4_0_q8_0_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
-  dot_q8_0_family_x4<true>(n, w, a, stride, out);
 }
 
 void dot_q4_k_q8_k_x4(int64_t n, const void* w, const void* a, size_t stride, float* out) {
