@@ -37,6 +37,7 @@ inline void split_scales(__m256i sc16, __m256i* lo, __m256i* hi) {
 
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
+
 // ---------------------------------------------------------------- Q2_K
 
 template <int NT>
@@ -48,6 +49,7 @@ void q2_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
   __m256 acc[NT], acc_m[NT];
   for (int t = 0; t < NT; ++t) acc[t] = acc_m[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQkK; ++i) {
+    prefetch_ahead(x + i);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     const __m256i scales = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, m4));
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
@@ -108,6 +110,7 @@ void q3_k_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out) {
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQkK; ++i) {
+    prefetch_ahead(x + i);
     const __m256i scales = q3_k_scales(x[i].scales);
     __m256i sv[2];
     split_scales(scales, &sv[0], &sv[1]);
@@ -173,6 +176,7 @@ void iq4_xs_rows(int64_t n, const void* w, const BlockQ8K* const* y, float* out)
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQkK; ++i) {
+    prefetch_ahead(x + i);
     const __m256i sv = iq4_xs_scales(x[i]);
     __m256i sum_lo[NT], sum_hi[NT];  // two independent multiply-add chains
     for (int t = 0; t < NT; ++t) sum_lo[t] = sum_hi[t] = _mm256_setzero_si256();
