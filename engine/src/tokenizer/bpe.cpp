@@ -45,21 +45,6 @@ size_t hash_key(uint64_t key) {
   return static_cast<size_t>(key);
 }
 
-std::string printable(std::string_view s, size_t max_len = 40) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > max_len) out += "...";
-  return out;
-}
 
 // A run of bytes of the piece being merged; prev/next link the live symbols; id -1 = absorbed
 // into its left neighbour (or a byte the vocab lacks, which never merges).
@@ -86,6 +71,22 @@ struct CandidateAfter {
 };
 
 }  // namespace
+
+std::string printable(std::string_view s, size_t max_len) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
 
 uint32_t byte_to_codepoint(uint8_t byte) { return tables().cp[byte]; }
 

@@ -27,6 +27,8 @@ uint32_t byte_to_codepoint(uint8_t byte);
 std::string spelling_to_bytes(std::string_view spelling);
 // Bytes -> vocab spelling (" hello" -> "Ġhello").
 std::string bytes_to_spelling(std::string_view bytes);
+// For error messages: control bytes as \xNN, cut after max_len bytes with "...".
+std::string printable(std::string_view s, size_t max_len = 40);
 
 class Model {
  public:

@@ -69,21 +69,7 @@ int parse_byte_token(const std::string& text) {
   return hi * 16 + lo;
 }
 
-std::string printable(const std::string& s, size_t max_len = 40) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > max_len) out += "...";
-  return out;
-}
+using bpe::printable;
 
 Status missing_pre_tokenizer() {
   return not_found(std::string(kKeyPre) + " is missing: a byte-level BPE vocabulary needs its pre-tokenizer "
