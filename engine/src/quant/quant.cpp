@@ -143,13 +143,8 @@ void quantize_q8_0(const float* src, void* dst, int64_t n) {
 // round-half-even (the SIMD rounding mode), d stored as fp16(amax / 127).
 void quantize_activation_q8_0(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_0*>(dst);
-  for (int64_t i = 0; i < n / kQk0; ++i, src += kQk0) {
-    float amax = 0;
-    for (int j = 0; j < kQk0; ++j) amax = std::max(amax, std::fabs(src[j]));
-    b[i].d = fp32_to_fp16(amax / 127.f);
-    const float id = amax != 0 ? 127.f / amax : 0.0f;
-    for (int j = 0; j < kQk0; ++j) b[i].qs[j] = static_cast<int8_t>(nearest_int(src[j] * id));
-  }
+  int32_t sum;
+  for (int64_t i = 0; i < n / kQk0; ++i, src += kQk0) internal::quantize_block_q8(src, &b[i].d, b[i].qs, &sum);
 }
 
 float dot_q8_0_q8_0_scalar(int64_t n, const void* w, const void* a) {

@@ -2,9 +2,12 @@
 // which alone are compiled with ISA flags) and small helpers shared by every level.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "quant/fp16.h"
 #include "quant/quant.h"
 
 namespace flea::quant::internal {
@@ -71,6 +74,24 @@ inline int nearest_int(float v) {
   int32_t bits;
   std::memcpy(&bits, &shifted, 4);
   return (bits & 0x007fffff) - 0x00400000;
+}
+
+// One 32-value block of a Q8_0/Q8_1 activation as llama.cpp rounds it: d = amax / 127 (stored as
+// fp16 in *d_fp16), q = round-half-even(x * 127 / amax). Returns the unrounded d (Q8_1's block sum is
+// fp16(d * sum q) with it) and the sum of the levels.
+inline float quantize_block_q8(const float* x, uint16_t* d_fp16, int8_t* qs, int32_t* level_sum) {
+  float amax = 0;
+  for (int j = 0; j < kQk0; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.f;
+  *d_fp16 = fp32_to_fp16(d);
+  const float id = amax != 0 ? 127.f / amax : 0.0f;
+  int32_t sum = 0;
+  for (int j = 0; j < kQk0; ++j) {
+    qs[j] = static_cast<int8_t>(nearest_int(x[j] * id));
+    sum += qs[j];
+  }
+  *level_sum = sum;
+  return d;
 }
 
 }  // namespace flea::quant::internal

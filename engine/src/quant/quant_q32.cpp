@@ -261,16 +261,8 @@ float dot_iq4_nl_q8_0_scalar(int64_t n, const void* w, const void* a) {
 void quantize_activation_q8_1(const float* src, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_1*>(dst);
   for (int64_t i = 0; i < n / kQk0; ++i, src += kQk0) {
-    float amax = 0;
-    for (int j = 0; j < kQk0; ++j) amax = std::max(amax, std::fabs(src[j]));
-    const float d = amax / 127.f;
-    b[i].d = fp32_to_fp16(d);
-    const float id = amax != 0 ? 127.f / amax : 0.0f;
-    int32_t sum = 0;
-    for (int j = 0; j < kQk0; ++j) {
-      b[i].qs[j] = static_cast<int8_t>(nearest_int(src[j] * id));
-      sum += b[i].qs[j];
-    }
+    int32_t sum;
+    const float d = quantize_block_q8(src, &b[i].d, b[i].qs, &sum);
     b[i].s = fp32_to_fp16(d * static_cast<float>(sum));
   }
 }

@@ -300,17 +300,25 @@ inline __m256i round_pack_32(const float* x, __m256 scale) {
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// internal::quantize_block_q8 with SIMD (bit-identical): stores d as fp16 and the 32 levels, returns
+// the unrounded d and the levels in *q.
+inline float quantize_block_q8(const float* x, uint16_t* d_fp16, int8_t* qs, __m256i* q) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x));
+  for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + 8 * k)));
+  const float amax = hmax_ps(m);
+  const float d = amax / 127.f;
+  *d_fp16 = fp32_to_fp16(d);
+  const float id = amax != 0 ? 127.f / amax : 0.0f;
+  *q = round_pack_32(x, _mm256_set1_ps(id));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), *q);
+  return d;
+}
+
 void quantize_act_q8_0(const float* x, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_0*>(dst);
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  for (int64_t i = 0; i < n / kQk0; ++i, x += kQk0) {
-    __m256 m = _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x));
-    for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + 8 * k)));
-    const float amax = hmax_ps(m);
-    b[i].d = fp32_to_fp16(amax / 127.f);
-    const float id = amax != 0 ? 127.f / amax : 0.0f;
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs), round_pack_32(x, _mm256_set1_ps(id)));
-  }
+  __m256i q;
+  for (int64_t i = 0; i < n / kQk0; ++i, x += kQk0) quantize_block_q8(x, &b[i].d, b[i].qs, &q);
 }
 
 void quantize_act_q8_k(const float* x, void* dst, int64_t n) {

@@ -502,16 +502,9 @@ void dot_q8_0_q8_0_grouped_x4(int64_t n, const void* w, const void* a, size_t st
 // quantize_act_q8_0 (same amax, same rounding) plus s from the exact integer sum of the levels.
 void quantize_act_q8_1(const float* x, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_1*>(dst);
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < n / kQk0; ++i, x += kQk0) {
-    __m256 m = _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x));
-    for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + 8 * k)));
-    const float amax = hmax_ps(m);
-    const float d = amax / 127.f;
-    b[i].d = fp32_to_fp16(d);
-    const float id = amax != 0 ? 127.f / amax : 0.0f;
-    const __m256i q = round_pack_32(x, _mm256_set1_ps(id));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs), q);
+    __m256i q;
+    const float d = quantize_block_q8(x, &b[i].d, b[i].qs, &q);
     const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
     __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
     s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
