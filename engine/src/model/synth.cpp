@@ -294,10 +294,12 @@ constexpr double kRmsQ3 = 2.3452;        // q - 4, q in 0..7
 constexpr double kRmsQ2Scale = 11.7260;  // 4-bit sub-block scales uniform in 8..15
 constexpr double kRmsSignedScale = 23.9479;  // 6-bit scale - 32, uniform in 16..31
 
+// Block scale jitter, uniform in [0.75, 1.25) from the top bits of w (its rms is kRmsJitter).
+inline double jitter(uint64_t w) { return 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53; }
+
 // A block scale of random sign (centres formats whose integer levels are lopsided) with jitter.
 inline double signed_scale(uint64_t w, double sd, double rms) {
-  const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
-  return (w & 1 ? -1.0 : 1.0) * sd / (rms * kRmsJitter) * jitter;
+  return (w & 1 ? -1.0 : 1.0) * sd / (rms * kRmsJitter) * jitter(w);
 }
 
 struct TensorGen {
@@ -331,39 +333,26 @@ struct TensorGen {
         }
         break;
       }
-      case GgmlType::Q8_0:  // d, qs[32]: value = d * q
-      case GgmlType::Q4_0:  // d, qs[16]: value = d * (q - 8)
-      case GgmlType::Q5_0: {  // d, qh[4], qs[16]: value = d * (q - 16)
-        const double rms = t->type == GgmlType::Q8_0 ? kRmsQ8 : t->type == GgmlType::Q4_0 ? kRmsQ4 : kRmsQ5;
-        const uint64_t w = rng.next();
-        // Random sign per block centres the slightly lopsided integer ranges.
-        const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
-        const double d = (w & 1 ? -1.0 : 1.0) * sd / (rms * kRmsJitter) * jitter;
-        put_f16(out, static_cast<float>(d));
-        rng.fill(out + 2, unit_bytes - 2);
-        break;
-      }
-      case GgmlType::Q5_1: {  // d, m, qh[4], qs[16]: value = d * q + m, m = -15.5 d
-        const uint64_t w = rng.next();
-        const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
-        const float d = fp16_to_fp32(fp32_to_fp16(static_cast<float>(sd / (kRmsQ5Centred * kRmsJitter) * jitter)));
-        put_f16(out, d);
-        put_f16(out + 2, -15.5f * d);
-        rng.fill(out + 4, unit_bytes - 4);
-        break;
-      }
-      case GgmlType::Q4_1: {  // d, m, qs[16]: value = d * q + m, m = -7.5 d
-        const uint64_t w = rng.next();
-        const double jitter = 0.75 + 0.5 * static_cast<double>(w >> 11) * 0x1.0p-53;
-        const float d = fp16_to_fp32(fp32_to_fp16(static_cast<float>(sd / (kRmsQ4Centred * kRmsJitter) * jitter)));
-        put_f16(out, d);
-        put_f16(out + 2, -7.5f * d);
-        rng.fill(out + 4, unit_bytes - 4);
-        break;
-      }
+      case GgmlType::Q8_0:    // d, qs[32]: value = d * q
+      case GgmlType::Q4_0:    // d, qs[16]: value = d * (q - 8)
+      case GgmlType::Q5_0:    // d, qh[4], qs[16]: value = d * (q - 16)
       case GgmlType::IQ4_NL: {  // d, qs[16]: value = d * kIq4nlValues[q]
-        put_f16(out, static_cast<float>(signed_scale(rng.next(), sd, kRmsIq4)));
+        const double rms = t->type == GgmlType::Q8_0   ? kRmsQ8
+                           : t->type == GgmlType::Q4_0 ? kRmsQ4
+                           : t->type == GgmlType::Q5_0 ? kRmsQ5
+                                                       : kRmsIq4;
+        put_f16(out, static_cast<float>(signed_scale(rng.next(), sd, rms)));
         rng.fill(out + 2, unit_bytes - 2);
+        break;
+      }
+      case GgmlType::Q4_1:    // d, m, qs[16]: value = d * q + m, m = -7.5 d
+      case GgmlType::Q5_1: {  // d, m, qh[4], qs[16]: value = d * q + m, m = -15.5 d
+        const bool q5 = t->type == GgmlType::Q5_1;
+        const float d = fp16_to_fp32(fp32_to_fp16(
+            static_cast<float>(sd / ((q5 ? kRmsQ5Centred : kRmsQ4Centred) * kRmsJitter) * jitter(rng.next()))));
+        put_f16(out, d);
+        put_f16(out + 2, (q5 ? -15.5f : -7.5f) * d);
+        rng.fill(out + 4, unit_bytes - 4);
         break;
       }
       case GgmlType::IQ4_XS: {  // d, scales_h, scales_l[4], qs[128]: value = d * (ls - 32) * kIq4nlValues[q]
