@@ -390,19 +390,8 @@ TEST(QuantLowKDot, FourTokenKernelsAreBitIdenticalToSingleToken) {
         const std::vector<float> x = gaussian(n, 40 + static_cast<uint32_t>(k), 1.0f);
         quantize_row_q8_k(x.data(), acts.data() + k * stride, n);
       }
-      int levels_with_x4 = 0;
-      for (const char* level : available_levels()) {
-        force_simd_level(level);
-        if (ops(t)->vec_dot_x4 == nullptr) continue;
-        ++levels_with_x4;
-        float got[kVecDotTokens];
-        ops(t)->vec_dot_x4(n, w.data(), acts.data(), stride, got);
-        for (int k = 0; k < kVecDotTokens; ++k) {
-          EXPECT_EQ(got[k], ops(t)->vec_dot(n, w.data(), acts.data() + k * stride))
-              << type_info(t).name << " " << level << " token " << k;
-        }
-      }
-      force_simd_level(best.c_str());
+      const int levels_with_x4 = expect_x4_equals_single(t, n, w.data(), acts.data(), stride, available_levels(),
+                                                         "blocks=" + std::to_string(blocks));
       if (best != "scalar") {
         EXPECT_GT(levels_with_x4, 0) << type_info(t).name;
       }

@@ -379,18 +379,8 @@ TEST(QuantDot, FourTokenKernelsAreBitIdenticalToSingleToken) {
       const std::vector<float> x = gaussian(n, 40 + static_cast<uint32_t>(k), 1.0f);
       quantize_activation(o->vec_dot_type, x.data(), acts.data() + k * stride, n);
     }
-    int levels_with_x4 = 0;
-    for (const char* level : available_levels()) {
-      force_simd_level(level);
-      if (ops(t)->vec_dot_x4 == nullptr) continue;
-      ++levels_with_x4;
-      float got[kVecDotTokens];
-      ops(t)->vec_dot_x4(n, wq.data(), acts.data(), stride, got);
-      for (int k = 0; k < kVecDotTokens; ++k) {
-        EXPECT_EQ(got[k], ops(t)->vec_dot(n, wq.data(), acts.data() + k * stride)) << type_info(t).name << " " << level;
-      }
-    }
-    force_simd_level(best_simd_level());
+    const int levels_with_x4 =
+        expect_x4_equals_single(t, n, wq.data(), acts.data(), stride, available_levels(), "n=" + std::to_string(n));
     if (std::string(best_simd_level()) != "scalar") {
       EXPECT_GT(levels_with_x4, 0) << type_info(t).name;
     }

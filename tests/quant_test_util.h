@@ -61,6 +61,27 @@ inline std::vector<const char*> available_levels() {
   return levels;
 }
 
+// At each of `levels` that has a 4-token kernel for t, vec_dot_x4 over the kVecDotTokens activation
+// rows of `acts` (`stride` bytes apart) equals vec_dot on each row, bit for bit. Returns how many
+// levels had one; leaves the best level selected. `what` goes into failure messages.
+inline int expect_x4_equals_single(GgmlType t, int64_t n, const uint8_t* w, const uint8_t* acts, size_t stride,
+                                   const std::vector<const char*>& levels, const std::string& what) {
+  int levels_with_x4 = 0;
+  for (const char* level : levels) {
+    force_simd_level(level);
+    if (ops(t)->vec_dot_x4 == nullptr) continue;
+    ++levels_with_x4;
+    float got[kVecDotTokens];
+    ops(t)->vec_dot_x4(n, w, acts, stride, got);
+    for (int k = 0; k < kVecDotTokens; ++k) {
+      EXPECT_EQ(got[k], ops(t)->vec_dot(n, w, acts + k * stride))
+          << type_info(t).name << " " << level << " " << what << " token " << k;
+    }
+  }
+  force_simd_level(best_simd_level());
+  return levels_with_x4;
+}
+
 // One tensor of a reference model file, as its manifest lists it.
 struct RefTensor {
   std::string name;
