@@ -58,6 +58,20 @@ std::vector<uint8_t> make_weights(GgmlType type, int64_t cols, int64_t rows, std
 }
 
 // The CPU side of the comparison; nullptr (the caller skips) when this build lacks the type.
+// out (T, rows) = weights (rows, cols of `type`, on the device) times x (T, cols, on the device), the
+// way the session does it: x quantized into q/d in the type's activation format, then the matmul.
+void quantize_and_matmul(GgmlType type, int64_t cols, int64_t rows, int64_t T, const uint8_t* w, const float* x,
+                         void* q, float* d, float* out) {
+  cuda::Activations act;
+  act.format = cuda::activation_format(type);
+  act.cols = cols;
+  act.n_tokens = T;
+  act.q = q;
+  act.d = d;
+  cuda::quantize_activations(x, &act, nullptr);
+  cuda::matmul(cuda::DeviceMatrix{type, cols, rows, w}, act, out, nullptr);
+}
+
 const quant::QuantOps* cpu_ops_or_null(GgmlType type) {
   const quant::QuantOps* ops = quant::ops(type);
   if (ops == nullptr || ops->dequantize == nullptr || ops->vec_dot == nullptr) return nullptr;
@@ -76,8 +90,9 @@ TEST_P(CudaKernels, MatmulMatchesTheCpu) {
   // Q4_1/Q5_1: the CPU uses llama.cpp's Q8_1 (the block sum stored as fp16(d * sum q), so its logits
   // match llama.cpp's), the GPU Q8_0 with the exact sum: the min term differs by that fp16 rounding.
   const bool q8_1_on_cpu = ops->vec_dot_type == GgmlType::Q8_1 && cuda::activation_format(type) == GgmlType::Q8_0;
-  if (!q8_1_on_cpu)
+  if (!q8_1_on_cpu) {
     ASSERT_EQ(ops->vec_dot_type, cuda::activation_format(type)) << ti.name << ": CPU and CUDA quantize activations differently";
+  }
   std::mt19937 rng(1234 + static_cast<uint32_t>(type));
   // rows not a multiple of the 4 rows per block; Q3_K rows of 768 are 330 bytes (2-byte aligned starts)
   const int64_t cols = 768, rows = 203;
@@ -95,14 +110,7 @@ TEST_P(CudaKernels, MatmulMatchesTheCpu) {
     DevBuf<float> dd(cuda::activation_d_bytes(fmt, T, cols) / 4 + 1);
     ASSERT_EQ(cudaMemcpy(dx.p, x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemset(dout.p, 0xff, want.size() * 4), cudaSuccess);  // NaN poison: every output must be written
-    cuda::Activations act;
-    act.format = fmt;
-    act.cols = cols;
-    act.n_tokens = T;
-    act.q = dq.p;
-    act.d = dd.p;
-    cuda::quantize_activations(dx.p, &act, nullptr);
-    cuda::matmul(cuda::DeviceMatrix{type, cols, rows, dw.p}, act, dout.p, nullptr);
+    quantize_and_matmul(type, cols, rows, T, dw.p, dx.p, dq.p, dd.p, dout.p);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
     std::vector<float> got(want.size());
     ASSERT_EQ(cudaMemcpy(got.data(), dout.p, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -166,14 +174,7 @@ TEST_P(CudaKernels, MatchesTheHostBuildOfTheChunkCode) {
   ASSERT_EQ(cudaMemcpy(dw.p, w.data(), w.size(), cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(dx.p, x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemset(dout.p, 0xff, static_cast<size_t>(T * rows) * 4), cudaSuccess);
-  cuda::Activations act;
-  act.format = fmt;
-  act.cols = cols;
-  act.n_tokens = T;
-  act.q = dq.p;
-  act.d = dd.p;
-  cuda::quantize_activations(dx.p, &act, nullptr);
-  cuda::matmul(cuda::DeviceMatrix{type, cols, rows, dw.p}, act, dout.p, nullptr);
+  quantize_and_matmul(type, cols, rows, T, dw.p, dx.p, dq.p, dd.p, dout.p);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   std::vector<int8_t> q(q_bytes);
   std::vector<float> d(d_count), got(static_cast<size_t>(T * rows));
