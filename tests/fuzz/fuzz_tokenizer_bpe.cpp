@@ -8,23 +8,15 @@
 #include <memory>
 #include <string>
 
-#include "gguf/gguf.h"
-#include "tokenizer/tokenizer.h"
+#include "fuzz_vocab.h"
 
 namespace {
 
 const flea::Tokenizer* tokenizer() {
   static std::unique_ptr<flea::Tokenizer> tok = [] {
-    const char* env = std::getenv("FLEA_FUZZ_BPE_VOCAB");
-    const std::string path = env ? env : FLEA_FUZZ_BPE_VOCAB_DEFAULT;
-    auto f = flea::gguf::read_file(path);
-    if (!f.ok()) {
-      std::fprintf(stderr, "fuzz_tokenizer_bpe: %s (set FLEA_FUZZ_BPE_VOCAB)\n", f.status().message().c_str());
-      std::abort();
-    }
-    auto t = flea::Tokenizer::from_gguf(*f);
-    if (!t.ok() || !t->is_byte_level()) std::abort();
-    return std::make_unique<flea::Tokenizer>(std::move(*t));
+    auto t = flea::fuzz::load_vocab("FLEA_FUZZ_BPE_VOCAB", FLEA_FUZZ_BPE_VOCAB_DEFAULT, "fuzz_tokenizer_bpe");
+    if (!t->is_byte_level()) std::abort();  // this target is for byte-level BPE vocabularies
+    return t;
   }();
   return tok.get();
 }
