@@ -253,6 +253,12 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch_hits"] = tel.value("prefetch_hits", 0);
   j["prefetch_misses"] = tel.value("prefetch_misses", 0);
   j["layers"] = layers;
+  if (model.hp.n_expert > 0) {  // rows routed to each expert, per MoE layer, over the timed reps
+    nlohmann::json routed = nlohmann::json::array();
+    for (int64_t il = 0; il < model.hp.n_layer; ++il)
+      if (model.hp.is_moe_layer(il)) routed.push_back({{"layer", il}, {"rows", session.stats().expert_rows[static_cast<size_t>(il)]}});
+    j["expert_routing"] = routed;
+  }
   j["huge_pages"] = huge_pages_json(opts.residency, provider_buffers(engine->weights.get()));
   j["peak_rss_bytes"] = peak_rss_bytes();
 #ifdef FLEA_HAVE_CUDA

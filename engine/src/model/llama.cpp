@@ -96,6 +96,7 @@ float silu(float x) { return x / (1.0f + std::exp(-x)); }
 void ForwardStats::reset(int64_t n_layer) {
   acquire_ns.assign(static_cast<size_t>(n_layer), 0);
   compute_ns.assign(static_cast<size_t>(n_layer), 0);
+  expert_rows.assign(static_cast<size_t>(n_layer), {});
   forward_calls = 0;
 }
 
@@ -166,8 +167,8 @@ void Session::ensure_scratch(int64_t T) {
 // with FFN_e(v) = W_down[e] (silu(W_gate[e] v) * (W_up[e] v)). Computed expert by expert: the rows
 // routed to expert e are gathered and go through its three matrices (slab e of each 3-D tensor) in one
 // batch.
-void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
-                      int64_t T) {
+void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt,
+                      const LayerWeights& w, int64_t T) {
   const auto& hp = model_.hp;
   const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert, K = hp.n_expert_used;
   const bool on_input = hp.gating == MoeGating::kSigmoidOnInput;
@@ -193,6 +194,11 @@ void Session::moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCoun
       weights[static_cast<size_t>(e)].push_back(
           on_input ? 1.0f / (1.0f + std::exp(-r[e])) : static_cast<float>(std::exp(static_cast<double>(r[e] - top)) / sum));
     }
+  }
+  if (static_cast<size_t>(il) < stats_.expert_rows.size()) {
+    auto& count = stats_.expert_rows[static_cast<size_t>(il)];
+    count.resize(static_cast<size_t>(X), 0);
+    for (int64_t e = 0; e < X; ++e) count[static_cast<size_t>(e)] += static_cast<int64_t>(rows[static_cast<size_t>(e)].size());
   }
   // Expert e's matrix in a 3-D tensor: ne[1] rows starting at e * ne[1] rows.
   auto slab = [&](LayerTensor which, int64_t e) {
@@ -356,7 +362,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     // ---- feed-forward block (SwiGLU; a mixture of them when the model has experts)
     rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kFfnNorm]), xn_.data(), T, E, eps);
     if (hp.is_moe_layer(il)) {
-      moe_ffn(lt, w, T);  // x += the chosen experts' (weighted) outputs (+ the shared expert's)
+      moe_ffn(il, lt, w, T);  // x += the chosen experts' (weighted) outputs (+ the shared expert's)
     } else {
       cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
       cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)

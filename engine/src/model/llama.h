@@ -123,6 +123,9 @@ struct Model {
 struct ForwardStats {
   std::vector<int64_t> acquire_ns;  // [n_layer]
   std::vector<int64_t> compute_ns;  // [n_layer]
+  // MoE routing: rows routed to each expert of each layer ([n_layer][n_expert], empty for dense
+  // layers).
+  std::vector<std::vector<int64_t>> expert_rows;
   int64_t forward_calls = 0;
   void reset(int64_t n_layer);
 };
@@ -177,7 +180,8 @@ class Session : public Evaluator {
  private:
   void ensure_scratch(int64_t n_tokens);
   // The mixture-of-experts feed-forward of one layer: reads xn_, adds into x_.
-  void moe_ffn(const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w, int64_t T);
+  void moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
+               int64_t T);
 
   const Model& model_;
   WeightProvider* weights_;
