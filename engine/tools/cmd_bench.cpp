@@ -37,6 +37,31 @@ nlohmann::json huge_pages_json(const ResidencyOptions& opts, const ProviderBuffe
           {"anon_huge_bytes", b.anon_huge_bytes}};
 }
 
+// Expert-granular residency over the timed tokens: the plan's expert figures next to what the
+// streamer saw (hits, misses, experts and bytes read per token), per layer and in total.
+nlohmann::json experts_json(const Plan& plan, const nlohmann::json& tel, int64_t tokens) {
+  nlohmann::json x = {{"residency", plan.expert_residency}, {"policy", plan.expert_policy},
+                      {"layers", plan.n_expert_layers}, {"cache_per_layer", plan.expert_cache_per_layer},
+                      {"predicted_hit_rate", plan.predicted_expert_hit_rate}};
+  const int64_t hits = tel.value("expert_hits", int64_t{0}), misses = tel.value("expert_misses", int64_t{0});
+  uint64_t bytes = 0;
+  nlohmann::json per_layer = nlohmann::json::array();
+  for (const auto& l : tel.value("layers", nlohmann::json::array())) {
+    const int64_t h = l.value("expert_hits", int64_t{0}), m = l.value("expert_misses", int64_t{0});
+    if (h + m == 0) continue;
+    bytes += l.value("expert_bytes", uint64_t{0});
+    per_layer.push_back({{"layer", l.value("layer", 0)}, {"hits", h}, {"misses", m}, {"bytes", l.value("expert_bytes", uint64_t{0})}});
+  }
+  x["hits"] = hits;
+  x["misses"] = misses;
+  x["hit_rate"] = hits + misses > 0 ? nlohmann::json(static_cast<double>(hits) / static_cast<double>(hits + misses)) : nlohmann::json(nullptr);
+  x["expert_read_bytes"] = bytes;
+  x["experts_read_per_token"] = tokens > 0 ? static_cast<double>(misses) / static_cast<double>(tokens) : 0.0;
+  x["expert_bytes_per_token"] = tokens > 0 ? bytes / static_cast<uint64_t>(tokens) : 0;
+  x["per_layer"] = per_layer;
+  return x;
+}
+
 int cmd_bench(int argc, char** argv) {
   CLI::App app("Measure prompt processing (pp) and token generation (tg) throughput with repetitions "
                "and raw samples; prints one JSON object.", "flea bench");
@@ -258,6 +283,7 @@ int cmd_bench(int argc, char** argv) {
     for (int64_t il = 0; il < model.hp.n_layer; ++il)
       if (model.hp.is_moe_layer(il)) routed.push_back({{"layer", il}, {"rows", session.stats().expert_rows[static_cast<size_t>(il)]}});
     j["expert_routing"] = routed;
+    j["experts"] = experts_json(*engine->plan, tel, timed_tokens);
   }
   j["huge_pages"] = huge_pages_json(opts.residency, provider_buffers(engine->weights.get()));
   j["peak_rss_bytes"] = peak_rss_bytes();

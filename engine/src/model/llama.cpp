@@ -166,9 +166,11 @@ void Session::ensure_scratch(int64_t T) {
 //   Llama 4 (kSigmoidOnInput): x[t] += sum_{e in S} FFN_e(sigmoid(r_e) h)  (+ FFN_shared(h))
 // with FFN_e(v) = W_down[e] (silu(W_gate[e] v) * (W_up[e] v)). Computed expert by expert: the rows
 // routed to expert e are gathered and go through its three matrices (slab e of each 3-D tensor) in one
-// batch.
-void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt,
-                      const LayerWeights& w, int64_t T) {
+// batch. When the provider streams experts one by one (null expert tensors in `w`), the experts
+// routed to are asked for after routing, in ascending id order and in groups of at most
+// expert_capacity(il); the arithmetic is the same either way. Returns the time blocked on them.
+StatusOr<int64_t> Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt,
+                                   const LayerWeights& w, int64_t T) {
   const auto& hp = model_.hp;
   const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert, K = hp.n_expert_used;
   const bool on_input = hp.gating == MoeGating::kSigmoidOnInput;
@@ -200,11 +202,14 @@ void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLay
     count.resize(static_cast<size_t>(X), 0);
     for (int64_t e = 0; e < X; ++e) count[static_cast<size_t>(e)] += static_cast<int64_t>(rows[static_cast<size_t>(e)].size());
   }
-  // Expert e's matrix in a 3-D tensor: ne[1] rows starting at e * ne[1] rows.
-  auto slab = [&](LayerTensor which, int64_t e) {
+  // Expert e's matrix in a 3-D tensor: ne[1] rows (slab e), at `data`.
+  auto slab = [&](LayerTensor which, const uint8_t* data) {
     const gguf::TensorInfo& t = info(which);
-    const size_t bytes = static_cast<size_t>(t.ne[1]) * t.row_bytes();
-    return cpu::WeightView{t.type, t.ne[0], t.ne[1], w[which] + static_cast<size_t>(e) * bytes};
+    return cpu::WeightView{t.type, t.ne[0], t.ne[1], data};
+  };
+  auto slab_bytes = [&](LayerTensor which) {
+    const gguf::TensorInfo& t = info(which);
+    return static_cast<size_t>(t.ne[1]) * t.row_bytes();
   };
   // out (n, E) = down(silu(gate in) * (up in)) for in (n, E); gate_/up_ are scratch.
   auto swiglu = [&](const cpu::WeightView& gate, const cpu::WeightView& up, const cpu::WeightView& down, float* in,
@@ -214,11 +219,10 @@ void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLay
     for (int64_t i = 0; i < n * F; ++i) gate_[static_cast<size_t>(i)] = silu(gate_[static_cast<size_t>(i)]) * up_[static_cast<size_t>(i)];
     cpu::matmul(down, gate_.data(), n, out, pool_);  // (n, E)
   };
-  for (int64_t e = 0; e < X; ++e) {
+  auto run_expert = [&](int64_t e, const ExpertSlabs& sl) {
     const auto& idx = rows[static_cast<size_t>(e)];
     const auto& we = weights[static_cast<size_t>(e)];
     const int64_t n = static_cast<int64_t>(idx.size());
-    if (n == 0) continue;
     expert_in_.resize(static_cast<size_t>(n * E));
     for (int64_t i = 0; i < n; ++i) {
       const float* h = &xn_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)];
@@ -226,13 +230,39 @@ void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLay
       const float scale = on_input ? we[static_cast<size_t>(i)] : 1.0f;
       for (int64_t d = 0; d < E; ++d) in[d] = scale * h[d];
     }
-    swiglu(slab(LayerTensor::kFfnGateExps, e), slab(LayerTensor::kFfnUpExps, e), slab(LayerTensor::kFfnDownExps, e),
-           expert_in_.data(), n, expert_in_.data());
+    swiglu(slab(LayerTensor::kFfnGateExps, sl.gate), slab(LayerTensor::kFfnUpExps, sl.up),
+           slab(LayerTensor::kFfnDownExps, sl.down), expert_in_.data(), n, expert_in_.data());
     for (int64_t i = 0; i < n; ++i) {
       const float scale = on_input ? 1.0f : we[static_cast<size_t>(i)];
       float* xr = &x_[static_cast<size_t>(idx[static_cast<size_t>(i)] * E)];
       const float* yr = &expert_in_[static_cast<size_t>(i * E)];
       for (int64_t d = 0; d < E; ++d) xr[d] += scale * yr[d];
+    }
+  };
+  std::vector<int> routed;
+  for (int64_t e = 0; e < X; ++e)
+    if (!rows[static_cast<size_t>(e)].empty()) routed.push_back(static_cast<int>(e));
+  int64_t waited_ns = 0;
+  if (w[LayerTensor::kFfnGateExps] != nullptr) {
+    for (int e : routed) {
+      const size_t k = static_cast<size_t>(e);
+      run_expert(e, {w[LayerTensor::kFfnGateExps] + k * slab_bytes(LayerTensor::kFfnGateExps),
+                     w[LayerTensor::kFfnUpExps] + k * slab_bytes(LayerTensor::kFfnUpExps),
+                     w[LayerTensor::kFfnDownExps] + k * slab_bytes(LayerTensor::kFfnDownExps)});
+    }
+  } else {
+    const int cap = weights_->expert_capacity(static_cast<int>(il));
+    if (cap < 1)
+      return internal_error("layer " + std::to_string(il) + ": the weight provider gave no expert tensors and streams none");
+    std::vector<ExpertSlabs> slabs;
+    for (size_t at = 0; at < routed.size(); at += static_cast<size_t>(cap)) {
+      const std::vector<int> group(routed.begin() + static_cast<std::ptrdiff_t>(at),
+                                   routed.begin() + static_cast<std::ptrdiff_t>(std::min(routed.size(), at + static_cast<size_t>(cap))));
+      const int64_t t0 = steady_now_ns();
+      FLEA_RETURN_IF_ERROR(weights_->acquire_experts(static_cast<int>(il), group, &slabs));
+      waited_ns += steady_now_ns() - t0;
+      for (size_t i = 0; i < group.size(); ++i) run_expert(group[i], slabs[i]);
+      weights_->release_experts(static_cast<int>(il));
     }
   }
   if (hp.shared_expert) {  // every token, unweighted
@@ -242,6 +272,7 @@ void Session::moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLay
            expert_in_.data());
     for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += expert_in_[static_cast<size_t>(i)];
   }
+  return waited_ns;
 }
 
 Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) {
@@ -284,6 +315,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     const int64_t t_acquire = steady_now_ns();
     FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(static_cast<int>(il)));
     const int64_t t_compute = steady_now_ns();
+    int64_t expert_wait_ns = 0;  // blocked on experts read after routing (counted as acquire time)
     const auto& lt = L.layers[static_cast<size_t>(il)];
     auto W = [&](LayerTensor which) { return view(*lt[static_cast<int>(which)], w[which]); };
 
@@ -362,7 +394,13 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     // ---- feed-forward block (SwiGLU; a mixture of them when the model has experts)
     rmsnorm(x_.data(), reinterpret_cast<const float*>(w[LayerTensor::kFfnNorm]), xn_.data(), T, E, eps);
     if (hp.is_moe_layer(il)) {
-      moe_ffn(il, lt, w, T);  // x += the chosen experts' (weighted) outputs (+ the shared expert's)
+      // x += the chosen experts' (weighted) outputs (+ the shared expert's)
+      StatusOr<int64_t> waited = moe_ffn(il, lt, w, T);
+      if (!waited.ok()) {
+        weights_->release(static_cast<int>(il));
+        return waited.status();
+      }
+      expert_wait_ns = *waited;
     } else {
       cpu::matmul(W(LayerTensor::kFfnGate), xn_.data(), T, gate_.data(), pool_);  // (T, F)
       cpu::matmul(W(LayerTensor::kFfnUp), xn_.data(), T, up_.data(), pool_);      // (T, F)
@@ -373,8 +411,8 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
 
     weights_->release(static_cast<int>(il));
     const int64_t t_done = steady_now_ns();
-    stats_.acquire_ns[static_cast<size_t>(il)] += t_compute - t_acquire;
-    stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute;
+    stats_.acquire_ns[static_cast<size_t>(il)] += t_compute - t_acquire + expert_wait_ns;
+    stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute - expert_wait_ns;
   }
   n_past_ = next;
   if (!logits) return ok_status();

@@ -179,8 +179,9 @@ class Session : public Evaluator {
 
  private:
   void ensure_scratch(int64_t n_tokens);
-  // The mixture-of-experts feed-forward of one layer: reads xn_, adds into x_.
-  void moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
+  // The mixture-of-experts feed-forward of one layer: reads xn_, adds into x_; returns the time
+  // spent blocked on experts the provider reads after routing.
+  StatusOr<int64_t> moe_ffn(int64_t il, const std::array<const gguf::TensorInfo*, kLayerTensorCount>& lt, const LayerWeights& w,
                int64_t T);
 
   const Model& model_;

@@ -58,6 +58,13 @@ struct LayerWeights {
   const uint8_t* operator[](LayerTensor t) const { return data[static_cast<int>(t)]; }
 };
 
+// One expert's three matrices: slab e of ffn_gate_exps, ffn_up_exps and ffn_down_exps.
+struct ExpertSlabs {
+  const uint8_t* gate = nullptr;
+  const uint8_t* up = nullptr;
+  const uint8_t* down = nullptr;
+};
+
 class WeightProvider {
  public:
   virtual ~WeightProvider() = default;
@@ -68,6 +75,18 @@ class WeightProvider {
   // The forward pass is done with layer `il`; the provider may evict it.
   virtual void release(int il) = 0;
   virtual std::string name() const = 0;
+
+  // Expert-granular residency. A MoE layer whose LayerWeights has null ffn_*_exps streams its
+  // experts one by one: after routing, the forward pass asks for the experts it needs, at most
+  // expert_capacity(il) at a time (in groups when a batch routes to more), computes them and gives
+  // them back with release_experts(il) (release(il) also gives back any still held). `out[i]` are
+  // the slabs of `ids[i]`, valid until then. Providers that keep whole layers never get asked.
+  virtual int expert_capacity(int il) const { return 0; }
+  virtual Status acquire_experts(int il, const std::vector<int>& ids, std::vector<ExpertSlabs>* out) {
+    return unimplemented("this weight provider does not stream experts (layer " + std::to_string(il) + ")");
+  }
+  virtual void release_experts(int il) {}
+
   // Blocks until no read is queued or in flight. Measurement boundaries call it so a prefetch that
   // straddles the boundary is counted on one side every time; resident weights have nothing to wait for.
   virtual void wait_idle() {}

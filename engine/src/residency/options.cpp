@@ -54,6 +54,21 @@ void add_residency_flags(CLI::App& app, ResidencyOptions* o) {
                  "(madvise; O_DIRECT then pins 512x fewer pages per read); off: 4 KiB pages")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  app.add_option("--expert-residency", o->expert_residency,
+                 "MoE layers that stream: expert = read the dense part ahead, then only the routed experts "
+                 "(with an expert cache); layer = read every expert with the layer")
+      ->check(CLI::IsMember({"expert", "layer"}))
+      ->capture_default_str();
+  app.add_option("--expert-cache", o->expert_cache,
+                 "experts kept in RAM per MoE layer after use; -1 = as many as --ram-budget-mb leaves "
+                 "(none when the budget is 0 = unlimited)")
+      ->check(CLI::Range(-1, 4096))
+      ->capture_default_str();
+  app.add_option("--expert-policy", o->expert_policy,
+                 "which cached expert of a layer gives way: lru = least recently used; lfu = least often "
+                 "routed so far (an expert routed less often than every cached one is not cached)")
+      ->check(CLI::IsMember({"lru", "lfu"}))
+      ->capture_default_str();
 }
 
 Status validate_residency_options(const ResidencyOptions& o) {
@@ -69,6 +84,12 @@ Status validate_residency_options(const ResidencyOptions& o) {
     return out_of_range("--io-block-kb must be a non-negative multiple of 4, got " + std::to_string(o.io_block_kb));
   if (o.huge_pages != "on" && o.huge_pages != "off")
     return invalid_argument("--huge-pages '" + o.huge_pages + "' unknown; expected on or off");
+  if (o.expert_residency != "expert" && o.expert_residency != "layer")
+    return invalid_argument("--expert-residency '" + o.expert_residency + "' unknown; expected expert or layer");
+  if (o.expert_cache < -1 || o.expert_cache > 4096)
+    return out_of_range("--expert-cache must be in [-1, 4096], got " + std::to_string(o.expert_cache));
+  if (o.expert_policy != "lru" && o.expert_policy != "lfu")
+    return invalid_argument("--expert-policy '" + o.expert_policy + "' unknown; expected lru or lfu");
   return ok_status();
 }
 

@@ -24,11 +24,18 @@ struct ResidencyOptions {
   // Staging slots, cached layers and the globals buffer ask for transparent huge pages (on) or
   // stay on 4 KiB pages (off); see io/aligned_buffer.h for why it matters to O_DIRECT.
   std::string huge_pages = "on";
+  // Mixture-of-experts layers that stream: `expert` reads the dense part (attention, router, shared
+  // expert) ahead like any layer and then only the routed experts, through a per-layer expert cache;
+  // `layer` streams the whole layer, every expert, as a dense one (the layer-granular baseline).
+  std::string expert_residency = "expert";
+  int expert_cache = -1;            // experts cached per MoE layer; -1 = as many as --ram-budget-mb allows
+  std::string expert_policy = "lru";  // lru | lfu: which cached expert of a layer gives way
   std::string fault_plan;           // tests only: wraps the backend in faulty() (see FaultPlan::parse)
 };
 
 // --residency --io --prefetch --vram-budget-mb --ram-budget-mb --throttle-gb-s --io-threads
-// --queue-depth --io-block-kb --huge-pages, with help text and allowed values.
+// --queue-depth --io-block-kb --huge-pages --expert-residency --expert-cache --expert-policy, with
+// help text and allowed values.
 void add_residency_flags(CLI::App& app, ResidencyOptions* opts);
 
 // Range and name checks (the CLI validators do the same; this is for the harness and tests).

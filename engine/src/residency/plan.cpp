@@ -1,6 +1,7 @@
 #include "residency/plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cinttypes>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -55,6 +56,73 @@ std::vector<ReadSpan> plan_spans(std::vector<std::pair<uint64_t, uint64_t>> t) {
   return spans;
 }
 
+namespace {
+constexpr std::array<LayerTensor, 3> kExpertTensors = {LayerTensor::kFfnGateExps, LayerTensor::kFfnUpExps,
+                                                       LayerTensor::kFfnDownExps};
+bool is_expert_tensor(int t) {
+  return std::find(kExpertTensors.begin(), kExpertTensors.end(), static_cast<LayerTensor>(t)) != kExpertTensors.end();
+}
+
+// `<arch>.expert_used_count`: the experts each token is routed to (llama_hparams validated it).
+StatusOr<int> expert_used_count(const gguf::File& file) {
+  FLEA_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
+  FLEA_ASSIGN_OR_RETURN(int64_t k, file.get_int(arch + ".expert_used_count"));
+  if (k < 1) return invalid_argument(file.path + ": " + arch + ".expert_used_count is " + std::to_string(k) + ", expected >= 1");
+  return static_cast<int>(k);
+}
+
+// The layer's read spans and tensor offsets in its buffer: every streamed tensor, or with
+// `experts_apart` all but the expert tensors, which are then described per expert instead.
+void set_layer_spans(const gguf::File& file, const ModelLayout& layout, LayerPlan* lp, bool experts_apart) {
+  const auto& lt = layout.layers[static_cast<size_t>(lp->layer)];
+  auto in_buffer = [&](int t) {
+    return lt[t] != nullptr && !is_resident_vector(t) && !(experts_apart && is_expert_tensor(t));
+  };
+  std::vector<std::pair<uint64_t, uint64_t>> streamed;
+  for (int t = 0; t < kLayerTensorCount; ++t)
+    if (in_buffer(t)) streamed.emplace_back(lt[t]->file_offset, lt[t]->n_bytes);
+  lp->spans = plan_spans(streamed);
+  lp->buffer_bytes = lp->read_bytes = 0;
+  for (const ReadSpan& s : lp->spans) {
+    lp->buffer_bytes += s.length;
+    lp->read_bytes += std::min(s.length, file.file_size - s.file_offset);  // last span may pass EOF
+  }
+  for (int t = 0; t < kLayerTensorCount; ++t) {
+    lp->buffer_offset[t] = kNotInBuffer;
+    if (!in_buffer(t)) continue;
+    const uint64_t off = lt[t]->file_offset;
+    for (const ReadSpan& s : lp->spans)
+      if (off >= s.file_offset && off < s.file_offset + s.length) lp->buffer_offset[t] = s.buffer_offset + (off - s.file_offset);
+  }
+  lp->experts_streamed = experts_apart;
+  if (!experts_apart) return;
+  lp->n_expert = static_cast<int>(lt[static_cast<int>(LayerTensor::kFfnGateExps)]->ne[2]);
+  for (size_t m = 0; m < kExpertTensors.size(); ++m) {
+    const gguf::TensorInfo* ti = lt[static_cast<int>(kExpertTensors[m])];
+    lp->expert_tensor_offset[m] = ti->file_offset;
+    lp->expert_slab_bytes[m] = ti->n_bytes / static_cast<uint64_t>(lp->n_expert);
+  }
+  uint64_t total = 0;
+  for (int e = 0; e < lp->n_expert; ++e) {
+    const ExpertRead r = expert_read(*lp, e);
+    for (const ReadSpan& s : r.spans) total += std::min(s.length, file.file_size - s.file_offset);
+  }
+  lp->expert_read_bytes = total / static_cast<uint64_t>(lp->n_expert);
+}
+}  // namespace
+
+ExpertRead expert_read(const LayerPlan& lp, int expert) {
+  ExpertRead r;
+  for (size_t m = 0; m < r.spans.size(); ++m) {
+    const uint64_t off = lp.expert_tensor_offset[m] + static_cast<uint64_t>(expert) * lp.expert_slab_bytes[m];
+    const uint64_t begin = io::align_down(off), end = io::align_up(off + lp.expert_slab_bytes[m]);
+    r.spans[m] = {begin, end - begin, r.buffer_bytes};
+    r.data_offset[m] = r.buffer_bytes + (off - begin);
+    r.buffer_bytes += end - begin;
+  }
+  return r;
+}
+
 StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                               const ResidencyOptions& opts, const MeasuredBandwidth* bw) {
   FLEA_RETURN_IF_ERROR(validate_residency_options(opts));
@@ -72,7 +140,6 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   for (int il = 0; il < p.n_layer; ++il) {
     LayerPlan lp;
     lp.layer = il;
-    std::vector<std::pair<uint64_t, uint64_t>> streamed;
     for (int t = 0; t < kLayerTensorCount; ++t) {
       const gguf::TensorInfo* ti = layout.layers[il][t];
       if (ti == nullptr && is_optional(static_cast<LayerTensor>(t))) continue;
@@ -84,22 +151,9 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                          ", past the end of '" + file.path + "' (" + std::to_string(file.file_size) + " bytes)");
       lp.weight_bytes += ti->n_bytes;
       if (is_resident_vector(t)) lp.norm_bytes += ti->n_bytes;
-      else streamed.emplace_back(ti->file_offset, ti->n_bytes);
     }
     lp.stream_bytes = lp.weight_bytes - lp.norm_bytes;
-    lp.spans = plan_spans(streamed);
-    for (const ReadSpan& s : lp.spans) {
-      lp.buffer_bytes += s.length;
-      lp.read_bytes += std::min(s.length, file.file_size - s.file_offset);  // last span may pass EOF
-    }
-    for (int t = 0; t < kLayerTensorCount; ++t) {
-      lp.buffer_offset[t] = kNotInBuffer;
-      if (is_resident_vector(t) || layout.layers[il][t] == nullptr) continue;
-      const uint64_t off = layout.layers[il][t]->file_offset;
-      for (const ReadSpan& s : lp.spans)
-        if (off >= s.file_offset && off < s.file_offset + s.length)
-          lp.buffer_offset[t] = s.buffer_offset + (off - s.file_offset);
-    }
+    set_layer_spans(file, layout, &lp, /*experts_apart=*/false);
     p.norm_bytes += lp.norm_bytes;
     p.model_bytes += lp.weight_bytes;
     p.layers.push_back(std::move(lp));
@@ -133,7 +187,36 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   }
   p.weight_memory_bytes = used;
 
+  // ---- expert-granular residency: streamed MoE layers read their experts one by one ----
+  p.expert_residency = opts.expert_residency;
+  p.expert_policy = opts.expert_policy;
+  bool has_experts = false;
+  for (const auto& lt : layout.layers) has_experts |= lt[static_cast<int>(LayerTensor::kFfnGateExps)] != nullptr;
+  if (has_experts) {
+    FLEA_ASSIGN_OR_RETURN(p.n_expert_used, expert_used_count(file));
+    for (LayerPlan& lp : p.layers) {
+      if (lp.placement != Placement::kStreamed || opts.expert_residency != "expert" ||
+          layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(LayerTensor::kFfnGateExps)] == nullptr)
+        continue;
+      set_layer_spans(file, layout, &lp, /*experts_apart=*/true);
+      ++p.n_expert_layers;
+      p.n_expert = std::max(p.n_expert, lp.n_expert);
+      for (int e = 0; e < lp.n_expert; ++e) p.expert_slot_bytes = std::max(p.expert_slot_bytes, expert_read(lp, e).buffer_bytes);
+    }
+  }
+  if (p.n_expert_layers > 0) {
+    p.expert_scratch_slots = p.n_expert_used;
+    if (opts.expert_cache >= 0) p.expert_cache_per_layer = std::min(opts.expert_cache, p.n_expert);
+  }
+  auto expert_pool = [&] {
+    return static_cast<uint64_t>(p.n_expert_layers * p.expert_cache_per_layer + p.expert_scratch_slots) *
+           p.expert_slot_bytes;
+  };
+
   // ---- staging ring + cache (--ram-budget-mb) ----
+  // The dense part of a layer is read every token, a cached expert only when routed to (k/n of the
+  // tokens under uniform routing), so whole dense parts are cached first and experts get the rest,
+  // unless --expert-cache reserves the expert cache first.
   auto ring_for = [&](int n_streamed, uint64_t* slot_bytes) {
     *slot_bytes = 0;
     for (const LayerPlan& lp : p.layers)
@@ -146,14 +229,22 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   int slots = ring_for(n_streamed, &slot);
   if (p.ram_budget_bytes > 0 && n_streamed > 0) {
     const uint64_t ring = static_cast<uint64_t>(slots) * slot;
-    if (ring > p.ram_budget_bytes) {
+    const uint64_t need = ring + expert_pool();
+    if (need > p.ram_budget_bytes) {
+      const std::string experts =
+          p.expert_scratch_slots == 0 ? std::string()
+          : " and " + std::to_string(p.n_expert_layers * p.expert_cache_per_layer + p.expert_scratch_slots) +
+                " expert buffers of " + mb(p.expert_slot_bytes) + " (" + std::to_string(p.expert_scratch_slots) +
+                " for the routed experts" +
+                (p.expert_cache_per_layer > 0 ? ", " + std::to_string(p.expert_cache_per_layer) + " cached per layer" : "") + ")";
       return resource_exhausted(
           "--ram-budget-mb " + std::to_string(opts.ram_budget_mb) + " is too small: --prefetch " +
           std::to_string(opts.prefetch) + " needs " + std::to_string(slots) + " staging buffers of " + mb(slot) +
-          " (the largest streamed layer) = " + mb(ring) + "; minimum --ram-budget-mb " + std::to_string(ceil_mb(ring)) +
-          (opts.prefetch > 0 ? " (or " + std::to_string(ceil_mb(slot)) + " with --prefetch 0)" : std::string()));
+          " (the largest streamed layer)" + experts + " = " + mb(need) + "; minimum --ram-budget-mb " +
+          std::to_string(ceil_mb(need)) +
+          (opts.prefetch > 0 ? " (or " + std::to_string(ceil_mb(need - ring + slot)) + " with --prefetch 0)" : std::string()));
     }
-    uint64_t left = p.ram_budget_bytes - ring;
+    uint64_t left = p.ram_budget_bytes - need;
     for (LayerPlan& lp : p.layers) {
       if (lp.placement != Placement::kStreamed || lp.buffer_bytes > left) continue;
       lp.placement = Placement::kCached;
@@ -162,12 +253,19 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     }
     n_streamed = 0;
     for (const LayerPlan& lp : p.layers) n_streamed += lp.placement == Placement::kStreamed;
+    const uint64_t ring_before = ring;
     slots = ring_for(n_streamed, &slot);
+    left += ring_before - static_cast<uint64_t>(slots) * slot;  // a ring that shrank gives its bytes back
+    if (p.n_expert_layers > 0 && opts.expert_cache < 0) {
+      const uint64_t per_layer = static_cast<uint64_t>(p.n_expert_layers) * p.expert_slot_bytes;
+      p.expert_cache_per_layer = static_cast<int>(std::min<uint64_t>(left / per_layer, static_cast<uint64_t>(p.n_expert)));
+    }
   }
   p.ring_slots = slots;
   p.slot_bytes = slots > 0 ? slot : 0;
   p.ring_bytes = static_cast<uint64_t>(p.ring_slots) * p.slot_bytes;
-  p.host_staging_bytes = p.ring_bytes + p.cache_bytes;
+  p.expert_pool_bytes = expert_pool();
+  p.host_staging_bytes = p.ring_bytes + p.cache_bytes + p.expert_pool_bytes;
 
   for (const LayerPlan& lp : p.layers) {
     switch (lp.placement) {
@@ -177,22 +275,38 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
         break;
       case Placement::kStreamed:
         ++p.n_streamed;
-        p.streamed_bytes_per_token += lp.read_bytes;
+        p.dense_bytes_per_token += lp.read_bytes;
         break;
       case Placement::kCached:
         ++p.n_cached;
         p.first_token_bytes += lp.read_bytes;
         break;
     }
+    if (lp.experts_streamed) p.expert_bytes_per_token += static_cast<uint64_t>(p.n_expert_used) * lp.expert_read_bytes;
   }
-  p.first_token_bytes += p.streamed_bytes_per_token;
+  if (p.n_expert_layers > 0) p.predicted_expert_hit_rate = static_cast<double>(p.expert_cache_per_layer) / p.n_expert;
+  p.streamed_bytes_per_token = p.dense_bytes_per_token +
+      static_cast<uint64_t>(std::llround((1.0 - p.predicted_expert_hit_rate) * static_cast<double>(p.expert_bytes_per_token)));
+  p.first_token_bytes += p.dense_bytes_per_token + p.expert_bytes_per_token;
+
+  // What one token's compute touches: every tensor, but only n_expert_used of each MoE layer's experts.
+  uint64_t active_bytes = p.global_bytes;
+  for (const LayerPlan& lp : p.layers) {
+    uint64_t expert_bytes = 0;
+    for (LayerTensor t : kExpertTensors) {
+      const gguf::TensorInfo* ti = layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(t)];
+      if (ti != nullptr) expert_bytes += ti->n_bytes;
+    }
+    const int n_exp = expert_bytes > 0 ? static_cast<int>(layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(LayerTensor::kFfnGateExps)]->ne[2]) : 1;
+    active_bytes += lp.weight_bytes - expert_bytes + expert_bytes / static_cast<uint64_t>(n_exp) * static_cast<uint64_t>(p.n_expert_used);
+  }
 
   p.disk_gb_s = bw != nullptr && bw->disk_gb_s > 0 ? bw->disk_gb_s : kDefaultDiskGbS;
   p.mem_gb_s = bw != nullptr && bw->mem_gb_s > 0 ? bw->mem_gb_s : kDefaultMemGbS;
   p.bandwidth_source = bw != nullptr && !bw->source.empty() ? bw->source : "defaults (not measured)";
   // 1 GB/s moves 1 byte per ns.
   p.predicted_io_ms = static_cast<double>(p.streamed_bytes_per_token) / p.disk_gb_s / 1e6;
-  p.predicted_compute_ms = static_cast<double>(p.model_bytes) / p.mem_gb_s / 1e6;
+  p.predicted_compute_ms = static_cast<double>(active_bytes) / p.mem_gb_s / 1e6;
   p.predicted_ms_per_token = p.prefetch > 0 ? std::max(p.predicted_io_ms, p.predicted_compute_ms)
                                             : p.predicted_io_ms + p.predicted_compute_ms;
   return p;
@@ -217,9 +331,22 @@ std::string Plan::to_string() const {
   std::snprintf(line, sizeof(line), "  predicted      %.3f ms/token (io %.3f ms at %.2f GB/s, compute %.3f ms at %.2f GB/s; %s)\n",
                 predicted_ms_per_token, predicted_io_ms, disk_gb_s, predicted_compute_ms, mem_gb_s, bandwidth_source.c_str());
   s += line;
+  if (n_expert_layers > 0) {
+    std::snprintf(line, sizeof(line),
+                  "  experts        %d layers read %d of %d experts after routing; cache %d per layer (%s), %d scratch, "
+                  "%s of buffers of %s\n",
+                  n_expert_layers, n_expert_used, n_expert, expert_cache_per_layer, expert_policy.c_str(),
+                  expert_scratch_slots, mb(expert_pool_bytes).c_str(), mb(expert_slot_bytes).c_str());
+    s += line;
+    std::snprintf(line, sizeof(line),
+                  "  per token      dense %s + experts %s uncached; predicted hit rate %.3f (uniform routing)\n",
+                  mb(dense_bytes_per_token).c_str(), mb(expert_bytes_per_token).c_str(), predicted_expert_hit_rate);
+    s += line;
+  }
   for (const LayerPlan& lp : layers) {
-    std::snprintf(line, sizeof(line), "  layer %3d  %-8s  %12" PRIu64 " bytes  read %12" PRIu64 " in %zu span(s)\n", lp.layer,
-                  placement_name(lp.placement), lp.weight_bytes, lp.read_bytes, lp.spans.size());
+    std::snprintf(line, sizeof(line), "  layer %3d  %-8s  %12" PRIu64 " bytes  read %12" PRIu64 " in %zu span(s)%s\n", lp.layer,
+                  placement_name(lp.placement), lp.weight_bytes, lp.read_bytes, lp.spans.size(),
+                  lp.experts_streamed ? " + experts one by one" : "");
     s += line;
   }
   return s;
@@ -254,12 +381,30 @@ std::string Plan::to_json() const {
   j["predicted_io_ms"] = predicted_io_ms;
   j["predicted_compute_ms"] = predicted_compute_ms;
   j["predicted_ms_per_token"] = predicted_ms_per_token;
+  if (n_expert_used > 0) {
+    j["experts"] = {{"residency", expert_residency},
+                    {"policy", expert_policy},
+                    {"n_expert", n_expert},
+                    {"n_expert_used", n_expert_used},
+                    {"layers", n_expert_layers},
+                    {"slot_bytes", expert_slot_bytes},
+                    {"cache_per_layer", expert_cache_per_layer},
+                    {"scratch_slots", expert_scratch_slots},
+                    {"pool_bytes", expert_pool_bytes},
+                    {"dense_bytes_per_token", dense_bytes_per_token},
+                    {"expert_bytes_per_token", expert_bytes_per_token},
+                    {"predicted_hit_rate", predicted_expert_hit_rate}};
+  }
   nlohmann::json layers_j = nlohmann::json::array();
   for (const LayerPlan& lp : layers) {
     nlohmann::json spans = nlohmann::json::array();
     for (const ReadSpan& sp : lp.spans) spans.push_back({{"file_offset", sp.file_offset}, {"length", sp.length}});
     layers_j.push_back({{"layer", lp.layer}, {"placement", placement_name(lp.placement)},
                         {"weight_bytes", lp.weight_bytes}, {"buffer_bytes", lp.buffer_bytes}, {"read_bytes", lp.read_bytes}, {"spans", spans}});
+    if (lp.experts_streamed) {
+      layers_j.back()["experts_streamed"] = true;
+      layers_j.back()["expert_read_bytes"] = lp.expert_read_bytes;
+    }
   }
   j["layers"] = layers_j;
   return j.dump();

@@ -36,9 +36,28 @@ struct LayerPlan {
   std::vector<ReadSpan> spans;  // cover the non-norm tensors; usually one span per layer
   uint64_t buffer_bytes = 0;    // sum of span lengths (aligned): the layer's buffer size
   uint64_t read_bytes = 0;      // bytes one load reads: buffer_bytes less what lies past EOF
-  // Where each tensor starts inside the layer buffer (kNotInBuffer for the norms).
+  // Where each tensor starts inside the layer buffer (kNotInBuffer for the norms, and for the
+  // expert tensors of a layer whose experts stream one by one).
   std::array<uint64_t, kLayerTensorCount> buffer_offset{};
+
+  // Expert-granular residency: a streamed MoE layer under --expert-residency expert. The spans
+  // above then cover the dense part only (attention, router, shared expert) and each expert is read
+  // on its own after routing (see expert_read()). weight_bytes/stream_bytes still count every expert.
+  bool experts_streamed = false;
+  int n_expert = 0;
+  std::array<uint64_t, 3> expert_tensor_offset{};  // file offsets of ffn_{gate,up,down}_exps
+  std::array<uint64_t, 3> expert_slab_bytes{};     // one expert's slab of each
+  uint64_t expert_read_bytes = 0;                  // bytes one expert's read moves (mean over experts)
 };
+
+// The reads of one expert of a layer with experts_streamed: the slabs of gate, up and down, each
+// widened to 4096-byte boundaries, back to back in the expert's buffer.
+struct ExpertRead {
+  std::array<ReadSpan, 3> spans;
+  std::array<uint64_t, 3> data_offset{};  // where each slab's first byte lands in the buffer
+  uint64_t buffer_bytes = 0;
+};
+ExpertRead expert_read(const LayerPlan& lp, int expert);
 
 // Bandwidths measured in the same run (fio, memcpy); 0 = unknown, the planner's defaults apply.
 struct MeasuredBandwidth {
@@ -68,12 +87,30 @@ struct Plan {
   uint64_t vram_budget_bytes = 0, ram_budget_bytes = 0;  // 0 = unlimited
   int n_resident = 0, n_streamed = 0, n_cached = 0;
 
-  uint64_t streamed_bytes_per_token = 0;  // steady state: streamed layers' read_bytes
+  // Expert-granular residency (zeros without layers whose experts stream one by one). Memory: each
+  // such layer caches expert_cache_per_layer experts, plus expert_scratch_slots buffers (one per
+  // routed expert) for experts in use that are not cached; all are expert_slot_bytes.
+  std::string expert_residency, expert_policy;
+  int n_expert = 0, n_expert_used = 0;
+  int n_expert_layers = 0;
+  uint64_t expert_slot_bytes = 0;
+  int expert_cache_per_layer = 0;
+  int expert_scratch_slots = 0;
+  uint64_t expert_pool_bytes = 0;         // part of host_staging_bytes
+  uint64_t dense_bytes_per_token = 0;     // streamed bytes that do not depend on routing
+  uint64_t expert_bytes_per_token = 0;    // n_expert_used experts per expert layer, none cached
+  // Hit rate of the expert cache under uniform, independent routing: cache / n_expert (a cache of c
+  // of a layer's n experts holds any given routed expert with probability c/n under either policy).
+  double predicted_expert_hit_rate = 0;
+
+  uint64_t streamed_bytes_per_token = 0;  // steady state: streamed layers' read_bytes (expert layers:
+                                          // dense part + the experts missed at the predicted hit rate)
   uint64_t first_token_bytes = 0;         // + cached layers, read once
   double disk_gb_s = 0, mem_gb_s = 0;
   std::string bandwidth_source;
   double predicted_io_ms = 0;         // streamed bytes / disk bandwidth
-  double predicted_compute_ms = 0;    // model bytes / memory bandwidth (GEMV is bandwidth-bound)
+  double predicted_compute_ms = 0;    // bytes a token's compute touches (n_expert_used of each MoE
+                                      // layer's experts) / memory bandwidth (GEMV is bandwidth-bound)
   double predicted_ms_per_token = 0;  // max(io, compute) with prefetch, their sum without
 
   std::string to_string() const;
@@ -87,6 +124,9 @@ struct Plan {
 // layers); a positive --ram-budget-mb bounds ring + cache, and streamed layers are cached (kept
 // in RAM after their first read), in order, while they fit it. An impossible budget is an error
 // that states the minimum.
+// Streamed MoE layers under --expert-residency expert read their dense part through the ring and
+// their experts after routing; the budget left after the ring and the scratch experts goes to the
+// expert cache first (--expert-cache fixes its size instead), then to caching whole dense layers.
 StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                               const ResidencyOptions& opts, const MeasuredBandwidth* bw);
 

@@ -36,6 +36,21 @@ struct LayerRuntime {
 struct Job {
   int layer;
   int64_t queued_ns;
+  int expert_slot = -1;  // >= 0: read that expert slot's expert instead of the layer
+};
+
+// Expert-granular residency: one buffer holding one expert (gate, up and down slabs) of one layer.
+// Layer l's cache owns slots [first, first + cache_per_layer); the scratch slots after every
+// layer's cache hold routed experts that are not cached, and are emptied on release.
+enum class Xs { kEmpty, kQueued, kLoading, kReady, kError };
+struct ExpertSlot {
+  int layer = -1, expert = -1;
+  Xs state = Xs::kEmpty;
+  bool pinned = false;  // routed to in the step being computed
+  bool scratch = false;
+  uint64_t last_use = 0;
+  Status error;
+  uint8_t* buf = nullptr;  // null with --io mmap (the slabs are used in place)
 };
 
 class StreamingProvider final : public WeightProvider {
@@ -61,7 +76,8 @@ class StreamingProvider final : public WeightProvider {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] {
       return stop_ || (queue_.empty() &&
-                       std::none_of(rt_.begin(), rt_.end(), [](const LayerRuntime& r) { return r.state == Rt::kLoading; }));
+                       std::none_of(rt_.begin(), rt_.end(), [](const LayerRuntime& r) { return r.state == Rt::kLoading; }) &&
+                       std::none_of(xslots_.begin(), xslots_.end(), [](const ExpertSlot& x) { return x.state == Xs::kLoading; }));
     });
   }
   std::vector<std::string> warnings() const { return backend_->warnings(); }
@@ -90,8 +106,12 @@ class StreamingProvider final : public WeightProvider {
           return resource_exhausted("cannot allocate staging slot of " + std::to_string(plan_.slot_bytes) + " bytes");
         slots_.push_back(std::move(buf));
       }
+    }
+    FLEA_RETURN_IF_ERROR(init_experts());
+    if (mapped_ == nullptr) {
       std::vector<std::pair<uint8_t*, uint64_t>> reg;
       for (io::AlignedBuffer& b : slots_) reg.emplace_back(b.data(), b.size());
+      for (io::AlignedBuffer& b : expert_bufs_) reg.emplace_back(b.data(), b.size());
       if (!reg.empty()) backend_->register_buffers(reg);
     }
     slot_owner_.assign(plan_.ring_slots, -1);
@@ -118,6 +138,89 @@ class StreamingProvider final : public WeightProvider {
   }
 
   const uint8_t* global(GlobalTensor t) override { return globals_[static_cast<int>(t)]; }
+
+  int expert_capacity(int il) const override {
+    return plan_.layers[static_cast<size_t>(il)].experts_streamed ? plan_.expert_cache_per_layer + plan_.expert_scratch_slots : 0;
+  }
+
+  // Hits are pinned first so that filling the misses cannot evict them; misses are read in
+  // parallel (front of the I/O queue, each expert its own job) and waited for together.
+  Status acquire_experts(int il, const std::vector<int>& ids, std::vector<ExpertSlabs>* out) override {
+    FLEA_CHECK(il >= 0 && il < static_cast<int>(rt_.size()), "acquire_experts: layer out of range");
+    const LayerPlan& lp = plan_.layers[static_cast<size_t>(il)];
+    if (!lp.experts_streamed)
+      return invalid_argument("layer " + std::to_string(il) + " does not stream its experts one by one");
+    if (static_cast<int>(ids.size()) > expert_capacity(il))
+      return invalid_argument("layer " + std::to_string(il) + ": " + std::to_string(ids.size()) +
+                              " experts asked for at once; at most " + std::to_string(expert_capacity(il)));
+    std::unique_lock<std::mutex> lock(mu_);
+    FLEA_CHECK(rt_[il].refs > 0, "acquire_experts of layer " + std::to_string(il) + " that was not acquired");
+    ++expert_clock_;
+    std::vector<int> slot(ids.size(), -1);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const int e = ids[i];
+      if (e < 0 || e >= lp.n_expert)
+        return out_of_range("layer " + std::to_string(il) + ": expert " + std::to_string(e) + " outside [0, " +
+                            std::to_string(lp.n_expert) + ")");
+      ++expert_freq_[il][e];
+      const int s = expert_where_[il][e];
+      if (s < 0 || expert_slots_error(s)) continue;
+      slot[i] = s;
+      xslots_[s].pinned = true;
+      xslots_[s].last_use = expert_clock_;
+      if (tel_ != nullptr) tel_->count_expert(il, /*hit=*/true);
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (slot[i] >= 0) continue;
+      const int s = pick_expert_slot_locked(il, ids[i]);
+      FLEA_CHECK(s >= 0, "no expert buffer free although the request fits expert_capacity");
+      ExpertSlot& x = xslots_[s];
+      x.layer = il;
+      x.expert = ids[i];
+      x.pinned = true;
+      x.last_use = expert_clock_;
+      x.state = Xs::kQueued;
+      expert_where_[il][ids[i]] = s;
+      slot[i] = s;
+      queue_.push_front({il, now(), s});
+      if (tel_ != nullptr) tel_->count_expert(il, /*hit=*/false);
+    }
+    cv_.notify_all();
+    auto settled = [&] {
+      return std::all_of(slot.begin(), slot.end(), [&](int s) { return xslots_[s].state == Xs::kReady || xslots_[s].state == Xs::kError; });
+    };
+    if (!settled()) {
+      const int64_t t0 = now();
+      cv_.wait(lock, settled);
+      if (tel_ != nullptr) tel_->add_stall(il, t0, now());
+    }
+    for (int s : slot) {
+      if (xslots_[s].state != Xs::kError) continue;
+      const Status st = xslots_[s].error;
+      release_experts_locked(il);
+      empty_expert_slot_locked(s);
+      return st;
+    }
+    out->clear();
+    for (int s : slot) {
+      const ExpertSlot& x = xslots_[s];
+      const ExpertRead r = expert_read(lp, x.expert);
+      std::array<const uint8_t*, 3> p{};
+      for (size_t m = 0; m < 3; ++m)
+        p[m] = mapped_ != nullptr ? mapped_ + lp.expert_tensor_offset[m] + static_cast<uint64_t>(x.expert) * lp.expert_slab_bytes[m]
+                                  : x.buf + r.data_offset[m];
+      out->push_back({p[0], p[1], p[2]});
+    }
+    return ok_status();
+  }
+
+  void release_experts(int il) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      release_experts_locked(il);
+    }
+    cv_.notify_all();
+  }
 
   StatusOr<LayerWeights> acquire(int il) override {
     FLEA_CHECK(il >= 0 && il < static_cast<int>(rt_.size()), "acquire: layer out of range");
@@ -171,6 +274,7 @@ class StreamingProvider final : public WeightProvider {
       LayerRuntime& r = rt_[il];
       FLEA_CHECK(r.refs > 0, "release of layer " + std::to_string(il) + " that was not acquired");
       if (--r.refs > 0) return;
+      if (lp.experts_streamed) release_experts_locked(il);
       if (tel_ != nullptr) tel_->add_compute(il, r.active_since_ns, now());
       if (lp.placement == Placement::kResident) {
         r.state = Rt::kIdle;
@@ -348,6 +452,18 @@ class StreamingProvider final : public WeightProvider {
       if (stop_) return;
       const Job job = queue_.front();
       queue_.pop_front();
+      if (job.expert_slot >= 0) {
+        ExpertSlot& x = xslots_[static_cast<size_t>(job.expert_slot)];
+        x.state = Xs::kLoading;
+        const int e = x.expert;
+        lock.unlock();
+        Status st = load_expert(job.layer, e, x.buf, tid);
+        lock.lock();
+        x.state = st.ok() ? Xs::kReady : Xs::kError;
+        x.error = st;
+        cv_.notify_all();
+        continue;
+      }
       LayerRuntime& r = rt_[job.layer];
       r.state = Rt::kLoading;
       uint8_t* dst = dest_locked(job.layer);
@@ -400,13 +516,136 @@ class StreamingProvider final : public WeightProvider {
 
   Status load_layer(int il, int tid) { return load_into(il, base_[il], tid); }
 
+  // Reads (or, mmap, faults in) expert `e` of layer `il`: its three slabs.
+  Status load_expert(int il, int e, uint8_t* dst, int tid) {
+    const ExpertRead xr = expert_read(plan_.layers[static_cast<size_t>(il)], e);
+    const uint64_t size = backend_->opened_stat().size;
+    uint64_t needed_end = 0;
+    for (const ReadSpan& s : xr.spans) needed_end = std::max(needed_end, std::min(s.file_offset + s.length, size));
+    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
+    const int64_t t0 = now();
+    uint64_t bytes = 0;
+    for (const ReadSpan& s : xr.spans) {
+      const uint64_t need = std::min(s.length, size - s.file_offset);
+      if (mapped_ != nullptr) {
+        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, need, il));
+        bytes += need;
+        continue;
+      }
+      const io::ReadRequest req{s.file_offset, s.length, dst + s.buffer_offset, il};
+      FLEA_ASSIGN_OR_RETURN(uint64_t got, backend_->read(req));
+      if (got < need)
+        return data_loss(backend_->describe(req, "file ended after " + std::to_string(got) + " of " +
+                                                     std::to_string(need) + " bytes (truncated during the run?)"));
+      bytes += got;
+    }
+    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
+    if (tel_ != nullptr) {
+      tel_->add_io(il, tid, t0, now(), bytes);
+      tel_->add_expert_bytes(il, bytes);
+    }
+    return ok_status();
+  }
+
+  Status init_experts() {
+    if (plan_.n_expert_layers == 0) return ok_status();
+    expert_where_.assign(plan_.layers.size(), {});
+    expert_freq_.assign(plan_.layers.size(), {});
+    expert_first_.assign(plan_.layers.size(), -1);
+    int n = 0;
+    for (const LayerPlan& lp : plan_.layers) {
+      if (!lp.experts_streamed) continue;
+      expert_where_[lp.layer].assign(static_cast<size_t>(lp.n_expert), -1);
+      expert_freq_[lp.layer].assign(static_cast<size_t>(lp.n_expert), 0);
+      expert_first_[lp.layer] = n;
+      n += plan_.expert_cache_per_layer;
+    }
+    xslots_.resize(static_cast<size_t>(n + plan_.expert_scratch_slots));
+    for (size_t s = 0; s < xslots_.size(); ++s) {
+      xslots_[s].scratch = static_cast<int>(s) >= n;
+      if (mapped_ != nullptr) continue;
+      io::AlignedBuffer buf;
+      if (!allocate(plan_.expert_slot_bytes, &buf))
+        return resource_exhausted("cannot allocate expert buffer of " + std::to_string(plan_.expert_slot_bytes) + " bytes");
+      xslots_[s].buf = buf.data();
+      expert_bufs_.push_back(std::move(buf));
+    }
+    return ok_status();
+  }
+
+  bool expert_slots_error(int s) const { return xslots_[static_cast<size_t>(s)].state == Xs::kError; }
+
+  // A buffer for expert `e` of layer `il`, not routed to yet in this step: an empty slot of the
+  // layer's cache, else its least recently used (lru) / least often routed (lfu) cached expert not
+  // in use, else a scratch slot. Under lfu an expert routed less often than the one it would evict
+  // goes to a scratch slot instead, when there is one. -1 when everything is pinned.
+  int pick_expert_slot_locked(int il, int e) {
+    const int first = expert_first_[il], c = plan_.expert_cache_per_layer;
+    const bool lfu = plan_.expert_policy == "lfu";
+    int victim = -1;
+    for (int s = first; s < first + c; ++s) {
+      const ExpertSlot& x = xslots_[static_cast<size_t>(s)];
+      if (x.state == Xs::kEmpty) return s;
+      if (x.pinned || x.state == Xs::kQueued || x.state == Xs::kLoading) continue;
+      if (victim < 0) {
+        victim = s;
+        continue;
+      }
+      const ExpertSlot& v = xslots_[static_cast<size_t>(victim)];
+      const int64_t fx = expert_freq_[il][x.expert], fv = expert_freq_[il][v.expert];
+      if (lfu ? (fx < fv || (fx == fv && x.last_use < v.last_use)) : x.last_use < v.last_use) victim = s;
+    }
+    auto free_scratch = [&] {
+      for (size_t s = scratch_begin(); s < xslots_.size(); ++s)
+        if (xslots_[s].state == Xs::kEmpty) return static_cast<int>(s);
+      return -1;
+    };
+    if (victim >= 0 && lfu && expert_freq_[il][xslots_[victim].expert] >= expert_freq_[il][e]) {
+      const int s = free_scratch();
+      if (s >= 0) return s;
+    }
+    if (victim >= 0) {
+      empty_expert_slot_locked(victim);
+      return victim;
+    }
+    return free_scratch();
+  }
+
+  size_t scratch_begin() const { return xslots_.size() - static_cast<size_t>(plan_.expert_scratch_slots); }
+
+  void empty_expert_slot_locked(int s) {
+    ExpertSlot& x = xslots_[static_cast<size_t>(s)];
+    if (x.layer >= 0 && expert_where_[x.layer][x.expert] == s) expert_where_[x.layer][x.expert] = -1;
+    if (mapped_ != nullptr && x.layer >= 0) {
+      for (const ReadSpan& sp : expert_read(plan_.layers[static_cast<size_t>(x.layer)], x.expert).spans)
+        io::mmap_advise_dontneed(backend_.get(), sp.file_offset, sp.length);
+    }
+    x.layer = x.expert = -1;
+    x.state = Xs::kEmpty;
+    x.pinned = false;
+    x.error = ok_status();
+  }
+
+  // Unpins the layer's experts; scratch slots are emptied (not cached).
+  void release_experts_locked(int il) {
+    for (size_t s = 0; s < xslots_.size(); ++s) {
+      ExpertSlot& x = xslots_[s];
+      if (x.layer != il || !x.pinned) continue;
+      if (x.state == Xs::kQueued || x.state == Xs::kLoading) continue;  // an abandoned read: settles later
+      x.pinned = false;
+      if (x.scratch) empty_expert_slot_locked(static_cast<int>(s));
+    }
+  }
+
   LayerWeights weights(int il) {
     const LayerPlan& lp = plan_.layers[il];
     LayerWeights w;
     const uint8_t* base = mapped_ != nullptr ? nullptr : (lp.placement == Placement::kStreamed
                                                               ? slots_[rt_[il].slot].data() : base_[il]);
     for (int t = 0; t < kLayerTensorCount; ++t) {
-      if (lp.buffer_offset[t] == kNotInBuffer) w.data[t] = norms_[il][t];  // null for an absent bias
+      // Norms and biases from the fixed buffer (null when absent); null for the expert tensors of
+      // a layer that streams experts one by one (acquire_experts supplies them).
+      if (lp.buffer_offset[t] == kNotInBuffer) w.data[t] = norms_[il][t];
       else if (mapped_ != nullptr) w.data[t] = mapped_ + tensor_offset_[il][t];
       else w.data[t] = base + lp.buffer_offset[t];
     }
@@ -432,7 +671,7 @@ class StreamingProvider final : public WeightProvider {
           continue;
         }
         tensor_offset_[il][t] = layout.layers[il][t]->file_offset;
-        if (plan_.layers[il].buffer_offset[t] == kNotInBuffer)
+        if (is_resident_vector(t))
           owned.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
       }
     }
@@ -480,8 +719,7 @@ class StreamingProvider final : public WeightProvider {
     }
     for (size_t il = 0; il < layout.layers.size(); ++il)
       for (int t = 0; t < kLayerTensorCount; ++t)
-        norms_[il][t] = plan_.layers[il].buffer_offset[t] == kNotInBuffer && layout.layers[il][t] != nullptr
-                            ? locate(tensor_offset_[il][t]) : nullptr;
+        norms_[il][t] = is_resident_vector(t) && layout.layers[il][t] != nullptr ? locate(tensor_offset_[il][t]) : nullptr;
     return ok_status();
   }
 
@@ -508,11 +746,17 @@ class StreamingProvider final : public WeightProvider {
   std::vector<io::AlignedBuffer> layer_bufs_;  // resident + cached layers
   std::vector<uint8_t*> base_;                 // per layer: its own buffer (resident/cached) or null
   std::vector<io::AlignedBuffer> slots_;
+  std::vector<io::AlignedBuffer> expert_bufs_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<LayerRuntime> rt_;
   std::vector<int> slot_owner_;  // layer in each ring slot, -1 = free
+  std::vector<ExpertSlot> xslots_;                  // every layer's expert cache, then the scratch slots
+  std::vector<std::vector<int>> expert_where_;      // [layer][expert]: its slot, -1 when not in memory
+  std::vector<std::vector<int64_t>> expert_freq_;   // [layer][expert]: times routed to (lfu)
+  std::vector<int> expert_first_;                   // [layer]: its first cache slot (-1: not an expert layer)
+  uint64_t expert_clock_ = 0;                       // one tick per acquire_experts
   std::deque<Job> queue_;
   int last_acquired_ = 0;
   int64_t acquires_done_ = 0;

@@ -57,6 +57,7 @@ void Telemetry::reset() {
   read_bytes_ = 0;
   stall_ns_ = io_ns_ = 0;
   hits_ = misses_ = 0;
+  expert_hits_ = expert_misses_ = 0;
   peak_rss_ = 0;
   dropped_events_ = 0;
 }
@@ -113,6 +114,23 @@ void Telemetry::count_prefetch(bool hit) {
   (hit ? hits_ : misses_)++;
 }
 
+void Telemetry::count_expert(int layer, bool hit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  LayerStats& ls = layer_locked(layer);
+  if (hit) {
+    ++expert_hits_;
+    ++ls.expert_hits;
+  } else {
+    ++expert_misses_;
+    ++ls.expert_misses;
+  }
+}
+
+void Telemetry::add_expert_bytes(int layer, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  layer_locked(layer).expert_bytes += bytes;
+}
+
 void Telemetry::sample_rss() {
   const uint64_t rss = current_rss_bytes();
   std::lock_guard<std::mutex> lock(mu_);
@@ -123,6 +141,8 @@ uint64_t Telemetry::read_bytes() const { std::lock_guard<std::mutex> l(mu_); ret
 int64_t Telemetry::stall_ns() const { std::lock_guard<std::mutex> l(mu_); return stall_ns_; }
 int64_t Telemetry::prefetch_hits() const { std::lock_guard<std::mutex> l(mu_); return hits_; }
 int64_t Telemetry::prefetch_misses() const { std::lock_guard<std::mutex> l(mu_); return misses_; }
+int64_t Telemetry::expert_hits() const { std::lock_guard<std::mutex> l(mu_); return expert_hits_; }
+int64_t Telemetry::expert_misses() const { std::lock_guard<std::mutex> l(mu_); return expert_misses_; }
 uint64_t Telemetry::peak_rss_bytes() const { std::lock_guard<std::mutex> l(mu_); return peak_rss_; }
 std::vector<Transition> Telemetry::transitions() const { std::lock_guard<std::mutex> l(mu_); return transitions_; }
 std::vector<LayerStats> Telemetry::layers() const { std::lock_guard<std::mutex> l(mu_); return layers_; }
@@ -136,12 +156,15 @@ std::string Telemetry::to_json() const {
   j["io_ns"] = io_ns_;
   j["prefetch_hits"] = hits_;
   j["prefetch_misses"] = misses_;
+  j["expert_hits"] = expert_hits_;
+  j["expert_misses"] = expert_misses_;
   j["peak_rss_bytes"] = peak_rss_;
   j["dropped_events"] = dropped_events_;
   nlohmann::json layers = nlohmann::json::array();
   for (const LayerStats& ls : layers_)
     layers.push_back({{"layer", ls.layer}, {"load_ns", ls.load_ns}, {"compute_ns", ls.compute_ns},
-                      {"stall_ns", ls.stall_ns}, {"bytes", ls.bytes}, {"loads", ls.loads}, {"visits", ls.visits}});
+                      {"stall_ns", ls.stall_ns}, {"bytes", ls.bytes}, {"loads", ls.loads}, {"visits", ls.visits},
+                      {"expert_hits", ls.expert_hits}, {"expert_misses", ls.expert_misses}, {"expert_bytes", ls.expert_bytes}});
   j["layers"] = layers;
   return j.dump();
 }

@@ -31,6 +31,10 @@ struct LayerStats {
   int64_t stall_ns = 0;    // acquire() blocked waiting for its read
   uint64_t bytes = 0;      // bytes read for it
   int64_t loads = 0, visits = 0;
+  // Expert-granular residency (MoE layers): experts asked for after routing that were already in
+  // memory (hits) or had to be read (misses), and the bytes those reads moved (also in `bytes`).
+  int64_t expert_hits = 0, expert_misses = 0;
+  uint64_t expert_bytes = 0;
 };
 
 struct Span {  // for the Chrome trace
@@ -55,19 +59,25 @@ class Telemetry {
   void add_compute(int layer, int64_t start_ns, int64_t end_ns);
   void add_stall(int layer, int64_t start_ns, int64_t end_ns);
   void count_prefetch(bool hit);
+  void count_expert(int layer, bool hit);
+  void add_expert_bytes(int layer, uint64_t bytes);  // after add_io() for the same read
   void sample_rss();  // updates peak RSS from /proc/self/status
 
   uint64_t read_bytes() const;
   int64_t stall_ns() const;
   int64_t prefetch_hits() const;
   int64_t prefetch_misses() const;
+  int64_t expert_hits() const;
+  int64_t expert_misses() const;
   uint64_t peak_rss_bytes() const;
   std::vector<Transition> transitions() const;
   std::vector<LayerStats> layers() const;
   std::vector<Span> spans() const;
 
   // {"read_bytes","stall_ns","prefetch_hits","prefetch_misses","peak_rss_bytes","io_ns",
-  //  "layers":[{"layer","load_ns","compute_ns","stall_ns","bytes","loads","visits"}]}
+  //  "expert_hits","expert_misses",
+  //  "layers":[{"layer","load_ns","compute_ns","stall_ns","bytes","loads","visits",
+  //             "expert_hits","expert_misses","expert_bytes"}]}
   std::string to_json() const;
   // Chrome trace event format: {"traceEvents":[{"name","cat":"io|compute|stall","ph":"X","ts","dur","pid","tid","args"}]}
   std::string chrome_trace() const;
@@ -83,6 +93,7 @@ class Telemetry {
   uint64_t read_bytes_ = 0;
   int64_t stall_ns_ = 0, io_ns_ = 0;
   int64_t hits_ = 0, misses_ = 0;
+  int64_t expert_hits_ = 0, expert_misses_ = 0;
   uint64_t peak_rss_ = 0;
   uint64_t dropped_events_ = 0;
 };
