@@ -297,6 +297,9 @@ void push_residency_flags(std::vector<std::string>* a, const Json& p) {
   add("--io", p["io"].get<std::string>());
   add("--prefetch", std::to_string(p["prefetch"].get<int64_t>()));
   add("--huge-pages", p.value("huge_pages", std::string("on")));
+  add("--expert-residency", p.value("expert_residency", std::string("expert")));
+  add("--expert-cache", std::to_string(p.value("expert_cache", int64_t{-1})));
+  add("--expert-policy", p.value("expert_policy", std::string("lru")));
   add("--vram-budget-mb", std::to_string(p["vram_budget_mb"].get<int64_t>()));
   add("--ram-budget-mb", std::to_string(p["ram_budget_mb"].get<int64_t>()));
   const double th = p.value("throttle_gb_s", 0.0);
@@ -438,6 +441,8 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   rec["baseline"] = nullptr;
   rec["correctness"] = nullptr;
   rec["plan"] = b.contains("plan") ? b["plan"] : Json(nullptr);
+  // MoE: the engine's expert residency figures (hits, misses, experts and bytes read per token).
+  rec["experts"] = b.contains("experts") && b["experts"].is_object() ? b["experts"] : Json(nullptr);
   if (b.contains("speculative") && b["speculative"].is_object()) rec["speculative"] = b["speculative"];
   rec["engine_warnings"] = b.contains("warnings") && b["warnings"].is_array() ? b["warnings"] : Json::array();
   // Harness overhead: the engine's timed samples are a subset of the child's wall time; what the

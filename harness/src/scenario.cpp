@@ -166,6 +166,11 @@ const std::vector<KeySpec>& scenario_keys() {
       int_key("prefetch", 1, 0, 64, true, "layers loaded ahead (0 = load then compute, 1 = double buffer)"),
       enum_key("huge_pages", "on", {"on", "off"}, true,
                "the engine's --huge-pages: staging and cache buffers on transparent huge pages (on) or 4 KiB pages"),
+      enum_key("expert_residency", "expert", {"expert", "layer"}, true,
+               "MoE layers that stream: expert = dense part ahead, then only the routed experts (expert cache); "
+               "layer = every expert with its layer"),
+      int_key("expert_cache", -1, -1, 4096, true, "experts cached per MoE layer (-1 = as many as ram_budget_mb leaves)"),
+      enum_key("expert_policy", "lru", {"lru", "lfu"}, true, "which cached expert of a layer gives way"),
       int_key("vram_budget_mb", 0, 0, 1e8, true, "weight-memory budget in MiB (0 = unlimited; capped by an emulated profile)"),
       int_key("ram_budget_mb", 0, 0, 1e9, true, "host RAM budget for staging + cache in MiB (0 = unlimited)"),
       float_key("throttle_gb_s", 0.0, 0, 10000, true, "throttle storage reads to this GB/s (0 = off; set by an emulated profile)"),

@@ -121,8 +121,8 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     }
     for (auto& p : partial) points.push_back(std::move(p));
   }
-  // 'draft' and 'draft_k' exist only on speculative points, and 'huge_pages' only where it is
-  // "off", so every other point keeps the identity (run_key, the gate's point key) it had before
+  // 'draft' and 'draft_k' exist only on speculative points, 'huge_pages' only where it is "off"
+  // and the expert_* keys only where they differ from the engine's defaults, so every other point keeps the identity (run_key, the gate's point key) it had before
   // these keys existed and baselines written then still match.
   for (auto& p : points) {
     if (!p["draft"].is_string()) {
@@ -130,6 +130,9 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
       p.erase("draft_k");
     }
     if (p.value("huge_pages", std::string("on")) == "on") p.erase("huge_pages");
+    if (p.value("expert_residency", std::string("expert")) == "expert") p.erase("expert_residency");
+    if (p.value("expert_cache", int64_t{-1}) == -1) p.erase("expert_cache");
+    if (p.value("expert_policy", std::string("lru")) == "lru") p.erase("expert_policy");
   }
   // Models in first-seen order; runs grouped by model (stable within a model).
   std::vector<std::string> model_order;

@@ -37,7 +37,8 @@ struct ProviderBuffers {
 };
 
 // `flea bench --compute none`: exactly the plan's reads for n_tokens tokens (acquire + release
-// of every layer in order), without computing.
+// of every layer in order), without computing. Layers that read experts after routing route each
+// token to n_expert_used distinct experts drawn uniformly at random (fixed seed).
 struct IoOnlyResult {
   int n_tokens = 0;
   uint64_t read_bytes = 0;  // during the timed tokens (not the resident set read at start-up)

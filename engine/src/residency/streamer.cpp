@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <numeric>
+#include <random>
 #include <thread>
 
 #include "io/aligned_buffer.h"
@@ -814,10 +816,28 @@ StatusOr<IoOnlyResult> run_io_only(const std::string& path, const gguf::File& fi
   const uint64_t bytes0 = tel->read_bytes();
   const int64_t t0 = tel->now_ns();
   provider->start(static_cast<int64_t>(n_tokens) * static_cast<int64_t>(layout.layers.size()));
+  // Layers that read experts after routing have no router to run here: each token routes to
+  // n_expert_used distinct experts drawn uniformly (a fixed seed, so runs repeat).
+  std::mt19937_64 rng(0x5eed);
+  std::vector<int> experts;
+  std::vector<ExpertSlabs> slabs;
   for (int tok = 0; tok < n_tokens; ++tok) {
     for (int il = 0; il < static_cast<int>(layout.layers.size()); ++il) {
       FLEA_ASSIGN_OR_RETURN(LayerWeights w, provider->acquire(il));
       (void)w;
+      const LayerPlan& lp = plan.layers[static_cast<size_t>(il)];
+      if (lp.experts_streamed) {
+        experts.resize(static_cast<size_t>(lp.n_expert));
+        std::iota(experts.begin(), experts.end(), 0);
+        std::shuffle(experts.begin(), experts.end(), rng);
+        experts.resize(static_cast<size_t>(std::min(plan.n_expert_used, lp.n_expert)));
+        std::sort(experts.begin(), experts.end());
+        const Status st = provider->acquire_experts(il, experts, &slabs);
+        if (!st.ok()) {
+          provider->release(il);
+          return st;
+        }
+      }
       provider->release(il);
     }
   }
