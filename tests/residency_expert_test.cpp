@@ -182,7 +182,7 @@ TEST_F(ExpertStreaming, PlanStatesDenseAndExpertBytesAndSizesTheCacheFromTheBudg
   EXPECT_EQ(p->n_expert, n);
   EXPECT_EQ(p->n_expert_used, k);
   EXPECT_EQ(p->n_expert_layers, model.hp.n_layer);
-  EXPECT_EQ(p->expert_cache_per_layer, 0) << "no budget: no cache";
+  EXPECT_EQ(p->expert_cache_slots, 0) << "no budget: no cache";
   EXPECT_EQ(p->expert_scratch_slots, k);
   uint64_t dense = 0, experts = 0, slot = 0;
   for (const LayerPlan& lp : p->layers) {
@@ -225,11 +225,36 @@ TEST_F(ExpertStreaming, PlanStatesDenseAndExpertBytesAndSizesTheCacheFromTheBudg
   EXPECT_EQ(q->n_cached, model.hp.n_layer) << "every dense part is cached first";
   EXPECT_GE(q->expert_cache_per_layer, 2);
   EXPECT_LE(q->host_staging_bytes, static_cast<uint64_t>(budget_mb) * mib);
-  EXPECT_DOUBLE_EQ(q->predicted_expert_hit_rate, static_cast<double>(q->expert_cache_per_layer) / n);
+  EXPECT_DOUBLE_EQ(q->predicted_expert_hit_rate,
+                   static_cast<double>(q->expert_cache_slots) / (n * static_cast<double>(q->n_expert_layers)));
+  // The slots are shared out evenly: the layers' caches differ by at most one and add up.
+  int sum = 0, lo = n, hi = 0;
+  for (const LayerPlan& lp : q->layers) {
+    sum += lp.expert_cache;
+    lo = std::min(lo, lp.expert_cache);
+    hi = std::max(hi, lp.expert_cache);
+  }
+  EXPECT_EQ(sum, q->expert_cache_slots);
+  EXPECT_LE(hi - lo, 1);
   EXPECT_EQ(q->streamed_bytes_per_token,
             static_cast<uint64_t>(std::llround((1.0 - q->predicted_expert_hit_rate) * static_cast<double>(experts))));
+  // With every dense part cached the ring is gone, and the expert cache takes what is left.
+  ASSERT_EQ(q->ring_slots, 0);
+  EXPECT_EQ(static_cast<uint64_t>(q->expert_cache_slots),
+            std::min<uint64_t>(static_cast<uint64_t>(n) * q->n_expert_layers,
+                               (static_cast<uint64_t>(budget_mb) * mib - q->cache_bytes - static_cast<uint64_t>(k) * slot) / slot));
+  // An odd number of slots over two layers: the first layer takes the extra one.
+  bool odd_seen = false;
+  for (int64_t mb = budget_mb - 2; mb <= budget_mb + 2 && !odd_seen; ++mb) {
+    b.ram_budget_mb = mb;
+    auto r = plan_residency(model.file, model.layout, b, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    if (r->expert_cache_slots % 2 == 0) continue;
+    odd_seen = true;
+    EXPECT_EQ(r->layers[0].expert_cache, r->layers[1].expert_cache + 1);
+  }
+  EXPECT_TRUE(odd_seen) << "no budget near " << budget_mb << " MiB gave an odd slot count";
   // Too small a budget names what it needs and the minimum.
-  b.ram_budget_mb = 0;
   b.expert_cache = n;
   b.ram_budget_mb = 1;
   auto tiny = plan_residency(model.file, model.layout, b, nullptr);

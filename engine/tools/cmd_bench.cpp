@@ -41,7 +41,8 @@ nlohmann::json huge_pages_json(const ResidencyOptions& opts, const ProviderBuffe
 // streamer saw (hits, misses, experts and bytes read per token), per layer and in total.
 nlohmann::json experts_json(const Plan& plan, const nlohmann::json& tel, int64_t tokens) {
   nlohmann::json x = {{"residency", plan.expert_residency}, {"policy", plan.expert_policy},
-                      {"layers", plan.n_expert_layers}, {"cache_per_layer", plan.expert_cache_per_layer},
+                      {"layers", plan.n_expert_layers}, {"cache_slots", plan.expert_cache_slots},
+                      {"cache_per_layer", plan.n_expert_layers > 0 ? static_cast<double>(plan.expert_cache_slots) / plan.n_expert_layers : 0.0},
                       {"predicted_hit_rate", plan.predicted_expert_hit_rate}};
   const int64_t hits = tel.value("expert_hits", int64_t{0}), misses = tel.value("expert_misses", int64_t{0});
   uint64_t bytes = 0;

@@ -206,11 +206,10 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   }
   if (p.n_expert_layers > 0) {
     p.expert_scratch_slots = p.n_expert_used;
-    if (opts.expert_cache >= 0) p.expert_cache_per_layer = std::min(opts.expert_cache, p.n_expert);
+    if (opts.expert_cache >= 0) p.expert_cache_slots = std::min(opts.expert_cache, p.n_expert) * p.n_expert_layers;
   }
   auto expert_pool = [&] {
-    return static_cast<uint64_t>(p.n_expert_layers * p.expert_cache_per_layer + p.expert_scratch_slots) *
-           p.expert_slot_bytes;
+    return static_cast<uint64_t>(p.expert_cache_slots + p.expert_scratch_slots) * p.expert_slot_bytes;
   };
 
   // ---- staging ring + cache (--ram-budget-mb) ----
@@ -233,10 +232,9 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     if (need > p.ram_budget_bytes) {
       const std::string experts =
           p.expert_scratch_slots == 0 ? std::string()
-          : " and " + std::to_string(p.n_expert_layers * p.expert_cache_per_layer + p.expert_scratch_slots) +
-                " expert buffers of " + mb(p.expert_slot_bytes) + " (" + std::to_string(p.expert_scratch_slots) +
-                " for the routed experts" +
-                (p.expert_cache_per_layer > 0 ? ", " + std::to_string(p.expert_cache_per_layer) + " cached per layer" : "") + ")";
+          : " and " + std::to_string(p.expert_cache_slots + p.expert_scratch_slots) + " expert buffers of " +
+                mb(p.expert_slot_bytes) + " (" + std::to_string(p.expert_scratch_slots) + " for the routed experts" +
+                (p.expert_cache_slots > 0 ? ", " + std::to_string(p.expert_cache_slots) + " cached" : "") + ")";
       return resource_exhausted(
           "--ram-budget-mb " + std::to_string(opts.ram_budget_mb) + " is too small: --prefetch " +
           std::to_string(opts.prefetch) + " needs " + std::to_string(slots) + " staging buffers of " + mb(slot) +
@@ -257,8 +255,18 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     slots = ring_for(n_streamed, &slot);
     left += ring_before - static_cast<uint64_t>(slots) * slot;  // a ring that shrank gives its bytes back
     if (p.n_expert_layers > 0 && opts.expert_cache < 0) {
-      const uint64_t per_layer = static_cast<uint64_t>(p.n_expert_layers) * p.expert_slot_bytes;
-      p.expert_cache_per_layer = static_cast<int>(std::min<uint64_t>(left / per_layer, static_cast<uint64_t>(p.n_expert)));
+      p.expert_cache_slots = static_cast<int>(std::min<uint64_t>(
+          left / p.expert_slot_bytes, static_cast<uint64_t>(p.n_expert) * static_cast<uint64_t>(p.n_expert_layers)));
+    }
+  }
+  // Shared out evenly; the first layers take the remainder, one each.
+  if (p.n_expert_layers > 0) {
+    p.expert_cache_per_layer = p.expert_cache_slots / p.n_expert_layers;
+    int extra = p.expert_cache_slots % p.n_expert_layers;
+    for (LayerPlan& lp : p.layers) {
+      if (!lp.experts_streamed) continue;
+      lp.expert_cache = p.expert_cache_per_layer + (extra > 0 ? 1 : 0);
+      extra -= extra > 0 ? 1 : 0;
     }
   }
   p.ring_slots = slots;
@@ -284,7 +292,9 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     }
     if (lp.experts_streamed) p.expert_bytes_per_token += static_cast<uint64_t>(p.n_expert_used) * lp.expert_read_bytes;
   }
-  if (p.n_expert_layers > 0) p.predicted_expert_hit_rate = static_cast<double>(p.expert_cache_per_layer) / p.n_expert;
+  // Each layer's routed experts (the same count per layer) hit with probability cache/n.
+  if (p.n_expert_layers > 0)
+    p.predicted_expert_hit_rate = static_cast<double>(p.expert_cache_slots) / (static_cast<double>(p.n_expert) * p.n_expert_layers);
   p.streamed_bytes_per_token = p.dense_bytes_per_token +
       static_cast<uint64_t>(std::llround((1.0 - p.predicted_expert_hit_rate) * static_cast<double>(p.expert_bytes_per_token)));
   p.first_token_bytes += p.dense_bytes_per_token + p.expert_bytes_per_token;
@@ -333,9 +343,9 @@ std::string Plan::to_string() const {
   s += line;
   if (n_expert_layers > 0) {
     std::snprintf(line, sizeof(line),
-                  "  experts        %d layers read %d of %d experts after routing; cache %d per layer (%s), %d scratch, "
+                  "  experts        %d layers read %d of %d experts after routing; cache %d (%d+ per layer, %s), %d scratch, "
                   "%s of buffers of %s\n",
-                  n_expert_layers, n_expert_used, n_expert, expert_cache_per_layer, expert_policy.c_str(),
+                  n_expert_layers, n_expert_used, n_expert, expert_cache_slots, expert_cache_per_layer, expert_policy.c_str(),
                   expert_scratch_slots, mb(expert_pool_bytes).c_str(), mb(expert_slot_bytes).c_str());
     s += line;
     std::snprintf(line, sizeof(line),
@@ -388,7 +398,8 @@ std::string Plan::to_json() const {
                     {"n_expert_used", n_expert_used},
                     {"layers", n_expert_layers},
                     {"slot_bytes", expert_slot_bytes},
-                    {"cache_per_layer", expert_cache_per_layer},
+                    {"cache_slots", expert_cache_slots},
+                    {"cache_per_layer", n_expert_layers > 0 ? static_cast<double>(expert_cache_slots) / n_expert_layers : 0.0},
                     {"scratch_slots", expert_scratch_slots},
                     {"pool_bytes", expert_pool_bytes},
                     {"dense_bytes_per_token", dense_bytes_per_token},
@@ -403,6 +414,7 @@ std::string Plan::to_json() const {
                         {"weight_bytes", lp.weight_bytes}, {"buffer_bytes", lp.buffer_bytes}, {"read_bytes", lp.read_bytes}, {"spans", spans}});
     if (lp.experts_streamed) {
       layers_j.back()["experts_streamed"] = true;
+      layers_j.back()["expert_cache"] = lp.expert_cache;
       layers_j.back()["expert_read_bytes"] = lp.expert_read_bytes;
     }
   }

@@ -48,6 +48,7 @@ struct LayerPlan {
   std::array<uint64_t, 3> expert_tensor_offset{};  // file offsets of ffn_{gate,up,down}_exps
   std::array<uint64_t, 3> expert_slab_bytes{};     // one expert's slab of each
   uint64_t expert_read_bytes = 0;                  // bytes one expert's read moves (mean over experts)
+  int expert_cache = 0;                            // experts this layer keeps after use
 };
 
 // The reads of one expert of a layer with experts_streamed: the slabs of gate, up and down, each
@@ -87,20 +88,24 @@ struct Plan {
   uint64_t vram_budget_bytes = 0, ram_budget_bytes = 0;  // 0 = unlimited
   int n_resident = 0, n_streamed = 0, n_cached = 0;
 
-  // Expert-granular residency (zeros without layers whose experts stream one by one). Memory: each
-  // such layer caches expert_cache_per_layer experts, plus expert_scratch_slots buffers (one per
-  // routed expert) for experts in use that are not cached; all are expert_slot_bytes.
+  // Expert-granular residency (zeros without layers whose experts stream one by one). Memory:
+  // expert_cache_slots cached experts shared out evenly over those layers (LayerPlan::expert_cache:
+  // expert_cache_per_layer each, one more for the first layers when they do not divide evenly),
+  // plus expert_scratch_slots buffers (one per routed expert) for experts in use that are not
+  // cached; all of expert_slot_bytes.
   std::string expert_residency, expert_policy;
   int n_expert = 0, n_expert_used = 0;
   int n_expert_layers = 0;
   uint64_t expert_slot_bytes = 0;
+  int expert_cache_slots = 0;
   int expert_cache_per_layer = 0;
   int expert_scratch_slots = 0;
   uint64_t expert_pool_bytes = 0;         // part of host_staging_bytes
   uint64_t dense_bytes_per_token = 0;     // streamed bytes that do not depend on routing
   uint64_t expert_bytes_per_token = 0;    // n_expert_used experts per expert layer, none cached
-  // Hit rate of the expert cache under uniform, independent routing: cache / n_expert (a cache of c
-  // of a layer's n experts holds any given routed expert with probability c/n under either policy).
+  // Hit rate of the expert cache under uniform, independent routing: the mean over expert layers of
+  // cache / n_expert (a cache of c of a layer's n experts holds any given routed expert with
+  // probability c/n under either policy).
   double predicted_expert_hit_rate = 0;
 
   uint64_t streamed_bytes_per_token = 0;  // steady state: streamed layers' read_bytes (expert layers:

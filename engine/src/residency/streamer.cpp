@@ -42,7 +42,7 @@ struct Job {
 };
 
 // Expert-granular residency: one buffer holding one expert (gate, up and down slabs) of one layer.
-// Layer l's cache owns slots [first, first + cache_per_layer); the scratch slots after every
+// Layer l's cache owns slots [first, first + its expert_cache); the scratch slots after every
 // layer's cache hold routed experts that are not cached, and are emptied on release.
 enum class Xs { kEmpty, kQueued, kLoading, kReady, kError };
 struct ExpertSlot {
@@ -142,7 +142,8 @@ class StreamingProvider final : public WeightProvider {
   const uint8_t* global(GlobalTensor t) override { return globals_[static_cast<int>(t)]; }
 
   int expert_capacity(int il) const override {
-    return plan_.layers[static_cast<size_t>(il)].experts_streamed ? plan_.expert_cache_per_layer + plan_.expert_scratch_slots : 0;
+    const LayerPlan& lp = plan_.layers[static_cast<size_t>(il)];
+    return lp.experts_streamed ? lp.expert_cache + plan_.expert_scratch_slots : 0;
   }
 
   // Hits are pinned first so that filling the misses cannot evict them; misses are read in
@@ -560,7 +561,7 @@ class StreamingProvider final : public WeightProvider {
       expert_where_[lp.layer].assign(static_cast<size_t>(lp.n_expert), -1);
       expert_freq_[lp.layer].assign(static_cast<size_t>(lp.n_expert), 0);
       expert_first_[lp.layer] = n;
-      n += plan_.expert_cache_per_layer;
+      n += lp.expert_cache;
     }
     xslots_.resize(static_cast<size_t>(n + plan_.expert_scratch_slots));
     for (size_t s = 0; s < xslots_.size(); ++s) {
@@ -582,7 +583,7 @@ class StreamingProvider final : public WeightProvider {
   // in use, else a scratch slot. Under lfu an expert routed less often than the one it would evict
   // goes to a scratch slot instead, when there is one. -1 when everything is pinned.
   int pick_expert_slot_locked(int il, int e) {
-    const int first = expert_first_[il], c = plan_.expert_cache_per_layer;
+    const int first = expert_first_[il], c = plan_.layers[static_cast<size_t>(il)].expert_cache;
     const bool lfu = plan_.expert_policy == "lfu";
     int victim = -1;
     for (int s = first; s < first + c; ++s) {
