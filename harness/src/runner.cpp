@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "cgroup.h"
 #include "flea/clock.h"
 #include "env.h"
 #include "stats.h"
@@ -94,7 +95,7 @@ std::string shell_quote(const std::vector<std::string>& argv) {
   return s;
 }
 
-ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
+ChildResult run_child(const std::vector<std::string>& argv, int timeout_s, const MemoryCgroup* cgroup) {
   ChildResult r;
   char out_tmpl[] = "/tmp/flea-harness-out-XXXXXX";
   char err_tmpl[] = "/tmp/flea-harness-err-XXXXXX";
@@ -112,15 +113,34 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // Joining the cgroup: the child writes "0" (itself) to cgroup.procs and, if that fails, its
+  // errno down a close-on-exec pipe; the parent reads until exec closes the pipe.
+  const int procs_fd = cgroup != nullptr ? cgroup->procs_fd() : -1;
+  int join_pipe[2] = {-1, -1};
+  if (procs_fd >= 0 && pipe2(join_pipe, O_CLOEXEC) != 0) {
+    r.start_error = std::string("pipe2 failed: ") + std::strerror(errno);
+    close(out_fd);
+    close(err_fd);
+    return r;
+  }
   const int64_t t0 = steady_now_ns();
   pid_t pid = fork();
   if (pid < 0) {
     r.start_error = std::string("fork failed: ") + std::strerror(errno);
     close(out_fd);
     close(err_fd);
+    if (join_pipe[0] >= 0) {
+      close(join_pipe[0]);
+      close(join_pipe[1]);
+    }
     return r;
   }
   if (pid == 0) {
+    if (procs_fd >= 0 && write(procs_fd, "0", 1) != 1) {
+      const int e = errno;
+      (void)!write(join_pipe[1], &e, sizeof(e));
+      _exit(127);
+    }
     setpgid(0, 0);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -132,6 +152,23 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
     _exit(127);
   }
   setpgid(pid, pid);
+  if (join_pipe[0] >= 0) {
+    close(join_pipe[1]);
+    int e = 0;
+    ssize_t n;
+    while ((n = read(join_pipe[0], &e, sizeof(e))) < 0 && errno == EINTR) {
+    }
+    close(join_pipe[0]);
+    if (n == static_cast<ssize_t>(sizeof(e))) {
+      int status = 0;
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      r.start_error = "cannot join the memory cgroup: write to " + cgroup->path() + "/cgroup.procs: " + std::strerror(e);
+      close(out_fd);
+      close(err_fd);
+      return r;
+    }
+  }
   r.started = true;
   g_alarm = 0;
   if (timeout_s > 0) alarm(static_cast<unsigned>(timeout_s));
