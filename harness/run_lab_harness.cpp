@@ -694,7 +694,7 @@ int main(int argc, char** argv) {
     if (rec.contains("harness") && rec["harness"]["child_wall_ns"].is_number()) {
       const Json& h = rec["harness"];
       const double child = h["child_wall_ns"].get<double>();
-      const double measured_elsewhere = h.value("drop_cache_ns", 0.0) + h.value("correctness_ns", 0.0);
+      const double measured_elsewhere = h.value("drop_cache_ns", 0.0) + h.value("correctness_ns", 0.0) + h.value("cgroup_ns", 0.0);
       const double overhead = std::max(0.0, total_ns - child - measured_elsewhere);
       records[i]["harness"]["overhead_ns"] = overhead;
       records[i]["harness"]["overhead_fraction"] = child > 0 ? overhead / child : 0.0;
