@@ -179,9 +179,11 @@ StatusOr<std::unique_ptr<MemoryCgroup>> MemoryCgroup::create(const std::string& 
       const std::string sc = root.parent + "/cgroup.subtree_control";
       const int e = write_value(sc, "+memory");
       if (e != 0) {
-        std::string why = failure("cannot enable the memory controller for " + root.parent + "'s children: write '+memory' to", sc, e);
-        if (e == EBUSY) why += " (that cgroup has processes of its own; set $FLEA_CGROUP_PARENT to an empty one)";
-        if (e == ENOENT || e == EINVAL) why += " (memory is not in " + root.parent + "/cgroup.controllers: enable it in its parent's cgroup.subtree_control)";
+        std::string why = "cannot enable the memory controller for " + root.parent + "'s children: write '+memory' to " + sc +
+                          ": " + std::strerror(e);
+        if (e == EBUSY) why += " (that cgroup has processes of its own: set $FLEA_CGROUP_PARENT to an empty one)";
+        else if (e == ENOENT) why += " (memory is not in " + root.parent + "/cgroup.controllers: enable it in its parent's cgroup.subtree_control)";
+        else if (!remedy(e).empty()) why += " (" + remedy(e) + ")";
         return io_error(why);
       }
       if (!exists(limit_file)) return io_error(limit_file + " is missing after enabling the memory controller in " + sc);
