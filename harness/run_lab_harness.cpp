@@ -19,6 +19,7 @@
 #include <set>
 
 #include "env.h"
+#include "memory_limit.h"
 #include "merge.h"
 #include "profile.h"
 #include "results.h"
@@ -271,6 +272,7 @@ int main(int argc, char** argv) {
     auto r = fh::expand_sweep(sc, so);
     if (!r.ok()) return usage_error(r.status().message());
     runs = std::move(*r);
+    fh::apply_memory_limits(&runs, so.emulate);
   } else if (!config.empty() && st["claims"].empty()) {
     return usage_error(sc.path + ": nothing to do: set 'model' (or 'points') for runs, or 'claims'");
   }
@@ -322,6 +324,12 @@ int main(int argc, char** argv) {
     machine.ram_gb = p == std::string::npos ? 0 : std::atof(mi.c_str() + p + 9) * 1024 / 1e9;
     machine.ram_bw_gb_s = 10;  // replaced by the memory probe
     machine.storage_gb_s = 0;  // replaced by fio
+  }
+  if (so.emulate != nullptr && machine.ram_gb > 0 &&
+      !fh::memory_limit_required(fh::emulated_ram_budget_mb(*profile) << 20, static_cast<int64_t>(machine.ram_gb * 1e9))) {
+    warnings.push_back("emulate: profile " + profile->name + " has more RAM (" + std::to_string(fh::emulated_ram_budget_mb(*profile)) +
+                       " MiB) than this machine (" + std::to_string(static_cast<int64_t>(machine.ram_gb * 1e9) >> 20) +
+                       " MiB): runs get this machine's RAM (the profile's memory limit limits nothing here)");
   }
 
   const std::vector<std::string> shown = varying_keys(runs);
@@ -418,6 +426,7 @@ int main(int argc, char** argv) {
   if (so.emulate) {
     effective["emulated_caps"] = {{"vram_budget_mb", fh::emulated_vram_budget_mb(*profile)},
                                   {"ram_budget_mb", fh::emulated_ram_budget_mb(*profile)},
+                                  {"memory_limit_mb", fh::emulated_ram_budget_mb(*profile)},
                                   {"throttle_gb_s", profile->storage_gb_s}};
   }
   effective["points"] = Json::array();
@@ -685,7 +694,7 @@ int main(int argc, char** argv) {
     if (rec.contains("harness") && rec["harness"]["child_wall_ns"].is_number()) {
       const Json& h = rec["harness"];
       const double child = h["child_wall_ns"].get<double>();
-      const double measured_elsewhere = h.value("drop_cache_ns", 0.0) + h.value("correctness_ns", 0.0);
+      const double measured_elsewhere = h.value("drop_cache_ns", 0.0) + h.value("correctness_ns", 0.0) + h.value("cgroup_ns", 0.0);
       const double overhead = std::max(0.0, total_ns - child - measured_elsewhere);
       records[i]["harness"]["overhead_ns"] = overhead;
       records[i]["harness"]["overhead_fraction"] = child > 0 ? overhead / child : 0.0;

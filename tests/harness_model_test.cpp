@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "memory_limit.h"
 #include "profile.h"
 #include "runner.h"
 #include "sha256.h"
@@ -190,6 +191,86 @@ TEST(HarnessSweep, EmulateCapsBudgetsAndThrottles) {
   EXPECT_EQ(runs[2].point["vram_budget_mb"], 4000);
   EXPECT_EQ(runs[0].requested_point["vram_budget_mb"], 0);
   EXPECT_EQ(runs[0].point["ram_budget_mb"], static_cast<int64_t>(std::floor(20e9 / 1048576.0)));
+}
+
+namespace {
+
+// run_lab_harness's expansion: the sweep, then each run's memory limit.
+std::vector<fh::RunSpec> expand_limited(const std::string& text, const fh::Profile* emulate = nullptr) {
+  fh::SweepOptions o;
+  o.emulate = emulate;
+  auto runs = expand(text, o);
+  fh::apply_memory_limits(&runs, emulate);
+  return runs;
+}
+
+}  // namespace
+
+TEST(HarnessSweep, MemoryLimitInThePointOnlyWhenSetAndLlamaBenchSplitByLimit) {
+  auto runs = expand_limited("model: m.gguf\nmemory_limit_mb: [0, 512]\n"
+                             "baselines:\n  - {engine: load-then-compute}\n  - {engine: llama-bench}\n");
+  ASSERT_EQ(runs.size(), 6u);
+  // No limit: no key, so such a point keeps its identity (run_key) from before the key existed.
+  EXPECT_FALSE(runs[0].point.contains("memory_limit_mb"));
+  EXPECT_FALSE(runs[0].requested_point.contains("memory_limit_mb"));
+  EXPECT_EQ(runs[1].engine, "load-then-compute");
+  EXPECT_FALSE(runs[1].point.contains("memory_limit_mb"));
+  EXPECT_EQ(runs[2].engine, "llama-bench");
+  EXPECT_FALSE(runs[2].point.contains("memory_limit_mb"));
+  EXPECT_EQ(runs[2].serves, (std::vector<std::string>{"r0001"}));
+  // 512 MiB: ours and both baselines under the same limit; llama-bench gets its own run.
+  EXPECT_EQ(runs[3].engine, "flea");
+  EXPECT_EQ(runs[3].point["memory_limit_mb"], 512);
+  EXPECT_EQ(runs[4].point["memory_limit_mb"], 512);
+  EXPECT_EQ(runs[5].engine, "llama-bench");
+  EXPECT_EQ(runs[5].point["memory_limit_mb"], 512);
+  EXPECT_EQ(runs[5].serves, (std::vector<std::string>{"r0004"}));
+  EXPECT_EQ(fh::point_memory_limit_bytes(runs[5].point), int64_t{512} << 20);
+  for (size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].id, "r000" + std::to_string(i + 1));
+}
+
+TEST(HarnessSweep, SplitLlamaBenchFollowsTheFirstRunOfItsLimit) {
+  // One llama-bench point (it has no io axis) served four flea runs; by limit it is two runs.
+  auto runs = expand_limited("model: m.gguf\nio: [pread, odirect]\nmemory_limit_mb: [0, 256]\n"
+                             "baselines:\n  - {engine: llama-bench}\n");
+  ASSERT_EQ(runs.size(), 6u);
+  EXPECT_EQ(runs[0].engine, "flea");  // pread, none
+  EXPECT_EQ(runs[1].engine, "llama-bench");
+  EXPECT_EQ(runs[1].serves, (std::vector<std::string>{"r0001", "r0005"}));
+  EXPECT_EQ(runs[2].engine, "flea");  // pread, 256
+  EXPECT_EQ(runs[3].engine, "llama-bench");
+  EXPECT_EQ(runs[3].point["memory_limit_mb"], 256);
+  EXPECT_EQ(runs[3].serves, (std::vector<std::string>{"r0003", "r0006"}));
+  EXPECT_EQ(runs[4].point["io"], "odirect");
+  EXPECT_FALSE(runs[4].point.contains("memory_limit_mb"));
+  EXPECT_EQ(runs[5].point["memory_limit_mb"], 256);
+}
+
+TEST(HarnessSweep, EmulateMemoryLimitIsTheProfilesRamByDefaultAndCapsTheScenarios) {
+  fh::Profile p = profile(kCpuProfile);  // ram_gb 8
+  const int64_t ram_mb = static_cast<int64_t>(std::floor(8e9 / 1048576.0));  // 7629 MiB
+  auto runs = expand_limited("model: m.gguf\nmemory_limit_mb: [0, 4096, 16384]\nbaselines:\n  - {engine: llama-bench}\n", &p);
+  // 0 (none) and 16384 both become the profile's RAM: that point runs once.
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0].point["memory_limit_mb"], ram_mb);
+  EXPECT_EQ(runs[0].requested_point.count("memory_limit_mb"), 0u);
+  EXPECT_EQ(runs[1].engine, "llama-bench");
+  EXPECT_EQ(runs[1].point["memory_limit_mb"], ram_mb);
+  EXPECT_EQ(runs[1].serves, (std::vector<std::string>{"r0001"}));
+  EXPECT_EQ(runs[2].point["memory_limit_mb"], 4096);  // below the profile: kept
+  EXPECT_EQ(runs[3].point["memory_limit_mb"], 4096);
+  EXPECT_EQ(runs[3].serves, (std::vector<std::string>{"r0003"}));
+  // Without emulate the profile plays no part.
+  EXPECT_FALSE(expand_limited("model: m.gguf\n")[0].point.contains("memory_limit_mb"));
+}
+
+TEST(HarnessSweep, MemoryLimitIsRequiredOnlyBelowThisMachinesRam) {
+  const int64_t gib = int64_t{1} << 30;
+  EXPECT_TRUE(fh::memory_limit_required(8 * gib, 24 * gib));    // a smaller machine: must be enforced
+  EXPECT_FALSE(fh::memory_limit_required(256 * gib, 24 * gib)); // a bigger one: nothing to take away
+  EXPECT_FALSE(fh::memory_limit_required(24 * gib, 24 * gib));
+  EXPECT_TRUE(fh::memory_limit_required(256 * gib, 0));         // RAM unknown: enforce
+  EXPECT_FALSE(fh::memory_limit_required(0, 24 * gib));         // no limit
 }
 
 TEST(HarnessProfile, PcieRates) {

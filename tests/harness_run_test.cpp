@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cgroup.h"
 #include "test_util.h"
 
 using Json = nlohmann::json;
@@ -34,6 +35,12 @@ std::string results_file(const std::string& dir) {
   flea::test::run_command("ls " + dir + "/*.json 2>/dev/null | grep -v trace.json", &out);
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
+}
+
+// "" when this process may make memory cgroups, else why not.
+std::string cgroups_unavailable() {
+  auto cg = flea::harness::MemoryCgroup::create("probe-" + std::to_string(getpid()), 64 << 20);
+  return cg.ok() ? "" : cg.status().message();
 }
 
 struct HarnessResult {
@@ -293,10 +300,98 @@ TEST_F(HarnessRun, LlamaBenchBaselineRecordsItsSamplesAndTheRatio) {
   EXPECT_EQ(theirs["status"], "ok");
   EXPECT_EQ(theirs["samples_ns"]["tg"], Json::array({40000000, 40001000, 40002000}));
   EXPECT_TRUE(theirs["predicted"].is_null());
+  // The model left the page cache before llama-bench too, as before ours.
+  EXPECT_TRUE(theirs["harness"]["drop_cache_ns"].is_number()) << theirs["harness"].dump();
+  EXPECT_TRUE(theirs["memory"]["cgroup"].is_null());  // no memory_limit_mb
   ASSERT_TRUE(ours["baseline"].is_object()) << ours.dump();
   EXPECT_EQ(ours["baseline"]["engine"], "llama-bench");
   // Ours: 4 tokens in a median of 10 ms; theirs: 4 tokens in 40.001 ms.
   EXPECT_NEAR(ours["baseline"]["ratio"].get<double>(), 40.001 / 10.0, 1e-6);
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
+}
+
+// memory_limit_mb: ours and llama-bench each run in a fresh memory cgroup with the same limit, and
+// the records say what the cgroup saw.
+TEST_F(HarnessRun, MemoryLimitPutsOursAndLlamaBenchUnderTheSameCgroupLimit) {
+  const std::string why = cgroups_unavailable();
+  if (!why.empty()) GTEST_SKIP() << "memory cgroups are not writable here: " << why;
+  const std::string lb = flea::test::source_dir() + "/tests/fixtures/harness/fake_llama_bench.py";
+  const std::string s = scenario("gen: 4\nprompt: 2\nreps: 2\nmemory_limit_mb: 128\n"
+                                 "baselines:\n  - {engine: llama-bench, path: " + lb + "}\n");
+  const std::string cg_log = dir_.file("cgroups.log");
+  HarnessResult r = harness_run(env_ + " FAKE_CGROUP_LOG=" + cg_log, "--config " + s + " --out " + out_);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  Json j = Json::parse(read_text(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  std::istringstream log(read_text(cg_log));
+  for (const Json& run : j["runs"]) {
+    EXPECT_EQ(run["status"], "ok") << run.dump();
+    EXPECT_EQ(run["point"]["memory_limit_mb"], 128);
+    const Json& cg = run["memory"]["cgroup"];
+    ASSERT_TRUE(cg.is_object()) << run.dump();
+    EXPECT_EQ(cg["limit_bytes"], 128 << 20);
+    EXPECT_EQ(cg["enforced"], true);
+    EXPECT_TRUE(cg["version"] == "v1" || cg["version"] == "v2") << cg.dump();
+    if (!cg["peak_bytes"].is_null()) {
+      EXPECT_GT(cg["peak_bytes"].get<int64_t>(), 0);
+    }
+    EXPECT_EQ(cg["oom_kills"], 0);
+    // The engine itself read its cgroup: the one the record names (relative to the mount).
+    std::string engine, path;
+    ASSERT_TRUE(log >> engine >> path) << read_text(cg_log);
+    EXPECT_EQ(engine, run["engine"] == "flea" ? "flea" : "llama-bench");
+    const std::string recorded = cg["path"];
+    EXPECT_EQ(recorded.substr(recorded.size() - path.size()), path) << recorded << " vs " << path;
+    EXPECT_NE(access(recorded.c_str(), F_OK), 0) << recorded << " was not removed";
+  }
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
+}
+
+TEST_F(HarnessRun, RunOverItsMemoryLimitFailsAsKilledByTheCgroup) {
+  const std::string why = cgroups_unavailable();
+  if (!why.empty()) GTEST_SKIP() << "memory cgroups are not writable here: " << why;
+  const std::string s = scenario("gen: 2\nprompt: 0\nreps: 1\nmemory_limit_mb: 64\n");
+  HarnessResult r = harness_run(env_ + " FAKE_FLEA_TOUCH_MB=256", "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  Json j = Json::parse(read_text(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 1u);
+  const Json& run = j["runs"][0];
+  EXPECT_EQ(run["status"], "failed");
+  EXPECT_EQ(run["error"].get<std::string>().rfind("flea bench killed by the memory cgroup at its 64 MiB limit (", 0), 0u)
+      << run["error"];
+  EXPECT_GE(run["memory"]["cgroup"]["oom_kills"].get<int64_t>(), 1);
+  EXPECT_FALSE(run.contains("summary"));
+  const std::string errs = schema_errors(results_file(out_));
+  if (errs != "skip") {
+    EXPECT_EQ(errs, "");
+  }
+}
+
+// Without cgroups (here: a parent that is no cgroup) a limit below this machine's RAM fails its
+// run before the engine starts; one above it limits nothing, so the run goes ahead and says so.
+TEST_F(HarnessRun, MemoryLimitThatCannotBeSetFailsTheRunUnlessAboveThisMachinesRam) {
+  const std::string s = scenario("gen: 2\nprompt: 0\nreps: 1\nmemory_limit_mb: [64, 100000000]\n");
+  HarnessResult r = harness_run(env_ + " FLEA_CGROUP_PARENT=" + dir_.file("not-a-cgroup"), "--config " + s + " --out " + out_);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  Json j = Json::parse(read_text(results_file(out_)));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  const Json& small = j["runs"][0];
+  EXPECT_EQ(small["status"], "failed");
+  EXPECT_EQ(small["error"].get<std::string>().rfind("flea bench: memory_limit_mb 64 cannot be enforced: $FLEA_CGROUP_PARENT=", 0), 0u)
+      << small["error"];
+  EXPECT_EQ(small["memory"]["cgroup"]["enforced"], false);
+  const Json& big = j["runs"][1];
+  EXPECT_EQ(big["status"], "ok") << big.dump();
+  EXPECT_EQ(big["memory"]["cgroup"]["enforced"], false);
+  EXPECT_NE(big["memory"]["cgroup"]["note"].get<std::string>().find("not enforced: the limit is at or above this machine's RAM"),
+            std::string::npos) << big["memory"]["cgroup"].dump();
+  EXPECT_EQ(count_lines(read_text(log_), "bench --model"), 1);  // only the big one ran
   const std::string errs = schema_errors(results_file(out_));
   if (errs != "skip") {
     EXPECT_EQ(errs, "");

@@ -46,6 +46,20 @@ TEST(HarnessScenario, OutOfRange) {
   EXPECT_EQ(error_of("prefetch: [1, 65]\n"), "scenarios/x.yaml:1:15: key 'prefetch' value 65 is out of range [0, 64]");
 }
 
+TEST(HarnessScenario, MemoryLimitIsANonNegativeSweepAxis) {
+  EXPECT_EQ(error_of("memory_limit_mb: -1\n"), "scenarios/x.yaml:1:18: key 'memory_limit_mb' value -1 is out of range [0, 1e+09]");
+  EXPECT_EQ(error_of("memory_limit_mb: [512, -64]\n"),
+            "scenarios/x.yaml:1:24: key 'memory_limit_mb' value -64 is out of range [0, 1e+09]");
+  EXPECT_EQ(error_of("memory_limit_mb: 4GB\n"),
+            "scenarios/x.yaml:1:18: key 'memory_limit_mb' expects an integer in [0, 1e+09], got '4GB'");
+  auto ok = fh::parse_yaml_doc("s.yaml", "model: m.gguf\nmemory_limit_mb: [0, 2048]\n", fh::scenario_keys());
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->value["memory_limit_mb"], fh::Json::array({0, 2048}));
+  auto def = fh::parse_yaml_doc("s.yaml", "model: m.gguf\n", fh::scenario_keys());
+  ASSERT_TRUE(def.ok());
+  EXPECT_EQ(def->value["memory_limit_mb"], 0);  // none
+}
+
 TEST(HarnessScenario, EnumValueSuggestion) {
   EXPECT_EQ(error_of("io: odirekt\n"),
             "scenarios/x.yaml:1:5: key 'io' value 'odirekt' is not one of pread|odirect|io_uring|mmap (did you mean 'odirect'?)");

@@ -16,8 +16,10 @@
 #include <cstring>
 #include <fstream>
 
+#include "cgroup.h"
 #include "flea/clock.h"
 #include "env.h"
+#include "memory_limit.h"
 #include "stats.h"
 
 namespace flea::harness {
@@ -94,7 +96,7 @@ std::string shell_quote(const std::vector<std::string>& argv) {
   return s;
 }
 
-ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
+ChildResult run_child(const std::vector<std::string>& argv, int timeout_s, const MemoryCgroup* cgroup) {
   ChildResult r;
   char out_tmpl[] = "/tmp/flea-harness-out-XXXXXX";
   char err_tmpl[] = "/tmp/flea-harness-err-XXXXXX";
@@ -112,15 +114,34 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // Joining the cgroup: the child writes "0" (itself) to cgroup.procs and, if that fails, its
+  // errno down a close-on-exec pipe; the parent reads until exec closes the pipe.
+  const int procs_fd = cgroup != nullptr ? cgroup->procs_fd() : -1;
+  int join_pipe[2] = {-1, -1};
+  if (procs_fd >= 0 && pipe2(join_pipe, O_CLOEXEC) != 0) {
+    r.start_error = std::string("pipe2 failed: ") + std::strerror(errno);
+    close(out_fd);
+    close(err_fd);
+    return r;
+  }
   const int64_t t0 = steady_now_ns();
   pid_t pid = fork();
   if (pid < 0) {
     r.start_error = std::string("fork failed: ") + std::strerror(errno);
     close(out_fd);
     close(err_fd);
+    if (join_pipe[0] >= 0) {
+      close(join_pipe[0]);
+      close(join_pipe[1]);
+    }
     return r;
   }
   if (pid == 0) {
+    if (procs_fd >= 0 && write(procs_fd, "0", 1) != 1) {
+      const int e = errno;
+      (void)!write(join_pipe[1], &e, sizeof(e));
+      _exit(127);
+    }
     setpgid(0, 0);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -132,6 +153,23 @@ ChildResult run_child(const std::vector<std::string>& argv, int timeout_s) {
     _exit(127);
   }
   setpgid(pid, pid);
+  if (join_pipe[0] >= 0) {
+    close(join_pipe[1]);
+    int e = 0;
+    ssize_t n;
+    while ((n = read(join_pipe[0], &e, sizeof(e))) < 0 && errno == EINTR) {
+    }
+    close(join_pipe[0]);
+    if (n == static_cast<ssize_t>(sizeof(e))) {
+      int status = 0;
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      r.start_error = "cannot join the memory cgroup: write to " + cgroup->path() + "/cgroup.procs: " + std::strerror(e);
+      close(out_fd);
+      close(err_fd);
+      return r;
+    }
+  }
   r.started = true;
   g_alarm = 0;
   if (timeout_s > 0) alarm(static_cast<unsigned>(timeout_s));
@@ -547,15 +585,108 @@ Json failed_record(const RunSpec& r, const std::string& error) {
   return rec;
 }
 
-std::string child_failure(const ChildResult& c, const std::string& what) {
+// `cg`: what the child's memory cgroup saw (an OOM kill there is the reason, not "signal 9").
+std::string child_failure(const ChildResult& c, const std::string& what, const CgroupUsage* cg = nullptr) {
   if (!c.started) return what + ": " + c.start_error;
   if (c.timed_out) return what + ": timed out (killed)";
   if (c.interrupted) return what + ": interrupted";
-  std::string e = what + (c.term_signal ? " killed by signal " + std::to_string(c.term_signal) + " (" + strsignal(c.term_signal) + ")"
-                                        : " exited " + std::to_string(c.exit_code));
+  const std::string oom = cg != nullptr ? oom_kill_message(*cg) : "";
+  std::string e;
+  if (!oom.empty() && c.term_signal == SIGKILL) {
+    e = what + " " + oom;
+  } else {
+    e = what + (c.term_signal ? " killed by signal " + std::to_string(c.term_signal) + " (" + strsignal(c.term_signal) + ")"
+                              : " exited " + std::to_string(c.exit_code));
+    if (!oom.empty()) e += " (its memory cgroup OOM-killed " + std::to_string(cg->oom_kills) + " process(es))";
+  }
   const std::string t = tail(c.err, 600);
   if (!t.empty()) e += ": " + t;
   return e;
+}
+
+std::string mib_text(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f MiB", static_cast<double>(bytes) / 1048576.0);
+  return buf;
+}
+
+Json nonneg_or_null(int64_t v) { return v >= 0 ? Json(v) : Json(nullptr); }
+
+// A child under its point's memory limit (memory_limit.h has the rule): a fresh cgroup per child,
+// made before the fork and removed after the reap.
+struct LimitedChild {
+  ChildResult child;
+  Json info;           // the record's memory.cgroup; null without a limit
+  CgroupUsage usage;   // what the cgroup saw
+  double cgroup_ns = 0;  // making and removing the cgroup (reclaiming its page cache included)
+};
+
+LimitedChild run_limited_child(const std::vector<std::string>& argv, const RunSpec& r, const RunEnv& env,
+                               const std::string& tag) {
+  LimitedChild out;
+  const int timeout_s = env.settings["timeout_s"].get<int>();
+  const int64_t limit = point_memory_limit_bytes(r.point);
+  if (limit <= 0) {
+    out.child = run_child(argv, timeout_s);
+    return out;
+  }
+  const int64_t ram = static_cast<int64_t>(env.machine.ram_gb * 1e9);
+  const bool required = memory_limit_required(limit, ram);
+  const std::string below_ram = "the limit is at or above this machine's RAM (" + mib_text(ram) + ")";
+  // Unique per harness invocation (its scratch directory's random name), run and child.
+  const std::string invocation = env.tmp_dir.empty() ? "pid" + std::to_string(getpid())
+                                                     : env.tmp_dir.substr(env.tmp_dir.rfind('/') + 1);
+  const int64_t t0 = steady_now_ns();
+  auto cg = MemoryCgroup::create(invocation + "-" + r.id + "-" + tag, limit);
+  out.cgroup_ns = static_cast<double>(steady_now_ns() - t0);
+  if (!cg.ok()) {
+    out.info = {{"limit_bytes", limit}, {"enforced", false}, {"version", nullptr}, {"error", cg.status().message()}};
+    if (required) {
+      out.child.start_error = "memory_limit_mb " + std::to_string(limit >> 20) + " cannot be enforced: " + cg.status().message();
+      return out;
+    }
+    out.info["note"] = "not enforced: " + below_ram + ", so the run went ahead without a memory cgroup";
+    out.child = run_child(argv, timeout_s);
+    return out;
+  }
+  out.child = run_child(argv, timeout_s, cg->get());
+  const int64_t t1 = steady_now_ns();
+  const CgroupUsage& u = out.usage = (*cg)->usage();
+  const Status removed = (*cg)->remove();
+  out.cgroup_ns += static_cast<double>(steady_now_ns() - t1);
+  out.info = {{"limit_bytes", u.limit_bytes}, {"enforced", out.child.started}, {"version", u.version},
+              {"path", u.path}, {"swap_limited", u.swap_limited}, {"peak_bytes", nonneg_or_null(u.peak_bytes)},
+              {"page_cache_bytes_at_exit", nonneg_or_null(u.page_cache_bytes)},
+              {"failcnt", nonneg_or_null(u.failcnt)}, {"oom_kills", nonneg_or_null(u.oom_kills)}};
+  std::string note;
+  if (!required) note = below_ram + ": set, but it limits nothing this machine has";
+  if (u.peak_bytes < 0) note += (note.empty() ? "" : "; ") + std::string("the kernel reports no peak (cgroup v2 has memory.peak from Linux 5.19)");
+  if (!note.empty()) out.info["note"] = note;
+  if (!removed.ok()) out.info["remove_error"] = removed.message();
+  return out;
+}
+
+// memory.cgroup on a record; a failed record gets the memory object the schema asks for.
+void attach_cgroup(Json* rec, const Json& info, bool has_limit) {
+  if (!has_limit) {
+    if (rec->contains("memory") && (*rec)["memory"].is_object()) (*rec)["memory"]["cgroup"] = nullptr;
+    return;
+  }
+  if (!rec->contains("memory") || !(*rec)["memory"].is_object()) (*rec)["memory"] = {{"peak_rss_mb", nullptr}, {"peak_vram_mb", nullptr}};
+  (*rec)["memory"]["cgroup"] = info;
+}
+
+// The model file out of the page cache before a run (scenario drop_cache), for every engine alike,
+// so no run reads what an earlier one cached (nor is spared the charge to its memory cgroup). A
+// drop that did not work is a warning on the run. Returns the time it took, ns.
+double drop_model_cache(const RunSpec& r, const RunEnv& env, Json* warnings) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (env.settings["drop_cache"].get<bool>()) {
+    double resident = 0;
+    std::string why;
+    if (!drop_page_cache(r.model.path, &resident, &why)) warnings->push_back("page cache not dropped for " + r.model.path + " (" + why + ")");
+  }
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
 }
 
 Json check_correctness(const RunSpec& r, const RunEnv& env, bool* ok) {
@@ -660,13 +791,22 @@ Json run_llama_bench(const RunSpec& r, const RunEnv& env) {
   }
   argv.push_back("-ngl");
   argv.push_back(std::to_string(ngl));
-  ChildResult ch = run_child(argv, env.settings["timeout_s"].get<int>());
-  if (ch.exit_code != 0) return failed_record(r, child_failure(ch, "llama-bench"));
+  const LimitedChild lc = run_limited_child(argv, r, env, "llama-bench");
+  const ChildResult& ch = lc.child;
+  const bool limited = point_memory_limit_bytes(p) > 0;
+  if (ch.exit_code != 0) {
+    Json rec = failed_record(r, child_failure(ch, "llama-bench", &lc.usage));
+    rec["command"] = shell_quote(argv);
+    attach_cgroup(&rec, lc.info, limited);
+    return rec;
+  }
   Json arr;
   try {
     arr = Json::parse(ch.out);
   } catch (const std::exception& e) {
-    return failed_record(r, std::string("llama-bench: cannot parse its JSON output: ") + e.what());
+    Json rec = failed_record(r, std::string("llama-bench: cannot parse its JSON output: ") + e.what());
+    attach_cgroup(&rec, lc.info, limited);
+    return rec;
   }
   Json pp = Json::array(), tg = Json::array();
   for (const auto& e : arr) {
@@ -681,38 +821,42 @@ Json run_llama_bench(const RunSpec& r, const RunEnv& env) {
   rec["llama_bench"] = {{"ngl", ngl}, {"note", fitted_note}};
   rec["predicted"] = nullptr;
   rec["vs_floor"] = nullptr;
+  attach_cgroup(&rec, lc.info, limited);
+  if (limited) rec["harness"]["cgroup_ns"] = lc.cgroup_ns;
   return rec;
 }
 
 Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace) {
   *engine_trace = nullptr;  // or the path of the engine's trace file
-  if (r.engine == "llama-bench") {
-    if (env.llama_bench.empty()) {
-      Json rec = failed_record(r, "llama-bench not found (optional baseline skipped)");
-      rec["status"] = "skipped";
-      return rec;
-    }
-    return run_llama_bench(r, env);
+  if (r.engine == "llama-bench" && env.llama_bench.empty()) {
+    Json rec = failed_record(r, "llama-bench not found (optional baseline skipped)");
+    rec["status"] = "skipped";
+    return rec;
   }
   Json warnings = Json::array();
-  const auto t_drop = std::chrono::steady_clock::now();
-  if (env.settings["drop_cache"].get<bool>()) {
-    double resident = 0;
-    std::string why;
-    if (!drop_page_cache(r.model.path, &resident, &why)) warnings.push_back("page cache not dropped for " + r.model.path + " (" + why + ")");
+  const double drop_ns = drop_model_cache(r, env, &warnings);
+  if (r.engine == "llama-bench") {
+    Json rec = run_llama_bench(r, env);
+    if (rec.value("status", "") == "ok") {
+      rec["harness"]["drop_cache_ns"] = drop_ns;
+      for (const auto& w : warnings) rec["warnings"].push_back(w);
+    }
+    return rec;
   }
-  const double drop_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t_drop).count();
   const std::string trace = env.settings["trace"].get<bool>() ? env.tmp_dir + "/" + r.id + ".engine-trace.json" : "";
   const std::vector<std::string> argv = bench_argv(env.flea, r.point, r.model.path, trace, r.draft_path);
-  ChildResult ch = run_child(argv, env.settings["timeout_s"].get<int>());
+  const LimitedChild lc = run_limited_child(argv, r, env, "bench");
+  const ChildResult& ch = lc.child;
+  const bool limited = point_memory_limit_bytes(r.point) > 0;
   if (ch.interrupted) {
     Json rec = failed_record(r, "interrupted");
     rec["status"] = "skipped";
     return rec;
   }
   if (ch.exit_code != 0) {
-    Json rec = failed_record(r, child_failure(ch, "flea bench"));
+    Json rec = failed_record(r, child_failure(ch, "flea bench", &lc.usage));
     rec["command"] = shell_quote(argv);
+    attach_cgroup(&rec, lc.info, limited);
     return rec;
   }
   Json bench;
@@ -727,10 +871,13 @@ Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace
     Json rec = failed_record(r, std::string("flea bench: cannot parse its JSON output: ") + e.what() +
                                     " (stdout: " + tail(ch.out, 200) + ")");
     rec["command"] = shell_quote(argv);
+    attach_cgroup(&rec, lc.info, limited);
     return rec;
   }
   Json rec = record_from_bench(r, bench, ch, env);
   rec["command"] = shell_quote(argv);
+  attach_cgroup(&rec, lc.info, limited);
+  if (limited) rec["harness"]["cgroup_ns"] = lc.cgroup_ns;
   // The engine's trace file is merged into <run-id>.trace.json after the last run (parsing it here
   // would add to the time between runs); its path is handed back.
   if (!trace.empty() && access(trace.c_str(), R_OK) == 0) *engine_trace = trace;

@@ -29,8 +29,12 @@ struct ChildResult {
   std::string start_error;
 };
 
-// No shell; the child gets its own process group so the whole tree can be stopped.
-ChildResult run_child(const std::vector<std::string>& argv, int timeout_s);
+class MemoryCgroup;
+
+// No shell; the child gets its own process group so the whole tree can be stopped. With `cgroup`
+// the child joins it before exec (it never runs outside the limit); a child that cannot join is
+// reaped and reported through start_error, nothing executed.
+ChildResult run_child(const std::vector<std::string>& argv, int timeout_s, const MemoryCgroup* cgroup = nullptr);
 
 std::string shell_quote(const std::vector<std::string>& argv);
 

@@ -173,6 +173,10 @@ const std::vector<KeySpec>& scenario_keys() {
       enum_key("expert_policy", "lru", {"lru", "lfu"}, true, "which cached expert of a layer gives way"),
       int_key("vram_budget_mb", 0, 0, 1e8, true, "weight-memory budget in MiB (0 = unlimited; capped by an emulated profile)"),
       int_key("ram_budget_mb", 0, 0, 1e9, true, "host RAM budget for staging + cache in MiB (0 = unlimited)"),
+      int_key("memory_limit_mb", 0, 0, 1e9, true,
+              "memory cgroup limit in MiB around the engine and llama-bench alike, page cache included (0 = none; "
+              "emulate: the profile's RAM is the default and the cap); a limit below this machine's RAM that "
+              "cannot be set fails the run (cgroups need root)"),
       float_key("throttle_gb_s", 0.0, 0, 10000, true, "throttle storage reads to this GB/s (0 = off; set by an emulated profile)"),
       enum_key("kv", "resident", {"resident", "none", "host"}, true, "KV cache mode"),
       int_key("prompt", 64, 0, 65536, true, "prompt tokens per pp sample (0 = no pp)"),
