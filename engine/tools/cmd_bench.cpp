@@ -78,6 +78,14 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--reps,-r", reps, "timed repetitions")->check(CLI::Range(1, 10000))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--seed", seed, "seed of the random prompt token ids")->capture_default_str();
+  std::string tg_tokens = "auto";
+  app.add_option("--tg-tokens", tg_tokens,
+                 "tokens fed during tg: greedy = each step's argmax; random = uniformly random ids (seeded, new "
+                 "every rep, as llama-bench does); auto = random for mixture-of-experts models (their routing "
+                 "follows the token, and a synthetic model's greedy output repeats tokens, which would fake "
+                 "expert-cache hits), greedy otherwise")
+      ->check(CLI::IsMember({"auto", "greedy", "random"}))
+      ->capture_default_str();
   app.add_option("--kv", kv, "KV cache mode: resident, none (recompute the context every token), host (cache in "
                              "host memory, copied to the GPU per layer; on the CPU the same as resident)")->check(CLI::IsMember({"resident", "none", "host"}))->capture_default_str();
   app.add_option("--compute", compute, "full, or none: only the plan's reads per token (the I/O path alone)")
@@ -148,6 +156,10 @@ int cmd_bench(int argc, char** argv) {
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(model.hp.n_vocab - 1));
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = pick(rng);
+  if (tg_tokens == "auto") tg_tokens = model.hp.n_expert > 0 && draft_path.empty() ? "random" : "greedy";
+  if (tg_tokens == "random" && !draft_path.empty())
+    return report_error("bench", invalid_argument("--tg-tokens random cannot drive --draft (speculative decoding verifies the greedy continuation)"), kExitUsage);
+  j["tg_tokens"] = tg_tokens;
 
   auto session_or = make_session(*engine, std::max(n_prompt, n_gen + draft_k) + 2, batch, kv);
   if (!session_or.ok()) {
@@ -208,7 +220,7 @@ int cmd_bench(int argc, char** argv) {
       } else {
         st = session.eval({tok}, &logits, false);
       }
-      if (st.ok()) tok = argmax(logits.data(), model.hp.n_vocab);
+      if (st.ok()) tok = tg_tokens == "random" ? pick(rng) : argmax(logits.data(), model.hp.n_vocab);
     }
     return steady_now_ns() - t0;
   };
