@@ -41,6 +41,18 @@ RUN_FIELDS = {
     "correctness.nmse": NUM, "correctness.max_abs": NUM, "correctness.top1_agreement": NUM,
     "correctness.kl": NUM, "correctness.tolerance": DICT, "correctness.tolerance.nmse": NUM,
     "correctness.tolerance.top1": NUM, "correctness.passed": BOOL,
+    # Mixture-of-experts residency: the engine's figures and the plan's (null for dense models).
+    "model.expert_skew": NUM,
+    "experts": DICT, "experts.residency": STR, "experts.policy": STR, "experts.layers": NUM,
+    "experts.cache_per_layer": NUM, "experts.predicted_hit_rate": NUM, "experts.hits": NUM,
+    "experts.misses": NUM, "experts.hit_rate": NUM, "experts.expert_read_bytes": NUM,
+    "experts.experts_read_per_token": NUM, "experts.expert_bytes_per_token": NUM,
+    "experts.per_layer": DICT_LIST,
+    "plan": DICT, "plan.streamed_bytes_per_token": NUM, "plan.experts": DICT,
+    "plan.experts.residency": STR, "plan.experts.policy": STR, "plan.experts.n_expert": NUM,
+    "plan.experts.n_expert_used": NUM, "plan.experts.layers": NUM,
+    "plan.experts.cache_per_layer": NUM, "plan.experts.dense_bytes_per_token": NUM,
+    "plan.experts.expert_bytes_per_token": NUM, "plan.experts.predicted_hit_rate": NUM,
 }
 CONTEXT_FIELDS = {
     "schema_version": NUM, "run_id": STR, "time": STR, "scenario": DICT, "scenario.name": STR,

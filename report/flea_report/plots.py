@@ -8,7 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .fields import get, is_number, run_engine, sort_value, tg_ms_per_token, varying_keys  # noqa: E402
+from .experts import any_experts, expert_setting, n_expert, routing_skew  # noqa: E402
+from .fields import fmt, get, is_number, run_engine, sort_value, tg_ms_per_token, varying_keys  # noqa: E402
 from .load import trace_path  # noqa: E402
 
 CAT_COLORS = {"io": "#1f77b4", "copy": "#ff7f0e", "compute": "#2ca02c", "stall": "#d62728"}
@@ -369,9 +370,79 @@ def plot_scaling(docs, out_dir):
     return {"title": title, "file": _save(fig, out_dir, "model_size_scaling.png"), "note": ""}
 
 
+def _hit_rate_groups(docs):
+    """{(file index, model, skew, policy): [(cache per layer, measured hit rate, n_expert)]} over
+    successful runs with a measured expert hit rate."""
+    groups = {}
+    for i, _, run in _ok_runs(docs):
+        cache, rate = expert_setting(run, "cache_per_layer"), get(run, "experts.hit_rate")
+        if not (is_number(cache) and is_number(rate)):
+            continue
+        key = (i if len(docs) > 1 else 0, get(run, "point.model"), routing_skew(run),
+               expert_setting(run, "policy"))
+        groups.setdefault(key, []).append((cache, rate, n_expert(run)))
+    return groups
+
+
+def _hit_rate_label(key, multi):
+    i, model, skew, policy = key
+    skew_text = fmt(skew) if is_number(skew) else "—"
+    return f"{model}, skew {skew_text}, {policy or '?'}" + (f" (#{i + 1})" if multi else "")
+
+
+def plot_expert_hit_rate(docs, out_dir):
+    """None when no run has expert figures (the plot is then not mentioned at all)."""
+    if not any_experts(docs):
+        return None
+    title = "Expert cache hit rate vs cache size"
+    multi = len(docs) > 1
+    groups = _hit_rate_groups(docs)
+    swept = {k: v for k, v in groups.items() if len({c for c, _, _ in v}) > 1}
+    if not swept:
+        return {"title": title, "file": None,
+                "note": "no (model, routing skew, policy) group has measured hit rates at two or "
+                        "more cache sizes"}
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    order = sorted(swept, key=lambda k: [sort_value(x) for x in k])
+    for key in order:
+        members = swept[key]
+        caches = sorted({c for c, _, _ in members})
+        means = [sum(r for c2, r, _ in members if c2 == c) / sum(1 for c2, _, _ in members if c2 == c)
+                 for c in caches]
+        line, = ax.plot(caches, means, marker="o", linestyle="--" if key[0] > 0 else "-",
+                        label=_hit_rate_label(key, multi))
+        if len(members) > len(caches):  # several runs at one cache size: each one as a dot
+            ax.plot([c for c, _, _ in members], [r for _, r, _ in members], ".",
+                    color=line.get_color(), markersize=5)
+    # The plan's prediction: uniform routing hits cache/n_expert of the time.
+    top = max(c for v in swept.values() for c, _, _ in v)
+    n_experts = sorted({n for v in swept.values() for _, _, n in v if is_number(n)})
+    for n in n_experts:
+        end = min(float(n), top)
+        ax.plot([0.0, end], [0.0, end / n], color="black", linestyle=":", linewidth=1.4, zorder=3,
+                label=f"uniform routing: cache / {n:.0f} experts")
+    from matplotlib.ticker import PercentFormatter
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("experts cached per MoE layer")
+    ax.set_ylabel("measured expert cache hit rate")
+    ax.set_title("Expert cache hit rate vs cache size (dotted: the plan's uniform prediction)")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(order) + len(n_experts))
+    note = "One line per model, routing skew and eviction policy (skew — = not in the record)."
+    single = [k for k in groups if k not in swept]
+    if single:
+        note += " Not shown (a single cache size): " + "; ".join(
+            _hit_rate_label(k, multi) for k in sorted(single, key=lambda k: [sort_value(x) for x in k])) + "."
+    return {"title": title, "file": _save(fig, out_dir, "expert_hit_rate_vs_cache.png"),
+            "note": note}
+
+
 def make_plots(docs, out_dir):
     """Every plot, in report order."""
     plots = [plot_ms_vs_budget(docs, out_dir), plot_bandwidth(docs, out_dir)]
     plots += [plot_timeline(doc, i, len(docs), out_dir) for i, doc in enumerate(docs)]
     plots.append(plot_scaling(docs, out_dir))
-    return plots
+    plots.append(plot_expert_hit_rate(docs, out_dir))
+    return [p for p in plots if p is not None]

@@ -2,6 +2,8 @@
 import os
 
 from .compare import CONTEXT_KEYS, context_differences, context_value
+from .experts import BASELINE_ENGINE, BYTES_RATIO_BAND, any_experts, bytes_ratio, entry_order, expert_entries, \
+    expert_setting, off_plan, predicted_bytes_per_token, routing_skew
 from .fields import fmt, fmt_bytes, fmt_pct, get, is_number, point_key, point_label, \
     run_engine, samples, sort_value, tg_ms_per_token, tok_s, varying_keys
 from .load import is_partial
@@ -334,6 +336,94 @@ def side_by_side_section(docs):
     return title + md_table(headers, rows)
 
 
+def count_cell(n):
+    return f"{n:.0f}" if is_number(n) and float(n).is_integer() else fmt(n)
+
+
+def rate_cell(rate):
+    return "—" if not is_number(rate) else f"{100.0 * rate:.1f}%"
+
+
+def residency_cell(run):
+    residency, layers = expert_setting(run, "residency"), expert_setting(run, "layers")
+    if residency is None:
+        return "—"
+    if residency == "expert" and is_number(layers):
+        return f"expert ({layers:.0f} layers streamed)" if layers else "expert (none streamed)"
+    return str(residency)
+
+
+def experts_row(run, keys, noise_cv):
+    point = run.get("point") or {}
+    ratio = bytes_ratio(run)
+    flags = flags_cell(run, noise_cv)
+    if off_plan(ratio):
+        lo, hi = BYTES_RATIO_BAND
+        flag = f"**off plan**: reads {ratio:.2f}× the predicted bytes/token (outside {lo:.2f}–{hi:.2f})"
+        flags = "; ".join(f for f in (flags, flag) if f)
+    return [point.get(k, "—") for k in keys] + [
+        residency_cell(run), expert_setting(run, "policy") or "—",
+        count_cell(expert_setting(run, "cache_per_layer")), fmt(get(run, "experts.experts_read_per_token")),
+        rate_cell(get(run, "experts.hit_rate")), rate_cell(expert_setting(run, "predicted_hit_rate")),
+        fmt_bytes(get(run, "io.read_bytes_per_token")), fmt_bytes(predicted_bytes_per_token(run)),
+        ratio_cell(get(run, "io.read_bytes_per_token"), predicted_bytes_per_token(run)),
+        fmt(tok_s(run, "tg")), baseline_cell(run), fmt(routing_skew(run)),
+        fmt(get(run, "memory.peak_rss_mb")), flags]
+
+
+EXPERTS_HEADERS = ["expert residency", "policy", "cache/layer", "experts read/tok", "hit rate",
+                   "uniform hit rate", "read/tok", "plan at measured hit rate",
+                   "measured/predicted", "tg tok/s", "vs baseline", "routing skew", "peak RAM MB",
+                   "flags"]
+EXPERTS_NOTES = [
+    "point keys: those that vary between this engine's rows; the `expert_*` keys (what was asked) are "
+    "replaced by the three columns after them (what the engine ran: `experts`, else `plan.experts`)",
+    "**expert residency**: `expert` reads a streamed MoE layer's dense part ahead and then only the "
+    "routed experts (how many layers stream so); `layer` reads every expert with its layer",
+    "**policy**: which cached expert of a layer gives way when another is read (`lru` or `lfu`)",
+    "**cache/layer**: experts kept per MoE layer (an explicit `expert_cache`, else as many as "
+    "`ram_budget_mb` leaves room for)",
+    "**experts read/tok**: experts read from storage (cache misses) per timed token",
+    "**hit rate**: measured cache hits / (hits + misses) over the timed tokens; — when no expert "
+    "was looked up",
+    "**uniform hit rate**: the plan's prediction, cache/layer ÷ experts per layer, right for uniform "
+    "routing; skewed routing should beat it",
+    "**read/tok**: measured bytes read from storage per token (`io.read_bytes_per_token`)",
+    "**plan at measured hit rate**: `plan.experts` dense_bytes_per_token + (1 − hit rate) × "
+    "expert_bytes_per_token: the plan's bytes per token at the measured instead of the uniform hit "
+    "rate, so that only the reads are compared, not the routing",
+    "**measured/predicted**: read/tok ÷ plan at measured hit rate; outside "
+    f"{BYTES_RATIO_BAND[0]:.2f}–{BYTES_RATIO_BAND[1]:.2f} it is flagged **off plan**",
+    "**tg tok/s**, **vs baseline**: generation throughput, and its ratio to the baseline engine's "
+    "run for the same point (the llama-bench rows of the same model are those baselines)",
+    "**routing skew**: the synthetic model's `flea.synth.expert_skew` (`model.expert_skew`; 0 = "
+    "uniform random routing); — when the record does not state it",
+    "**peak RAM MB**: the engine process's peak resident memory",
+]
+
+
+def experts_section(docs, noise_cv):
+    """Only when some run has expert figures: one row per such run and the baseline rows beside it."""
+    if not any_experts(docs):
+        return None
+    entries = expert_entries(docs)
+    # Keys that vary between our runs: a baseline point lacks the residency axes by design.
+    ours = [r for _, _, r in entries if run_engine(r) != BASELINE_ENGINE] or [r for _, _, r in entries]
+    keys = [k for k in varying_keys(ours) if not str(k).startswith("expert_")]
+    entries.sort(key=lambda e: entry_order(e, keys))
+    multi = len(docs) > 1
+    engines = {run_engine(r) for _, _, r in entries}
+    rows = []
+    for i, _, run in entries:
+        row = ([f"#{i + 1}"] if multi else []) + [run.get("id", "?")] \
+            + ([run_engine(run)] if len(engines) > 1 else [])
+        rows.append(row + experts_row(run, keys, noise_cv))
+    headers = (["file"] if multi else []) + ["run"] + (["engine"] if len(engines) > 1 else []) \
+        + keys + EXPERTS_HEADERS
+    return ("## Experts (mixture-of-experts residency)\n\n" + md_table(headers, rows) + "\n\n"
+            + "\n".join(f"- {note}" for note in EXPERTS_NOTES))
+
+
 def plots_section(plots):
     parts = ["## Plots"]
     for plot in plots:
@@ -352,6 +442,6 @@ def build_report(docs, plots, noise_cv=DEFAULT_NOISE_CV, title="Flea-Flicker Lab
              "measured in the same invocation. Runs flagged **SUSPECT** measured faster than the "
              "machine's physical floor and are not results.")
     sections = [intro, files_section(docs), context_section(docs), warnings_section(docs, noise_cv),
-                ceilings_section(docs), shards_section(docs), runs_section(docs, noise_cv), side_by_side_section(docs),
-                plots_section(plots)]
+                ceilings_section(docs), shards_section(docs), runs_section(docs, noise_cv),
+                experts_section(docs, noise_cv), side_by_side_section(docs), plots_section(plots)]
     return "\n\n".join(s for s in sections if s) + "\n"

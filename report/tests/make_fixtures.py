@@ -210,6 +210,143 @@ def minimal_nulls():
     return {"context": ctx, "ceilings": None, "runs": [run, skipped], "status": None}
 
 
+MOE = {  # name -> (file_bytes, expert routing skew or None when the record does not state it)
+    "synth:moe-8x2:Q4_K_M": (109_051_904, None),
+    "synth:moe-8x2-skew:Q4_K_M": (109_051_904, 1.5),
+}
+MOE_LAYERS, MOE_N_EXPERT, MOE_K = 4, 8, 2
+MOE_SLOT_BYTES = 2_359_296  # one expert's gate, up and down matrices
+MOE_DENSE_LAYER_BYTES = 1_572_864  # attention and norms of one layer
+
+
+def moe_point(model, cache=None, policy=None, residency=None, **extra):
+    """A CPU point streaming every layer; expert_* keys only when not the default (as the harness)."""
+    point = {"model": model, "residency": "transient", "io": "pread", "prefetch": 1,
+             "vram_budget_mb": 0, "ram_budget_mb": 256, "threads": 2, "prompt": 16, "gen": 16,
+             "kv": "resident", "batch": 1, "backend": "cpu"}
+    for key, value in (("expert_cache", cache), ("expert_policy", policy),
+                       ("expert_residency", residency)):
+        if value is not None:
+            point[key] = value
+    point.update(extra)
+    return point
+
+
+def moe_plan(cache, policy, residency):
+    """plan.experts and the plan's streamed bytes per token (flea's Plan::to_json)."""
+    by_expert = residency == "expert"
+    layers = MOE_LAYERS if by_expert else 0
+    expert_layer_bytes = MOE_N_EXPERT * MOE_SLOT_BYTES
+    dense = MOE_LAYERS * (MOE_DENSE_LAYER_BYTES + (0 if by_expert else expert_layer_bytes))
+    expert_bytes = MOE_K * layers * MOE_SLOT_BYTES
+    hit = cache / MOE_N_EXPERT if layers else 0.0
+    scratch = MOE_K if layers else 0
+    experts = {"residency": residency, "policy": policy, "n_expert": MOE_N_EXPERT,
+               "n_expert_used": MOE_K, "layers": layers, "slot_bytes": MOE_SLOT_BYTES,
+               "cache_per_layer": cache if layers else 0, "scratch_slots": scratch,
+               "pool_bytes": (layers * cache + scratch) * MOE_SLOT_BYTES,
+               "dense_bytes_per_token": dense, "expert_bytes_per_token": expert_bytes,
+               "predicted_hit_rate": hit}
+    return {"residency": "transient", "io": "pread", "prefetch": 1, "n_layer": MOE_LAYERS,
+            "n_streamed": MOE_LAYERS, "streamed_bytes_per_token": dense + round((1 - hit) * expert_bytes),
+            "experts": experts}
+
+
+def moe_experts(plan, hit_rate, tokens):
+    """The engine's experts block for `tokens` timed tokens at the given hit rate."""
+    pe = plan["experts"]
+    lookups_per_layer = tokens * MOE_K if pe["layers"] else 0
+    per_layer, hits = [], 0
+    for layer in range(pe["layers"]):
+        h = round(lookups_per_layer * hit_rate)
+        per_layer.append({"layer": layer, "hits": h, "misses": lookups_per_layer - h,
+                          "bytes": (lookups_per_layer - h) * MOE_SLOT_BYTES})
+        hits += h
+    misses = pe["layers"] * lookups_per_layer - hits
+    read = misses * MOE_SLOT_BYTES
+    return {"residency": pe["residency"], "policy": pe["policy"], "layers": pe["layers"],
+            "cache_per_layer": pe["cache_per_layer"], "predicted_hit_rate": pe["predicted_hit_rate"],
+            "hits": hits, "misses": misses,
+            "hit_rate": hits / (hits + misses) if hits + misses else None,
+            "expert_read_bytes": read, "experts_read_per_token": misses / tokens,
+            "expert_bytes_per_token": read // tokens, "per_layer": per_layer}
+
+
+def moe_run(rng, run_id, point, hit_rate, extra_read=1.0, experts=True):
+    """A flea run of an MoE model: measured reads follow the plan at the measured hit rate
+    (times extra_read, to model an engine that reads more than it plans)."""
+    model = point["model"]
+    file_bytes, skew = MOE[model]
+    cache, policy = point.get("expert_cache", 4), point.get("expert_policy", "lru")
+    plan = moe_plan(cache, policy, point.get("expert_residency", "expert"))
+    tokens = 5 * (point["gen"] + 1)  # timed tokens: each rep's gen tokens and its prompt's one
+    block = moe_experts(plan, hit_rate, tokens)
+    read = int((plan["experts"]["dense_bytes_per_token"] + block["expert_bytes_per_token"]) * extra_read)
+    ms = 4.0 + read / 2.0e6  # compute plus the reads at 2 GB/s
+    run = synth.make_run(run_id, point, rng, ms, cv=0.03, reps=5, file_bytes=file_bytes,
+                         read_bytes_per_token=read, peak_rss_mb=round(60 + 256 * 0.8, 1))
+    run["model"] = {"path": f"cache/{model.replace(':', '-')}.gguf", "file_bytes": file_bytes,
+                    "file_type": "Q4_K_M", "n_layer": MOE_LAYERS}
+    if skew is not None:
+        run["model"]["expert_skew"] = skew
+    run["io"]["read_bytes"] = read * tokens
+    run["io"]["read_gb_s"] = round(read / (ms * 1e6), 3)
+    run["predicted"] = {"ms_per_token": round(4.0 + plan["streamed_bytes_per_token"] / 2.0e6, 3),
+                        "floor_ms_per_token": round(read / 2.1e6, 3), "bound": "io"}
+    run["vs_floor"] = {"ratio": round(ms / (read / 2.1e6), 3), "below_floor": False}
+    run["plan"] = plan
+    run["experts"] = block if experts else None
+    return run
+
+
+def moe_sweep():
+    """Expert cache sweeps over two MoE models (uniform routing with no skew stated, and skew 1.5),
+    LRU and LFU, one layer-residency run, one run reading more than its plan, one io-only run
+    (plan but no experts block), a failed point and the llama-bench baseline."""
+    rng = np.random.default_rng(33)
+    uniform, skewed = "synth:moe-8x2:Q4_K_M", "synth:moe-8x2-skew:Q4_K_M"
+    specs = [  # (point, measured hit rate, extra_read)
+        (moe_point(uniform, cache=0), 0.0, 1.0),
+        (moe_point(uniform, cache=2), 0.243, 1.0),
+        (moe_point(uniform, cache=4), 0.507, 1.0),
+        (moe_point(uniform, cache=6), 0.748, 1.3),
+        (moe_point(uniform, cache=4, policy="lfu"), 0.49, 1.0),
+        (moe_point(uniform, cache=4, residency="layer"), 0.0, 1.0),
+        (moe_point(skewed, cache=2), 0.45, 1.0),
+        (moe_point(skewed, cache=4), 0.71, 1.0),
+        (moe_point(skewed, cache=2, policy="lfu"), 0.52, 1.0),
+        (moe_point(skewed, cache=4, policy="lfu"), 0.78, 1.0),
+    ]
+    runs = [moe_run(rng, f"r{i + 1:04d}", point, hit, extra)
+            for i, (point, hit, extra) in enumerate(specs)]
+    io_only = moe_run(rng, "r0011", moe_point(uniform, cache=2, compute="none"), 0.0, experts=False)
+    runs.append(io_only)
+    runs.append({"id": "r0012", "point": moe_point(skewed, cache=6), "status": "failed",
+                 "error": "flea exited 3: ram_budget_mb 256 leaves room for 5 experts per layer, not 6",
+                 "engine": "flea", "model": None, "samples_ns": None, "summary": None, "io": None,
+                 "memory": None, "layers": None, "predicted": None, "vs_floor": None,
+                 "baseline": None, "correctness": None, "plan": None, "experts": None})
+    lb_point = {k: moe_point(uniform)[k] for k in ("model", "backend", "prompt", "gen", "threads",
+                                                    "vram_budget_mb")}
+    lb = synth.make_run("r0013", lb_point, rng, 40.0, cv=0.03, reps=5,
+                        file_bytes=MOE[uniform][0], peak_rss_mb=180.0)
+    lb["engine"] = "llama-bench"
+    lb["model"] = dict(runs[0]["model"])
+    for key in ("io", "layers", "predicted", "vs_floor", "correctness"):
+        lb[key] = None
+    lb["plan"], lb["experts"] = None, None
+    runs.append(lb)
+    for run in runs:
+        if run["status"] == "ok" and run["engine"] == "flea" and run["point"]["model"] == uniform:
+            run["baseline"] = {"engine": "llama-bench", "run": lb["id"], "status": "ok",
+                               "tg_tok_s": lb["summary"]["tg_tok_s"],
+                               "ratio": round(run["summary"]["tg_tok_s"] / lb["summary"]["tg_tok_s"], 3)}
+    ctx = synth.make_context("moe_sweep-20261208T090000Z-e5f6",
+                             scenario={"name": "moe_sweep", "path": "scenarios/moe_sweep.yaml",
+                                       "sha256": "2" * 64})
+    return synth.make_doc(ctx, synth.make_ceilings(), runs)
+
+
 def malformed(valid_text):
     cut = valid_text[: len(valid_text) * 3 // 5]
     not_obj = "[1, 2, 3]\n"
@@ -252,6 +389,7 @@ def main():
     synth.write_json(os.path.join(FIXTURES, a["context"]["run_id"] + ".trace.json"), trace_a(a))
     synth.write_json(os.path.join(FIXTURES, "gpu_sweep_b.json"), sweep_b())
     synth.write_json(os.path.join(FIXTURES, "minimal_nulls.json"), minimal_nulls())
+    synth.write_json(os.path.join(FIXTURES, "moe_sweep.json"), moe_sweep())
     base, cand = ci_pair()
     synth.write_json(os.path.join(FIXTURES, "ci_base.json"), base)
     synth.write_json(os.path.join(FIXTURES, "ci_candidate.json"), cand)

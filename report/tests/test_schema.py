@@ -9,7 +9,7 @@ from conftest import REPORT
 SCHEMA = os.path.join(os.path.dirname(REPORT), "results", "results.schema.json")
 # minimal_nulls.json is left out on purpose: it drops blocks FORMAT.md requires (status, scenario)
 # to show the report tolerates them.
-VALID = ("gpu_sweep_a.json", "gpu_sweep_b.json", "ci_base.json", "ci_candidate.json")
+VALID = ("gpu_sweep_a.json", "gpu_sweep_b.json", "ci_base.json", "ci_candidate.json", "moe_sweep.json")
 
 
 @pytest.mark.parametrize("name", VALID)
