@@ -83,7 +83,10 @@ int cmd_synth(int argc, char** argv) {
     shape.name = shape_name;
   }
   if (n_embd) shape.n_embd = n_embd;
-  if (n_ff) shape.n_ff = n_ff;
+  if (n_ff) {
+    shape.n_ff = n_ff;
+    if (shape.n_expert > 0 && shape.arch == "llama") shape.n_ff_exp = n_ff;  // a llama MoE has one FFN width
+  }
   if (n_layer) shape.n_layer = n_layer;
   if (n_head) shape.n_head = n_head;
   if (n_head_kv) shape.n_head_kv = n_head_kv;
