@@ -177,6 +177,37 @@ std::vector<double> f32_row(const LoadedFile& f, const std::string& name, int64_
   return row;
 }
 
+// The skew's offset of each router row (file b minus file a, same seed): expert e's coefficient along
+// the offsets' common direction, signed so that the largest is the rank-1 expert (a centred -ln(rank)
+// has one large positive value). `parallel` is false when the offsets do not share one direction.
+std::vector<double> router_offset_coefs(const LoadedFile& a, const LoadedFile& b, int64_t il, int64_t n_expert,
+                                        bool* parallel) {
+  const std::string name = "blk." + std::to_string(il) + ".ffn_gate_inp.weight";
+  std::vector<std::vector<double>> d;
+  for (int64_t e = 0; e < n_expert; ++e) {
+    std::vector<double> r0 = f32_row(a, name, e), r1 = f32_row(b, name, e);
+    for (size_t i = 0; i < r0.size(); ++i) r1[i] -= r0[i];
+    d.push_back(r1);
+  }
+  const std::vector<double>& u = d[0];
+  double uu = 0;
+  for (double x : u) uu += x * x;
+  std::vector<double> c;
+  double cubes = 0;
+  *parallel = true;
+  for (const auto& row : d) {
+    double dot = 0, rr = 0;
+    for (size_t i = 0; i < row.size(); ++i) dot += row[i] * u[i], rr += row[i] * row[i];
+    *parallel = *parallel && std::abs(dot * dot / (rr * uu) - 1.0) < 1e-6;
+    c.push_back(dot / uu);
+    cubes += c.back() * c.back() * c.back();
+  }
+  if (cubes < 0) {
+    for (double& x : c) x = -x;
+  }
+  return c;
+}
+
 TEST(SynthSkew, ZeroIsByteIdenticalToNoOption) {
   TempDir dir;
   struct Case { const char* preset; FileType type; };
@@ -224,7 +255,7 @@ TEST(SynthSkew, ChangesOnlyTheEmbeddingAndTheRouters) {
   EXPECT_EQ(recorded->type, gguf::ValueType::FLOAT32);
   EXPECT_DOUBLE_EQ(recorded->f, skew);
 
-  // Router offsets: row e of (S>0 - S=0) is c_e * v with c_e = S * gain * z_e; the c_e sorted are
+  // Router offsets: row e of (S>0 - S=0) is c_e v with c_e = S gain z_e; the c_e sorted are
   // proportional to mean(ln k) - ln(rank) for ranks 1..4.
   const int64_t X = 4;
   std::vector<double> want(X);
@@ -233,31 +264,9 @@ TEST(SynthSkew, ChangesOnlyTheEmbeddingAndTheRouters) {
   for (int64_t k = 1; k <= X; ++k) want[k - 1] = mean_log - std::log(static_cast<double>(k));
   for (int il : {0, 1}) {
     SCOPED_TRACE("layer " + std::to_string(il));
-    const std::string name = "blk." + std::to_string(il) + ".ffn_gate_inp.weight";
-    std::vector<std::vector<double>> d;
-    for (int64_t e = 0; e < X; ++e) {
-      std::vector<double> r0 = f32_row(a, name, e), r1 = f32_row(b, name, e);
-      for (size_t i = 0; i < r0.size(); ++i) r1[i] -= r0[i];
-      d.push_back(r1);
-    }
-    // Coefficients along the first row's offset (rank-1 and the others share one direction).
-    const std::vector<double>& u = d[0];
-    double uu = 0;
-    for (double x : u) uu += x * x;
-    std::vector<double> c;
-    for (const auto& row : d) {
-      double dot = 0, rr = 0;
-      for (size_t i = 0; i < row.size(); ++i) dot += row[i] * u[i], rr += row[i] * row[i];
-      EXPECT_NEAR(dot * dot / (rr * uu), 1.0, 1e-6) << "router offsets are not parallel";
-      c.push_back(dot / uu);
-    }
-    // c is known up to the sign and size of d[0]'s own coefficient: fix the sign by the skewness
-    // (a centred -ln(rank) has one large positive value), then fit the size.
-    double cubes = 0;
-    for (double x : c) cubes += x * x * x;
-    if (cubes < 0) {
-      for (double& x : c) x = -x;
-    }
+    bool parallel = false;
+    std::vector<double> c = router_offset_coefs(a, b, il, X, &parallel);
+    EXPECT_TRUE(parallel) << "router offsets do not share one direction";
     std::sort(c.rbegin(), c.rend());
     double cw = 0, ww = 0;
     for (int64_t k = 0; k < X; ++k) cw += c[k] * want[k], ww += want[k] * want[k];
@@ -328,23 +337,41 @@ TEST(SynthSkew, CliTakesTheOptionForMoeShapesOnly) {
   EXPECT_DOUBLE_EQ(v->f, 0.5);
 }
 
-// The figures README.md quotes (run with --gtest_also_run_disabled_tests; ~30 s): per shape and S,
+// The figures README.md quotes (run with --gtest_also_run_disabled_tests; 10-30 s): per shape and S,
 // the share of routed rows of the most popular expert, the next, ... (sorted per layer, mean over
-// layers), and reuse (fraction of a token's experts the previous token chose too) against the chance
-// level of that popularity, over a seeded random prompt (each token given) and over greedy decoding
-// from BOS (each token the argmax, as flea bench's tg).
+// layers), the layers whose most used expert is the one the skew ranks first, and reuse (fraction of
+// a token's experts the previous token chose too) against the chance level of that popularity, over
+// a seeded random prompt (each token given) and over greedy decoding from BOS (each token the argmax,
+// as flea bench's tg).
 TEST(SynthSkew, DISABLED_RoutingTable) {
   TempDir dir;
   for (const char* shape : {"moe-tiny", "narrow-mixtral", "llama4-tiny"}) {
     for (double skew : {0.0, 0.5, 1.0, 2.0, 4.0}) {
-      const std::string path = dir.file("t.gguf");
+      const std::string path = dir.file(skew == 0 ? "s0.gguf" : "s.gguf");
       SynthOptions o = std::string(shape) == "narrow-mixtral" ? narrow_mixtral(path, skew)
                                                              : options(shape, FileType::Q4_K_M, path, skew);
       ASSERT_TRUE(synth_model(o).ok());
       const RoutingTrace given = trace_routing(path, random_tokens(256, o.shape.n_vocab, 7), 0);
       const RoutingTrace greedy = trace_routing(path, {1}, 256);
       const RoutingSummary a = summarize(given), b = summarize(greedy, 1);
-      std::printf("%-14s S=%-3g prompt: reuse %.2f (chance %.2f) by rank", shape, skew, a.reuse, a.chance_reuse);
+      // MoE layers whose most used expert (over the prompt) is the one the skew ranks first.
+      int intended = 0;
+      if (skew > 0) {
+        const LoadedFile f0 = load(dir.file("s0.gguf")), f = load(path);
+        for (size_t l = 0; l < given.moe_layers.size(); ++l) {
+          bool parallel = false;
+          const std::vector<double> c = router_offset_coefs(f0, f, given.moe_layers[l], given.n_expert, &parallel);
+          std::vector<int64_t> count(static_cast<size_t>(given.n_expert), 0);
+          for (const auto& tok : given.chosen) {
+            for (int64_t e : tok[l]) ++count[static_cast<size_t>(e)];
+          }
+          intended += std::max_element(c.begin(), c.end()) - c.begin() ==
+                      std::max_element(count.begin(), count.end()) - count.begin();
+        }
+      }
+      const std::string layers = skew > 0 ? std::to_string(intended) + "/" + std::to_string(given.moe_layers.size()) : "-";
+      std::printf("%-14s S=%-3g prompt: reuse %.2f (chance %.2f) top=intended %s by rank", shape, skew, a.reuse,
+                  a.chance_reuse, layers.c_str());
       for (double v : a.by_rank) std::printf(" %.2f", v);
       std::printf(" | greedy: reuse %.2f (chance %.2f) distinct tokens %d by rank", b.reuse, b.chance_reuse,
                   b.distinct_tokens);
