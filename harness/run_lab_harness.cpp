@@ -378,8 +378,10 @@ int main(int argc, char** argv) {
     const std::string dir = r.model.path.substr(0, r.model.path.rfind('/'));
     fh::run_child({"/bin/mkdir", "-p", dir}, 10);
     if (!quiet) std::fprintf(stderr, "generating %s -> %s\n", r.model.spec.c_str(), r.model.path.c_str());
-    fh::ChildResult c = fh::run_child({flea, "synth", "--shape", r.model.shape, "--type", r.model.type, "--seed",
-                                       std::to_string(r.model.seed), "--out", r.model.path, "-q"}, 24 * 3600);
+    std::vector<std::string> argv = {flea};
+    for (const std::string& a : fh::synth_args(r.model)) argv.push_back(a);
+    for (const char* a : {"--out", r.model.path.c_str(), "-q"}) argv.push_back(a);
+    fh::ChildResult c = fh::run_child(argv, 24 * 3600);
     if (c.exit_code != 0) {
       if (c.interrupted) return 128 + fh::stop_signal();
       return usage_error("cannot generate " + r.model.spec + ": flea synth exited " + std::to_string(c.exit_code) + ": " + c.err);

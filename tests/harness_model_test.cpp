@@ -153,6 +153,44 @@ TEST(HarnessSweep, BaselinesFollowTheRunsTheyServe) {
   EXPECT_EQ(runs[2].serves, (std::vector<std::string>{"r0001", "r0004"}));
 }
 
+// synth:<shape>:<type>[:seed][:skew=S]: seed as a bare field or seed=N, skew=S for an expert skew
+// (flea synth --expert-skew), part of the cache file name so differently skewed files do not collide.
+TEST(HarnessSweep, SynthSpecTakesAnExpertSkew) {
+  auto plain = fh::resolve_model("synth:mixtral-8x7b:Q4_K_M", "/s", "", "/c");
+  ASSERT_TRUE(plain.ok()) << plain.status().to_string();
+  EXPECT_EQ(plain->expert_skew, 0.0);
+  EXPECT_EQ(plain->path, "/c/synth-mixtral-8x7b-Q4_K_M-s0.gguf");
+  EXPECT_EQ(fh::synth_args(*plain), (std::vector<std::string>{"synth", "--shape", "mixtral-8x7b", "--type", "Q4_K_M",
+                                                              "--seed", "0"}));
+  for (const char* spec : {"synth:mixtral-8x7b:Q4_K_M:seed=3:skew=1.0", "synth:mixtral-8x7b:Q4_K_M:3:skew=1",
+                           "synth:mixtral-8x7b:Q4_K_M:skew=1:seed=3"}) {
+    SCOPED_TRACE(spec);
+    auto m = fh::resolve_model(spec, "/s", "", "/c");
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    EXPECT_EQ(m->seed, 3u);
+    EXPECT_EQ(m->expert_skew, 1.0);
+    EXPECT_EQ(m->path, "/c/synth-mixtral-8x7b-Q4_K_M-s3-skew1.gguf");
+    EXPECT_EQ(fh::synth_args(*m), (std::vector<std::string>{"synth", "--shape", "mixtral-8x7b", "--type", "Q4_K_M",
+                                                            "--seed", "3", "--expert-skew", "1"}));
+  }
+  auto half = fh::resolve_model("synth:moe-tiny:Q8_0:skew=0.5", "/s", "", "/c");
+  ASSERT_TRUE(half.ok());
+  EXPECT_EQ(half->path, "/c/synth-moe-tiny-Q8_0-s0-skew0.5.gguf");
+  // skew=0 is the unskewed file: same name as without the field.
+  auto zero = fh::resolve_model("synth:moe-tiny:Q8_0:skew=0", "/s", "", "/c");
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->path, "/c/synth-moe-tiny-Q8_0-s0.gguf");
+  for (const char* bad : {"synth:moe-tiny:Q8_0:skew=-1", "synth:moe-tiny:Q8_0:skew=x", "synth:moe-tiny:Q8_0:skew=",
+                          "synth:moe-tiny:Q8_0:skew=1:skew=2", "synth:moe-tiny:Q8_0:1:seed=2",
+                          "synth:moe-tiny:Q8_0:skew=1:2", "synth:moe-tiny:Q8_0:skwe=1",
+                          "synth:moe-tiny:Q8_0:1:skew=1:x", "synth:tiny:Q8_0:skew=1"}) {
+    auto m = fh::resolve_model(bad, "/s", "", "/c");
+    EXPECT_FALSE(m.ok()) << bad;
+  }
+  auto dense = fh::resolve_model("synth:tiny:Q8_0:skew=1", "/s", "", "/c");
+  EXPECT_NE(dense.status().message().find("mixture-of-experts"), std::string::npos) << dense.status().message();
+}
+
 TEST(HarnessSweep, SynthAndReferenceModels) {
   auto runs = expand("model: synth:tiny:Q4_K_M:7\n");
   ASSERT_EQ(runs.size(), 1u);

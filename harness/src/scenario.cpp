@@ -154,7 +154,7 @@ const std::vector<KeySpec>& scenario_keys() {
       key("description", KeyType::kString, nullptr, "one line on what the scenario is for"),
       [] {
         KeySpec s = key("model", KeyType::kString, nullptr,
-                        "GGUF path, synth:<shape>:<type>[:seed] (generated once, cached in $FLEA_CACHE_DIR or "
+                        "GGUF path, synth:<shape>:<type>[:seed][:skew=S] (generated once, cached in $FLEA_CACHE_DIR or "
                         "<repo>/.cache/models), or 'reference' for every model in the reference manifest");
         s.sweepable = true;
         return s;

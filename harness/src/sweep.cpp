@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -19,7 +21,27 @@ const std::vector<std::string>& synth_types() {
   return k;
 }
 
+// The shortest decimal that reads back as v (1 for 1.0, 0.1 for 0.1): in file names and on the
+// flea synth command line.
+std::string skew_text(double v) {
+  char buf[32];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
 }  // namespace
+
+std::vector<std::string> synth_args(const ModelRef& m) {
+  std::vector<std::string> a = {"synth", "--shape", m.shape, "--type", m.type, "--seed", std::to_string(m.seed)};
+  if (m.expert_skew > 0) {
+    a.push_back("--expert-skew");
+    a.push_back(skew_text(m.expert_skew));
+  }
+  return a;
+}
 
 std::string default_cache_dir() {
   const char* env = std::getenv("FLEA_CACHE_DIR");
@@ -40,8 +62,9 @@ StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& sce
       if (c == std::string::npos) break;
       pos = c + 1;
     }
-    if (parts.size() < 2 || parts.size() > 3 || parts[0].empty()) {
-      return invalid_argument("model '" + spec + "': expected synth:<shape>:<type>[:seed], e.g. synth:tiny:Q4_K_M");
+    if (parts.size() < 2 || parts.size() > 4 || parts[0].empty()) {
+      return invalid_argument("model '" + spec + "': expected synth:<shape>:<type>[:seed][:skew=S], e.g. "
+                              "synth:tiny:Q4_K_M or synth:mixtral-8x7b:Q4_K_M:seed=0:skew=1");
     }
     const auto& types = synth_types();
     if (std::find(types.begin(), types.end(), parts[1]) == types.end()) {
@@ -52,12 +75,33 @@ StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& sce
     m.synth = true;
     m.shape = parts[0];
     m.type = parts[1];
-    if (parts.size() == 3) {
+    std::set<std::string> seen;
+    for (size_t i = 2; i < parts.size(); ++i) {
+      const size_t eq = parts[i].find('=');
+      // A bare third field is the seed (the older form).
+      const std::string key = eq != std::string::npos ? parts[i].substr(0, eq) : i == 2 ? "seed" : "";
+      const std::string value = eq != std::string::npos ? parts[i].substr(eq + 1) : parts[i];
+      if (key != "seed" && key != "skew") {
+        return invalid_argument("model '" + spec + "': unknown field '" + parts[i] + "' (seed=N, skew=S)");
+      }
+      if (!seen.insert(key).second) return invalid_argument("model '" + spec + "': " + key + " given twice");
       char* end = nullptr;
-      m.seed = std::strtoull(parts[2].c_str(), &end, 10);
-      if (parts[2].empty() || *end != '\0') return invalid_argument("model '" + spec + "': seed '" + parts[2] + "' is not an integer");
+      if (key == "seed") {
+        m.seed = std::strtoull(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0') return invalid_argument("model '" + spec + "': seed '" + value + "' is not an integer");
+      } else {
+        m.expert_skew = std::strtod(value.c_str(), &end);
+        if (value.empty() || *end != '\0' || !std::isfinite(m.expert_skew) || m.expert_skew < 0) {
+          return invalid_argument("model '" + spec + "': skew '" + value + "' is not a number >= 0");
+        }
+        auto preset = synth::synth_preset(m.shape);
+        if (m.expert_skew > 0 && preset.ok() && preset->n_expert == 0) {
+          return invalid_argument("model '" + spec + "': skew needs a mixture-of-experts shape; " + m.shape + " is dense");
+        }
+      }
     }
-    m.path = cache_dir + "/synth-" + m.shape + "-" + m.type + "-s" + std::to_string(m.seed) + ".gguf";
+    m.path = cache_dir + "/synth-" + m.shape + "-" + m.type + "-s" + std::to_string(m.seed) +
+             (m.expert_skew > 0 ? "-skew" + skew_text(m.expert_skew) : "") + ".gguf";
     return m;
   }
   if (spec.rfind("reference:", 0) == 0) {

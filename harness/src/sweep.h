@@ -12,15 +12,19 @@
 namespace flea::harness {
 
 struct ModelRef {
-  std::string spec;        // as written: a path, synth:<shape>:<type>[:seed], reference:<file>
+  std::string spec;        // as written: a path, synth:<shape>:<type>[:seed][:skew=S], reference:<file>
   std::string path;        // the GGUF file the engine opens
   bool synth = false;
   std::string shape, type;
   uint64_t seed = 0;
+  double expert_skew = 0;  // flea synth --expert-skew (MoE shapes)
 };
 
-// synth: models land in $FLEA_CACHE_DIR, else <repo>/.cache/models.
+// synth: models land in $FLEA_CACHE_DIR, else <repo>/.cache/models. After shape and type a synth spec
+// takes `seed=N` (or a bare N first) and `skew=S`, in any order; a skew > 0 is part of the file name.
 std::string default_cache_dir();
+// The `flea synth` arguments that write a synth: model (without --out).
+std::vector<std::string> synth_args(const ModelRef& m);
 StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& scenario_dir,
                                  const std::string& reference_dir, const std::string& cache_dir);
 

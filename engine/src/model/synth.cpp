@@ -10,6 +10,7 @@
 
 #include "gguf/writer.h"
 #include "quant/fp16.h"
+#include "quant/quant.h"
 
 namespace flea::synth {
 namespace {
@@ -273,6 +274,9 @@ inline float normal_from(uint64_t w) {
   return (sum - 2.0f) * 1.7320508f;
 }
 
+// A norm weight from its normal draw z.
+inline float norm_from(float z) { return 1.0f + 0.1f * z; }
+
 inline void put_f16(uint8_t* p, float v) {
   const uint16_t h = fp32_to_fp16(v);
   std::memcpy(p, &h, 2);
@@ -324,7 +328,8 @@ struct TensorGen {
     switch (t->type) {
       case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: {
         const float z = normal_from(rng.next());
-        const float v = !t->values.empty() ? t->values[u] : t->is_norm ? 1.0f + 0.1f * z : static_cast<float>(sd) * z;
+        float v = !t->values.empty() ? t->values[u] : t->is_norm ? norm_from(z) : static_cast<float>(sd) * z;
+        if (!t->offset.empty()) v += t->offset[u % t->offset.size()];
         if (t->type == GgmlType::F32) {
           std::memcpy(out, &v, 4);
         } else {
@@ -425,6 +430,19 @@ struct TensorGen {
       default:
         FLEA_CHECK(false, std::string("synth cannot generate type ") + type_info(t->type).name);
     }
+    if (!t->offset.empty() && type_info(t->type).block_size > 1) add_offset(u, out);
+  }
+
+  // Quantized blocks with an offset: the noise block's values plus the offset, requantized.
+  void add_offset(uint64_t u, uint8_t* out) const {
+    const quant::QuantOps* q = quant::ops(t->type);
+    FLEA_CHECK(q != nullptr, std::string("synth cannot requantize ") + type_info(t->type).name);
+    const int64_t bs = type_info(t->type).block_size;
+    float v[kQkK];
+    q->dequantize(out, v, bs);
+    const size_t first = static_cast<size_t>(u * static_cast<uint64_t>(bs) % t->offset.size());
+    for (int64_t j = 0; j < bs; ++j) v[j] += t->offset[first + static_cast<size_t>(j)];
+    q->quantize(v, out, bs);
   }
 
   void fill(uint64_t first, uint64_t n, uint8_t* out) const {
@@ -504,8 +522,98 @@ Status build_layout(const SynthOptions& o, const std::vector<SynthTensor>& plan,
   }
   FLEA_RETURN_IF_ERROR(w->add_kv("general.quantization_version", u32(2)));
   FLEA_RETURN_IF_ERROR(w->add_kv("general.file_type", u32(llama_ftype_id(o.file_type))));
+  if (o.expert_skew > 0) {
+    FLEA_RETURN_IF_ERROR(w->add_kv(kExpertSkewKey, gguf::value_f32(static_cast<float>(o.expert_skew))));
+  }
   for (const auto& t : plan) FLEA_RETURN_IF_ERROR(w->add_tensor({t.name, t.type, t.ne}));
   return ok_status();
+}
+
+// ---- expert skew (see synth.h) ------------------------------------------------------------------
+
+// Rms of the embedding rows' shared component relative to their noise. Small: the shared part also
+// biases the output logits, and at 0.4 greedy decoding of a 16-layer model falls into a loop of a few
+// tokens; at 0.1 it varies as much as without the skew. The router gain below makes up for it (the
+// price is per-token noise on the bias of relative size ~1 / (0.1 sqrt(n_embd))).
+constexpr double kSkewEmbdShare = 0.1;
+
+// The rms of the residual stream at layer il's FFN input, in embedding rms, is ~1 + 0.14 il in these
+// synthetic models (measured at widths 256..1024: each block adds ~0.14, much of it a component all
+// tokens share), so m's share of xn falls as 1 / (1 + 0.14 il); the router gain grows to match.
+constexpr double kResidualGrowthPerLayer = 0.14;
+
+Status validate_options(const SynthOptions& o) {
+  char skew[32];
+  std::snprintf(skew, sizeof skew, "%g", o.expert_skew);
+  if (!std::isfinite(o.expert_skew) || o.expert_skew < 0) {
+    return invalid_argument(std::string("expert skew ") + skew + ": must be a finite number >= 0");
+  }
+  if (o.expert_skew > 0 && o.shape.n_expert == 0) {
+    return invalid_argument(std::string("expert skew ") + skew + " needs a mixture-of-experts shape (moe-tiny, "
+                            "mixtral-8x7b, llama4-tiny, llama4-scout); shape " + o.shape.name + " is dense");
+  }
+  return ok_status();
+}
+
+// Element i of the norm weight `name` as TensorGen writes it (F32, one element per unit).
+float norm_weight(uint64_t seed, const std::string& name, uint64_t i) {
+  UnitRng rng(tensor_key(seed, name), i);
+  return norm_from(normal_from(rng.next()));
+}
+
+// Sets the offsets of token_embd and of every MoE layer's router.
+void add_expert_skew(const SynthOptions& o, std::vector<SynthTensor>* plan) {
+  const SynthShape& s = o.shape;
+  const int64_t E = s.n_embd, X = s.n_expert;
+  auto tensor = [&](const std::string& name) -> SynthTensor& {
+    auto it = std::find_if(plan->begin(), plan->end(), [&](const SynthTensor& t) { return t.name == name; });
+    FLEA_CHECK(it != plan->end(), "no tensor " + name);
+    return *it;
+  };
+  // The shared direction m, (E,), rms exactly 1.
+  std::vector<double> m(static_cast<size_t>(E));
+  const uint64_t m_key = tensor_key(o.seed, "flea.synth.skew_direction");
+  double ss = 0;
+  for (int64_t i = 0; i < E; ++i) {
+    UnitRng rng(m_key, static_cast<uint64_t>(i));
+    m[i] = normal_from(rng.next());
+    ss += m[i] * m[i];
+  }
+  for (double& v : m) v *= std::sqrt(static_cast<double>(E) / ss);
+
+  SynthTensor& embd = tensor("token_embd.weight");  // (n_vocab, E): every row + share * its rms * m
+  embd.offset.resize(static_cast<size_t>(E));
+  for (int64_t i = 0; i < E; ++i) embd.offset[i] = static_cast<float>(kSkewEmbdShare * embd.stddev * m[i]);
+
+  double mean_log_rank = 0;  // centres z: the sigmoid gating of llama4 sees logits of the usual size
+  for (int64_t k = 1; k <= X; ++k) mean_log_rank += std::log(static_cast<double>(k)) / static_cast<double>(X);
+  for (int64_t il = 0; il < s.n_layer; ++il) {
+    if (!s.is_moe_layer(il)) continue;
+    const std::string p = "blk." + std::to_string(il) + ".";
+    // v = (m * g) / |m * g|^2 for this layer's ffn_norm weight g, times 1 / (m's share of xn): the
+    // shared part of xn then gives v . xn ~= 1, so expert e's logit moves by ~S * z_e.
+    std::vector<double> v(static_cast<size_t>(E));
+    double uu = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      v[i] = m[i] * norm_weight(o.seed, p + "ffn_norm.weight", static_cast<uint64_t>(i));
+      uu += v[i] * v[i];
+    }
+    const double inv_share = std::sqrt(1 + kSkewEmbdShare * kSkewEmbdShare) / kSkewEmbdShare *
+                             (1 + kResidualGrowthPerLayer * static_cast<double>(il));
+    // Expert e has popularity rank rank[e] + 1: a seeded permutation per layer.
+    std::vector<int64_t> rank(static_cast<size_t>(X));
+    for (int64_t e = 0; e < X; ++e) rank[e] = e;
+    UnitRng rng(tensor_key(o.seed, p + "expert_rank"), 0);
+    for (int64_t k = X - 1; k > 0; --k) std::swap(rank[k], rank[rng.next() % static_cast<uint64_t>(k + 1)]);
+    SynthTensor& router = tensor(p + "ffn_gate_inp.weight");  // (X, E): row e scores expert e
+    router.offset.resize(static_cast<size_t>(E * X));
+    for (int64_t e = 0; e < X; ++e) {
+      const double z = mean_log_rank - std::log(static_cast<double>(rank[e] + 1));
+      for (int64_t i = 0; i < E; ++i) {
+        router.offset[e * E + i] = static_cast<float>(o.expert_skew * z * inv_share * v[i] / uu);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -717,6 +825,7 @@ StatusOr<VocabSource> read_vocab_source(const std::string& path) {
 }
 
 StatusOr<uint64_t> synth_planned_bytes(const SynthOptions& o) {
+  FLEA_RETURN_IF_ERROR(validate_options(o));
   FLEA_ASSIGN_OR_RETURN(std::vector<SynthTensor> plan, synth_tensor_plan(o.shape, o.file_type));
   gguf::Writer w;
   FLEA_RETURN_IF_ERROR(build_layout(o, plan, &w));
@@ -725,7 +834,9 @@ StatusOr<uint64_t> synth_planned_bytes(const SynthOptions& o) {
 
 Status synth_model(const SynthOptions& o, const ProgressFn& progress) {
   if (o.out_path.empty()) return invalid_argument("synth: no output path");
+  FLEA_RETURN_IF_ERROR(validate_options(o));
   FLEA_ASSIGN_OR_RETURN(std::vector<SynthTensor> plan, synth_tensor_plan(o.shape, o.file_type));
+  if (o.expert_skew > 0) add_expert_skew(o, &plan);
   gguf::Writer w;
   FLEA_RETURN_IF_ERROR(build_layout(o, plan, &w));
 

@@ -6,9 +6,22 @@
 // sizes match real models. Weights are random but shaped like trained ones: every matrix element has
 // mean ~0 and std ~1/sqrt(fan_in), token embeddings std ~1, norm weights 1 ± 0.1, so a forward pass
 // stays finite with varying logits. Quantized blocks are written directly (random quants plus
-// chosen scale fields); nothing is quantized from floats. Every block's bytes are a pure function
-// of (seed, tensor name, block index), so output does not depend on chunking or threads, and the
-// file is streamed in chunks: memory stays a few tens of MB at any model size.
+// chosen scale fields); nothing is quantized from floats (except the token embedding blocks that an
+// expert skew shifts, below). Every block's bytes are a pure function of (seed, tensor name, block
+// index, skew), so output does not depend on chunking or threads, and the file is streamed in chunks:
+// memory stays a few tens of MB at any model size.
+//
+// Expert skew (SynthOptions::expert_skew = S > 0, MoE shapes only): routing that behaves like a
+// trained model's, with a few popular experts per layer, instead of the uniform routing of a noise
+// router. Every token embedding row gets the same small component along a fixed seeded direction m
+// (0.1 of the rows' rms, so the residual stream carries a part all tokens share into every layer),
+// and each MoE layer's router row of expert e gets S * z_e * v, where v is m after that layer's
+// ffn_norm weight, scaled so that the shared part of xn gives v . xn ~= 1 at every depth (the
+// router's noise logits have std ~1), and z_e = -ln(rank_e) centred over the experts: a log-Zipf
+// bias whose rank order is a seeded permutation per layer. Only token_embd (requantized) and
+// ffn_gate_inp change, the file records S as flea.synth.expert_skew, and S = 0 writes exactly the
+// bytes of a file without the option. Consecutive tokens share experts through the popularity alone
+// (no topic structure): README.md has the measured figures.
 #pragma once
 
 #include <atomic>
@@ -81,6 +94,8 @@ struct SynthTensor {
   bool is_norm = false;     // 1 + 0.1·noise instead of zero-mean noise
   float stddev = 0.0f;      // target element std (zero-mean tensors)
   std::vector<float> values;  // fixed contents (rope_freqs.weight) instead of noise
+  // Added to element i's noise: offset[i % offset.size()] (a multiple of ne[0]; set by the expert skew).
+  std::vector<float> offset;
 };
 
 // The Llama 3.1 per-frequency rope divisors for head_dim/2 pairs: 1 for wavelengths below
@@ -106,6 +121,8 @@ struct SynthOptions {
   FileType file_type = FileType::Q4_K_M;
   std::string out_path;
   uint64_t seed = 0;
+  // >= 0, MoE shapes only: log-Zipf expert popularity (see the top of this file); 0 = noise router.
+  double expert_skew = 0.0;
   std::string model_name;  // general.name; "flea-synth-<shape name>" when empty
   const VocabSource* vocab = nullptr;  // tokenizer.* keys to copy instead of the synthetic vocab
   int threads = 2;         // generator threads besides the writing thread (0 = generate inline)
@@ -118,6 +135,9 @@ struct SynthProgress {
   double elapsed_s = 0.0;
 };
 using ProgressFn = std::function<void(const SynthProgress&)>;
+
+// Metadata key (FLOAT32) recording SynthOptions::expert_skew; written only when it is > 0.
+inline constexpr const char* kExpertSkewKey = "flea.synth.expert_skew";
 
 // Exact size of the file synth_model would write, computed without writing anything.
 StatusOr<uint64_t> synth_planned_bytes(const SynthOptions& options);
