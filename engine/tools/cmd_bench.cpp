@@ -37,6 +37,15 @@ nlohmann::json huge_pages_json(const ResidencyOptions& opts, const ProviderBuffe
           {"anon_huge_bytes", b.anon_huge_bytes}};
 }
 
+// Whether a MoE model's routing is its own or flea synth's (random weights; with --expert-skew S a
+// Zipf-like expert popularity, recorded in the file as flea.synth.expert_skew).
+nlohmann::json routing_json(const gguf::File& f) {
+  const StatusOr<std::string> name = f.get_string("general.name");
+  const bool synthetic = name.ok() && name->rfind("flea-synth", 0) == 0;
+  const StatusOr<double> skew = f.get_float("flea.synth.expert_skew");
+  return {{"synthetic", synthetic || skew.ok()}, {"expert_skew", skew.ok() ? *skew : 0.0}};
+}
+
 // Expert-granular residency over the timed tokens: the plan's expert figures next to what the
 // streamer saw (hits, misses, experts and bytes read per token), per layer and in total.
 nlohmann::json experts_json(const Plan& plan, const nlohmann::json& tel, int64_t tokens) {
@@ -145,6 +154,10 @@ int cmd_bench(int argc, char** argv) {
     j["read_gb_s"] = r->read_gb_s;
     j["read_bytes_per_token"] = r->read_bytes / static_cast<uint64_t>(tokens);
     j["tokens"] = tokens;
+    if (model.hp.n_expert > 0) {  // routed uniformly at random here (no model to route with)
+      j["experts"] = experts_json(*engine->plan, nlohmann::json::parse(engine->telemetry->to_json()), tokens);
+      j["routing"] = {{"synthetic", true}, {"expert_skew", 0.0}, {"note", "--compute none routes uniformly at random"}};
+    }
     j["huge_pages"] = huge_pages_json(opts.residency, r->buffers);
     j["peak_rss_bytes"] = peak_rss_bytes();
     j["warnings"] = warnings;
@@ -297,6 +310,7 @@ int cmd_bench(int argc, char** argv) {
       if (model.hp.is_moe_layer(il)) routed.push_back({{"layer", il}, {"rows", session.stats().expert_rows[static_cast<size_t>(il)]}});
     j["expert_routing"] = routed;
     j["experts"] = experts_json(*engine->plan, tel, timed_tokens);
+    j["routing"] = routing_json(model.file);
   }
   j["huge_pages"] = huge_pages_json(opts.residency, provider_buffers(engine->weights.get()));
   j["peak_rss_bytes"] = peak_rss_bytes();

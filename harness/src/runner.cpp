@@ -335,6 +335,7 @@ void push_residency_flags(std::vector<std::string>* a, const Json& p) {
   add("--io", p["io"].get<std::string>());
   add("--prefetch", std::to_string(p["prefetch"].get<int64_t>()));
   add("--huge-pages", p.value("huge_pages", std::string("on")));
+  add("--queue-depth", std::to_string(p.value("queue_depth", int64_t{4})));
   add("--expert-residency", p.value("expert_residency", std::string("expert")));
   add("--expert-cache", std::to_string(p.value("expert_cache", int64_t{-1})));
   add("--expert-policy", p.value("expert_policy", std::string("lru")));
@@ -388,6 +389,11 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   else if (b.contains("file_type_id") && b["file_type_id"].is_number_integer()) model["file_type"] = file_type_name(b["file_type_id"].get<int64_t>());
   else model["file_type"] = nullptr;
   model["n_layer"] = num_or_null(b, "n_layer");
+  // MoE: synthetic routing (and its skew) or the model's own, as the engine read it from the file.
+  if (b.contains("routing") && b["routing"].is_object()) {
+    model["routing"] = b["routing"].value("synthetic", false) ? "synthetic" : "model";
+    model["expert_skew"] = num_or_null(b["routing"], "expert_skew");
+  }
   rec["model"] = model;
   const Json pp = b.contains("pp_samples_ns") && b["pp_samples_ns"].is_array() ? b["pp_samples_ns"] : Json::array();
   const Json tg = b.contains("tg_samples_ns") && b["tg_samples_ns"].is_array() ? b["tg_samples_ns"] : Json::array();

@@ -166,6 +166,7 @@ const std::vector<KeySpec>& scenario_keys() {
       int_key("prefetch", 1, 0, 64, true, "layers loaded ahead (0 = load then compute, 1 = double buffer)"),
       enum_key("huge_pages", "on", {"on", "off"}, true,
                "the engine's --huge-pages: staging and cache buffers on transparent huge pages (on) or 4 KiB pages"),
+      int_key("queue_depth", 4, 1, 4096, true, "io_uring reads kept in flight (the engine's --queue-depth)"),
       enum_key("expert_residency", "expert", {"expert", "layer"}, true,
                "MoE layers that stream: expert = dense part ahead, then only the routed experts (expert cache); "
                "layer = every expert with its layer"),

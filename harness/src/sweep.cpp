@@ -166,7 +166,8 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     for (auto& p : partial) points.push_back(std::move(p));
   }
   // 'draft' and 'draft_k' exist only on speculative points, 'huge_pages' only where it is "off"
-  // and the expert_* keys only where they differ from the engine's defaults, so every other point keeps the identity (run_key, the gate's point key) it had before
+  // and queue_depth and the expert_* keys only where they differ from the engine's defaults, so
+  // every other point keeps the identity (run_key, the gate's point key) it had before
   // these keys existed and baselines written then still match.
   for (auto& p : points) {
     if (!p["draft"].is_string()) {
@@ -174,6 +175,7 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
       p.erase("draft_k");
     }
     if (p.value("huge_pages", std::string("on")) == "on") p.erase("huge_pages");
+    if (p.value("queue_depth", int64_t{4}) == 4) p.erase("queue_depth");
     if (p.value("expert_residency", std::string("expert")) == "expert") p.erase("expert_residency");
     if (p.value("expert_cache", int64_t{-1}) == -1) p.erase("expert_cache");
     if (p.value("expert_policy", std::string("lru")) == "lru") p.erase("expert_policy");
