@@ -120,13 +120,30 @@ int32_t argmax(const float* logits, int64_t n) {
   return static_cast<int32_t>(best);
 }
 
-Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq)
+Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq,
+                 bool bound_chunked_kv)
     : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0) {
   const auto& hp = model_.hp;
-  const size_t cache = static_cast<size_t>(n_ctx * hp.n_embd_kv()) * n_past_.size();
-  k_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(cache));
-  v_cache_.assign(static_cast<size_t>(hp.n_layer), std::vector<float>(cache));
+  kv_slots_.assign(static_cast<size_t>(hp.n_layer), n_ctx);
+  k_cache_.resize(static_cast<size_t>(hp.n_layer));
+  v_cache_.resize(static_cast<size_t>(hp.n_layer));
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    // A chunked layer never looks back past the start of its chunk: attn_chunk positions suffice.
+    if (bound_chunked_kv && hp.attn_chunk > 0 && hp.uses_rope(il) && hp.attn_chunk < n_ctx) {
+      kv_slots_[static_cast<size_t>(il)] = hp.attn_chunk;
+      chunk_bounded_ = true;
+    }
+    const size_t cache = static_cast<size_t>(kv_slots_[static_cast<size_t>(il)] * hp.n_embd_kv()) * n_past_.size();
+    k_cache_[static_cast<size_t>(il)].assign(cache, 0.0f);
+    v_cache_[static_cast<size_t>(il)].assign(cache, 0.0f);
+  }
   stats_.reset(hp.n_layer);
+}
+
+uint64_t Session::kv_cache_bytes() const {
+  uint64_t b = 0;
+  for (size_t il = 0; il < k_cache_.size(); ++il) b += (k_cache_[il].size() + v_cache_[il].size()) * sizeof(float);
+  return b;
 }
 
 Status Session::truncate(int seq, int64_t n_past) {
@@ -135,6 +152,12 @@ Status Session::truncate(int seq, int64_t n_past) {
     return out_of_range("truncate: " + std::to_string(n_past) + " is not in [0, " +
                         std::to_string(n_past_[static_cast<size_t>(seq)]) + "]");
   }
+  // A bounded chunked cache holds only the newest chunk: going back into an earlier chunk would need
+  // positions it has overwritten.
+  const int64_t chunk = model_.hp.attn_chunk;
+  if (chunk_bounded_ && n_past / chunk != (n_past_[static_cast<size_t>(seq)] - 1) / chunk && n_past % chunk != 0)
+    return unimplemented("truncate: back to position " + std::to_string(n_past) + " crosses an attention chunk (" +
+                         std::to_string(chunk) + " positions) whose keys the chunk-bounded KV cache no longer holds");
   n_past_[static_cast<size_t>(seq)] = n_past;
   return ok_status();
 }
@@ -301,6 +324,24 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
                           " positions exceed the context of " + std::to_string(n_ctx_));
     }
   }
+  // With chunk-bounded caches, rows of one sequence on both sides of a chunk boundary would overwrite
+  // slots the earlier rows still attend to: the batch is evaluated in pieces that each stay inside
+  // one chunk per sequence (the weights are fetched once per piece; this happens once per chunk).
+  if (chunk_bounded_ && T > 1) {
+    std::vector<int64_t> chunk_of(n_past_.size(), -1);
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t seq = rows[static_cast<size_t>(t)].seq;
+      const int64_t c = pos_[static_cast<size_t>(t)] / hp.attn_chunk;
+      if (chunk_of[static_cast<size_t>(seq)] < 0) chunk_of[static_cast<size_t>(seq)] = c;
+      if (c == chunk_of[static_cast<size_t>(seq)]) continue;
+      const std::vector<BatchRow> head(rows.begin(), rows.begin() + t), tail(rows.begin() + t, rows.end());
+      std::vector<float> a;
+      FLEA_RETURN_IF_ERROR(eval_batch(head, logits != nullptr && all_logits ? &a : nullptr, all_logits));
+      FLEA_RETURN_IF_ERROR(eval_batch(tail, logits, all_logits));
+      if (logits != nullptr && all_logits) logits->insert(logits->begin(), a.begin(), a.end());
+      return ok_status();
+    }
+  }
   ensure_scratch(T);
   ++stats_.forward_calls;
 
@@ -343,13 +384,15 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
       }
     }
     // Cache of sequence s: (n_ctx, KV) starting at s * n_ctx * KV.
-    auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
-    auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * n_ctx_ * KV; };
+    // Position p of a sequence lives in slot p % slots (slots = n_ctx, or the chunk when bounded).
+    const int64_t slots = kv_slots_[static_cast<size_t>(il)];
+    auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * slots * KV; };
+    auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * slots * KV; };
     for (int64_t t = 0; t < T; ++t) {
       const int32_t seq = rows[static_cast<size_t>(t)].seq;
       const int64_t p = pos_[static_cast<size_t>(t)];
-      std::copy(&k_[static_cast<size_t>(t * KV)], &k_[static_cast<size_t>((t + 1) * KV)], kcache(seq) + p * KV);
-      std::copy(&v_[static_cast<size_t>(t * KV)], &v_[static_cast<size_t>((t + 1) * KV)], vcache(seq) + p * KV);
+      std::copy(&k_[static_cast<size_t>(t * KV)], &k_[static_cast<size_t>((t + 1) * KV)], kcache(seq) + p % slots * KV);
+      std::copy(&v_[static_cast<size_t>(t * KV)], &v_[static_cast<size_t>((t + 1) * KV)], vcache(seq) + p % slots * KV);
     }
 
     // One task per (row, head): scores over its sequence's positions 0..pos, softmax, weighted
@@ -366,7 +409,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
         const float* qh = &q_[static_cast<size_t>(t * E + h * D)];
         float mx = -INFINITY;
         for (int64_t p = first; p <= pos; ++p) {
-          const float* kp = kc + p * KV + kvh * D;
+          const float* kp = kc + p % slots * KV + kvh * D;
           float s = 0.0f;
           for (int64_t d = 0; d < D; ++d) s += qh[d] * kp[d];
           score[static_cast<size_t>(p)] = s * kq_scale;
@@ -383,7 +426,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
         std::fill(out, out + D, 0.0f);
         for (int64_t p = first; p <= pos; ++p) {
           const float a = score[static_cast<size_t>(p)] * inv;
-          const float* vp = vc + p * KV + kvh * D;
+          const float* vp = vc + p % slots * KV + kvh * D;
           for (int64_t d = 0; d < D; ++d) out[d] += a * vp[d];
         }
       }

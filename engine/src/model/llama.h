@@ -163,8 +163,13 @@ class Evaluator {
 // The CPU backend: KV cache (F32, resident in host memory) plus scratch buffers.
 class Session : public Evaluator {
  public:
-  // Room for n_ctx positions in each of n_seq sequences.
-  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq = 1);
+  // Room for n_ctx positions in each of n_seq sequences. Layers with chunked attention (Llama 4's
+  // rope layers) keep only attn_chunk positions, the chunk a query can see, unless
+  // `bound_chunked_kv` is false (tests compare the two).
+  Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq = 1,
+          bool bound_chunked_kv = true);
+  // Bytes of K and V cache held for every layer and sequence.
+  uint64_t kv_cache_bytes() const;
 
   Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) override;
   Status eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) override;
@@ -189,8 +194,10 @@ class Session : public Evaluator {
   cpu::ThreadPool* pool_;
   int64_t n_ctx_;
   std::vector<int64_t> n_past_;              // [n_seq] positions filled per sequence
-  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_seq × n_ctx × n_embd_kv]
-  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_seq × n_ctx × n_embd_kv]
+  std::vector<int64_t> kv_slots_;            // [n_layer] positions each cache holds per sequence
+  bool chunk_bounded_ = false;               // some layer holds fewer than n_ctx positions
+  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_seq × slots × n_embd_kv]
+  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_seq × slots × n_embd_kv]
   std::vector<int64_t> pos_;                 // [T] position of each row of the current batch
   // Scratch, sized for the largest batch seen: every buffer is [n_tokens × width].
   std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, scores_;
