@@ -2,6 +2,8 @@
 // logit comparison: the harness's arithmetic, checked exactly on known inputs.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <cmath>
 #include <fstream>
 
@@ -64,10 +66,12 @@ TEST(HarnessSweep, CartesianProductInTableOrderModelOutermost) {
   EXPECT_EQ(runs[6].point["model"], "b.gguf");
   EXPECT_EQ(runs[0].model.path, "/scen/a.gguf");
   // Every point carries every sweep axis with defaults filled in, except the speculative keys,
-  // which only a point with a draft has, and huge_pages, which only an "off" point has (so older
-  // points keep their identity).
+  // which only a point with a draft has, and huge_pages, queue_depth and the expert_* keys, which
+  // a point has only away from their defaults (so older points keep their identity).
+  const std::set<std::string> only_when_set = {"draft", "draft_k", "huge_pages", "queue_depth",
+                                               "expert_residency", "expert_cache", "expert_policy"};
   for (const auto& k : fh::point_keys()) {
-    EXPECT_EQ(runs[5].point.contains(k), k != "draft" && k != "draft_k" && k != "huge_pages") << k;
+    EXPECT_EQ(runs[5].point.contains(k), only_when_set.count(k) == 0) << k;
   }
   EXPECT_EQ(runs[5].point["reps"], 5);
 }
@@ -85,6 +89,29 @@ TEST(HarnessSweep, HugePagesAppearInThePointOnlyWhenOffAndReachTheEngine) {
   };
   EXPECT_EQ(flag(fh::bench_argv("flea", runs[0].point, "m.gguf", "", "")), "on");
   EXPECT_EQ(flag(fh::bench_argv("flea", runs[1].point, "m.gguf", "", "")), "off");
+}
+
+TEST(HarnessSweep, ExpertKeysAndQueueDepthAppearOnlyAwayFromTheirDefaultsAndReachTheEngine) {
+  auto runs = expand("model: m.gguf\npoints:\n  - {}\n  - {expert_residency: layer, expert_cache: 3, "
+                     "expert_policy: lfu, queue_depth: 16}\n");
+  ASSERT_EQ(runs.size(), 2u);
+  for (const char* k : {"expert_residency", "expert_cache", "expert_policy", "queue_depth"})
+    EXPECT_FALSE(runs[0].point.contains(k)) << k;
+  EXPECT_EQ(runs[1].point["expert_cache"], 3);
+  auto flag = [](const std::vector<std::string>& argv, const std::string& name) {
+    for (size_t i = 0; i + 1 < argv.size(); ++i)
+      if (argv[i] == name) return argv[i + 1];
+    return std::string("missing");
+  };
+  const auto a0 = fh::bench_argv("flea", runs[0].point, "m.gguf", ""), a1 = fh::bench_argv("flea", runs[1].point, "m.gguf", "");
+  EXPECT_EQ(flag(a0, "--expert-residency"), "expert");
+  EXPECT_EQ(flag(a0, "--expert-cache"), "-1");
+  EXPECT_EQ(flag(a0, "--expert-policy"), "lru");
+  EXPECT_EQ(flag(a0, "--queue-depth"), "4");
+  EXPECT_EQ(flag(a1, "--expert-residency"), "layer");
+  EXPECT_EQ(flag(a1, "--expert-cache"), "3");
+  EXPECT_EQ(flag(a1, "--expert-policy"), "lfu");
+  EXPECT_EQ(flag(a1, "--queue-depth"), "16");
 }
 
 TEST(HarnessSweep, DraftPointsResolveTheDraftAndRejectSynthOrMissingDrafts) {

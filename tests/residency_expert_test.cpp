@@ -263,7 +263,7 @@ TEST_F(ExpertStreaming, PlanStatesDenseAndExpertBytesAndSizesTheCacheFromTheBudg
   EXPECT_NE(tiny.status().message().find("expert buffers"), std::string::npos) << tiny.status().message();
   EXPECT_NE(tiny.status().message().find("minimum --ram-budget-mb"), std::string::npos) << tiny.status().message();
   // Full residency and the layer-granular baseline stream no experts one by one.
-  for (const std::string& mode : {"full-expert", "transient-layer"}) {
+  for (const std::string mode : {"full-expert", "transient-layer"}) {
     ResidencyOptions o;
     o.residency = mode == "full-expert" ? "full" : "transient";
     o.expert_residency = mode == "full-expert" ? "expert" : "layer";

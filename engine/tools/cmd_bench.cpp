@@ -314,6 +314,8 @@ int cmd_bench(int argc, char** argv) {
   }
   j["huge_pages"] = huge_pages_json(opts.residency, provider_buffers(engine->weights.get()));
   j["peak_rss_bytes"] = peak_rss_bytes();
+  // The KV cache's host memory (Llama 4's chunked layers hold one chunk, not the context).
+  if (const auto* cpu_session = dynamic_cast<const Session*>(&session)) j["kv_cache_bytes"] = cpu_session->kv_cache_bytes();
 #ifdef FLEA_HAVE_CUDA
   if (const CudaStats* cs = cuda_stats(session)) j["cuda"] = nlohmann::json::parse(cs->to_json());
 #endif

@@ -511,6 +511,10 @@ void add_prediction(Json* rec, const RunSpec& r, const Json& b, const RunEnv& en
     model_bytes = plan["model_bytes"].get<double>() - plan.value("global_bytes", 0.0);
   }
   if (model_bytes <= 0 && b.contains("file_bytes") && b["file_bytes"].is_number()) model_bytes = b["file_bytes"].get<double>();
+  // A mixture of experts touches only the routed experts: the plan's active bytes (less the globals).
+  const bool moe = plan.contains("experts") && plan["experts"].is_object();
+  if (moe && plan.contains("active_bytes") && plan["active_bytes"].is_number())
+    model_bytes = plan["active_bytes"].get<double>() - plan.value("global_bytes", 0.0);
   Json pred;
   if (model_bytes <= 0) {
     pred = {{"ms_per_token", nullptr}, {"floor_ms_per_token", nullptr}, {"bound", nullptr},
@@ -542,7 +546,12 @@ void add_prediction(Json* rec, const RunSpec& r, const Json& b, const RunEnv& en
     else if (f["read_gb_s"].is_number()) here.storage_gb_s = f["read_gb_s"];
   }
   if (p.value("throttle_gb_s", 0.0) > 0) here.storage_gb_s = std::min(here.storage_gb_s > 0 ? here.storage_gb_s : 1e9, p["throttle_gb_s"].get<double>());
-  Prediction fl = predict(here, in);
+  // The plan's streamed bytes assume uniform routing; routing that favours the cached experts reads
+  // less, down to the dense parts alone, so only those bound the floor.
+  PredictInput floor_in = in;
+  if (moe && plan["experts"].contains("dense_bytes_per_token") && plan["experts"]["dense_bytes_per_token"].is_number())
+    floor_in.streamed_bytes = std::min(in.streamed_bytes, plan["experts"]["dense_bytes_per_token"].get<double>());
+  Prediction fl = predict(here, floor_in);
   // Speculative decoding: each target pass streams the weights once and yields several tokens, so
   // the floor per token is the floor per pass times the passes the run needed per token.
   if (b.contains("speculative") && b["speculative"].is_object()) {

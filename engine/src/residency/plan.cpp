@@ -300,7 +300,8 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   p.first_token_bytes += p.dense_bytes_per_token + p.expert_bytes_per_token;
 
   // What one token's compute touches: every tensor, but only n_expert_used of each MoE layer's experts.
-  uint64_t active_bytes = p.global_bytes;
+  uint64_t& active_bytes = p.active_bytes;
+  active_bytes = p.global_bytes;
   for (const LayerPlan& lp : p.layers) {
     uint64_t expert_bytes = 0;
     for (LayerTensor t : kExpertTensors) {
@@ -372,6 +373,7 @@ std::string Plan::to_json() const {
   j["n_streamed"] = n_streamed;
   j["n_cached"] = n_cached;
   j["model_bytes"] = model_bytes;
+  j["active_bytes"] = active_bytes;
   j["global_bytes"] = global_bytes;
   j["norm_bytes"] = norm_bytes;
   j["resident_layer_bytes"] = resident_layer_bytes;

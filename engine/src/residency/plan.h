@@ -76,6 +76,8 @@ struct Plan {
   std::vector<LayerPlan> layers;
 
   uint64_t model_bytes = 0;           // every tensor the forward pass uses
+  uint64_t active_bytes = 0;          // what one token's compute touches: model_bytes less the
+                                      // experts it is not routed to (n_expert_used of each MoE layer's)
   uint64_t global_bytes = 0;          // token_embd + output_norm + output
   uint64_t norm_bytes = 0;            // all layers' norms
   uint64_t resident_layer_bytes = 0;  // buffer_bytes of resident layers
