@@ -484,51 +484,16 @@ class StreamingProvider final : public WeightProvider {
     }
   }
 
-  // Reads (or, mmap, faults in) every span of layer `il` into `dst`; checks the file did not
-  // change before and after.
-  Status load_into(int il, uint8_t* dst, int tid) {
-    const LayerPlan& lp = plan_.layers[il];
-    const int64_t t0 = now();
-    uint64_t needed_end = 0;
-    for (const ReadSpan& s : lp.spans) needed_end = std::max(needed_end, s.file_offset + s.length);
-    needed_end = std::min(needed_end, backend_->opened_stat().size);
-    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
-    uint64_t bytes = 0;
-    for (const ReadSpan& s : lp.spans) {
-      if (mapped_ != nullptr) {
-        const uint64_t n = std::min(s.length, backend_->opened_stat().size - s.file_offset);
-        FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, n, il));
-        bytes += n;
-        continue;
-      }
-      const io::ReadRequest req{s.file_offset, s.length, dst + s.buffer_offset, il};
-      FLEA_ASSIGN_OR_RETURN(uint64_t got, backend_->read(req));
-      const uint64_t need = std::min(s.length, backend_->opened_stat().size - s.file_offset);
-      if (got < need)
-        return data_loss(backend_->describe(req, "file ended after " + std::to_string(got) + " of " +
-                                                     std::to_string(need) + " bytes (truncated during the run?)"));
-      bytes += got;
-    }
-    FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
-    if (tel_ != nullptr) {
-      tel_->add_io(il, tid, t0, now(), bytes);
-      tel_->record(il, LayerState::kStaged, bytes);
-    }
-    return ok_status();
-  }
-
-  Status load_layer(int il, int tid) { return load_into(il, base_[il], tid); }
-
-  // Reads (or, mmap, faults in) expert `e` of layer `il`: its three slabs.
-  Status load_expert(int il, int e, uint8_t* dst, int tid) {
-    const ExpertRead xr = expert_read(plan_.layers[static_cast<size_t>(il)], e);
+  // Reads (or, mmap, faults in) `spans` into `dst` for layer `il`, checking the file did not change
+  // before and after; returns the bytes read (spans past EOF end there).
+  template <class Spans>
+  StatusOr<uint64_t> read_spans(const Spans& spans, uint8_t* dst, int il) {
     const uint64_t size = backend_->opened_stat().size;
     uint64_t needed_end = 0;
-    for (const ReadSpan& s : xr.spans) needed_end = std::max(needed_end, std::min(s.file_offset + s.length, size));
+    for (const ReadSpan& s : spans) needed_end = std::max(needed_end, std::min(s.file_offset + s.length, size));
     FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
-    const int64_t t0 = now();
     uint64_t bytes = 0;
-    for (const ReadSpan& s : xr.spans) {
+    for (const ReadSpan& s : spans) {
       const uint64_t need = std::min(s.length, size - s.file_offset);
       if (mapped_ != nullptr) {
         FLEA_RETURN_IF_ERROR(io::mmap_prefault(backend_.get(), s.file_offset, need, il));
@@ -543,6 +508,26 @@ class StreamingProvider final : public WeightProvider {
       bytes += got;
     }
     FLEA_RETURN_IF_ERROR(backend_->check_unchanged(needed_end, il));
+    return bytes;
+  }
+
+  // Layer `il`'s spans (its dense part when its experts stream one by one).
+  Status load_into(int il, uint8_t* dst, int tid) {
+    const int64_t t0 = now();
+    FLEA_ASSIGN_OR_RETURN(uint64_t bytes, read_spans(plan_.layers[static_cast<size_t>(il)].spans, dst, il));
+    if (tel_ != nullptr) {
+      tel_->add_io(il, tid, t0, now(), bytes);
+      tel_->record(il, LayerState::kStaged, bytes);
+    }
+    return ok_status();
+  }
+
+  Status load_layer(int il, int tid) { return load_into(il, base_[il], tid); }
+
+  // Expert `e` of layer `il`: its three slabs.
+  Status load_expert(int il, int e, uint8_t* dst, int tid) {
+    const int64_t t0 = now();
+    FLEA_ASSIGN_OR_RETURN(uint64_t bytes, read_spans(expert_read(plan_.layers[static_cast<size_t>(il)], e).spans, dst, il));
     if (tel_ != nullptr) {
       tel_->add_io(il, tid, t0, now(), bytes);
       tel_->add_expert_bytes(il, bytes);
