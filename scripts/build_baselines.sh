@@ -31,5 +31,8 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S "$DIR" -B "$DIR/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=OFF -DGGML_NATIVE=ON \
       -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" \
       -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$DIR/build" --target llama-bench llama-cli -j "$(nproc)" >&2
+targets=(llama-bench)
+# llama-cli, where the snapshot still has it (newer llama.cpp renamed its tools).
+cmake --build "$DIR/build" --target help 2>/dev/null | grep -q '^llama-cli[: ]' && targets+=(llama-cli)
+cmake --build "$DIR/build" --target "${targets[@]}" -j "$(nproc)" >&2
 echo "$BIN"

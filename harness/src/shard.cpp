@@ -190,7 +190,10 @@ std::map<std::string, double> planned_model_bytes(const std::vector<RunSpec>& ru
     double b = 0;
     if (r.model.synth) {
       // The cached file may exist on one node and not on another: always ask for the plan.
-      ChildResult c = run_child({flea, "synth", "--shape", r.model.shape, "--type", r.model.type, "--dry-run"}, 60);
+      std::vector<std::string> argv = {flea};
+      for (const std::string& a : synth_args(r.model)) argv.push_back(a);
+      argv.push_back("--dry-run");
+      ChildResult c = run_child(argv, 60);
       const size_t p = c.out.find("planned_bytes ");
       if (c.exit_code == 0 && p != std::string::npos) b = std::atof(c.out.c_str() + p + 14);
     } else {
