@@ -285,6 +285,14 @@ def format_ci(ci):
     return f"[{ci[0]:+.1%}, {ci[1]:+.1%}]"
 
 
+def verdict_text(line):
+    """'INCONCLUSIVE +30.0% [+12.0%, +48.0%]': the verdict as the report and PR attachment show it."""
+    if line["effect"] is None:
+        return line["verdict"]
+    text = f"{line['verdict']} {line['effect']:+.1%}"
+    return text + (f" {format_ci(line['ci'])}" if line.get("ci") is not None else "")
+
+
 def rule_line(opts):
     """The timing rule, printed once before the verdicts so a reader can check each line."""
     o = {**DEFAULTS, **(opts or {})}
