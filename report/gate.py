@@ -10,9 +10,10 @@ Timing (raw samples): effect = median(current)/median(baseline) - 1, [LO, HI] it
 interval (--confidence, 90%), p the two-sided Mann-Whitney U test.
     REGRESSION    p < alpha and effect > +min-effect
     IMPROVED      p < alpha and effect < -min-effect (SUSPECT: faster than the physical floor)
+    INCONCLUSIVE  otherwise, with too few samples for any test to reach alpha (fewer than 5 per
+                  side at 0.01; a bootstrap of so few values is too narrow to trust either)
     PASS          otherwise, when HI < +min-effect: the data show it is not slower by min-effect
-    INCONCLUSIVE  otherwise: too few samples (fewer than 5 per side cannot reach alpha=0.01)
-                  or too much noise to tell; the note says which
+    INCONCLUSIVE  otherwise: too much noise to tell; the note says so
 OUTCOME is FAIL when the exit status is 1, else INCONCLUSIVE when any line is, else PASS.
 Exit 0: no regression (INCONCLUSIVE lines included); 1: at least one REGRESSION (or MISSING with
 --fail-on-missing, or INCONCLUSIVE with --fail-on-inconclusive); 2: bad input (unreadable/malformed

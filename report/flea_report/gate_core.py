@@ -4,8 +4,10 @@ Timing metrics (raw samples_ns.tg / samples_ns.pp), with effect = median(cur) / 
 [lo, hi] its bootstrap confidence interval (level `confidence`):
   REGRESSION    p < alpha (two-sided Mann-Whitney U) and effect > +min_effect
   IMPROVED      p < alpha and effect < -min_effect (SUSPECT when below the physical floor)
+  INCONCLUSIVE  otherwise, when no test can reach alpha with this few samples (< 5 per side at
+                0.01; the bootstrap of so few values is too narrow to trust)
   PASS          otherwise, if hi < +min_effect: the data show it is not slower by min_effect
-  INCONCLUSIVE  otherwise: too few or too noisy samples to tell either way
+  INCONCLUSIVE  otherwise: too noisy to tell either way
 Both p and effect are needed for an alarm: on a shared, noisy machine small but "significant"
 shifts are common and not worth a red CI. Deterministic metrics are compared exactly or within a
 stated tolerance.
@@ -93,11 +95,12 @@ def timing_verdict(p, effect, ci, n_base, n_cur, opts):
         return REGRESSION, ""
     if p < alpha and effect < -min_effect:
         return IMPROVED, ""
-    if ci is not None and ci[1] < min_effect:
-        return PASS, ""
     if min_attainable_p(n_base, n_cur) >= alpha:
+        # No test can reach alpha; a bootstrap of 3 values per side is too narrow to trust either.
         return INCONCLUSIVE, (f"too few samples to reach alpha={alpha:g}: need >= "
                               f"{min_samples_for_alpha(alpha)} per side")
+    if ci is not None and ci[1] < min_effect:
+        return PASS, ""
     if ci is None:
         return INCONCLUSIVE, "no interval (zero baseline median)"
     return INCONCLUSIVE, (f"interval reaches {ci[1]:+.1%}, not below +{min_effect:.1%}, and no "

@@ -301,3 +301,12 @@ def test_advisory_timing_still_fails_on_deterministic_metrics(tmp_path):
     b, c = write_pair(tmp_path, base, cur)
     assert gate.main(["--baseline", b, "--current", c, "--advisory-timing"]) == 1
 
+
+
+def test_help_documents_inconclusive_and_its_exit_status(capsys):
+    with pytest.raises(SystemExit) as err:
+        gate.main(["--help"])
+    assert err.value.code == 0
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "--fail-on-inconclusive" in out and "--confidence" in out
+    assert "INCONCLUSIVE with --fail-on-inconclusive" in " ".join(out.split())
