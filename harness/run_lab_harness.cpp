@@ -26,6 +26,7 @@
 #include "runner.h"
 #include "scenario.h"
 #include "shard.h"
+#include "stats.h"
 #include "sweep.h"
 
 namespace fh = flea::harness;
@@ -119,6 +120,41 @@ flea::StatusOr<Json> narrow_to_shard(const fh::ShardSpec& spec, const fh::ShardF
   const size_t n_total = runs->size();
   *runs = std::move(mine);
   return fh::shard_context(spec, fingerprint, n_total, *runs, static_cast<double>(plan.predicted_ms[k]) / 1e3);
+}
+
+// What the perf gate can tell from these runs: the reps it needs for the scenario's min_effect and
+// noise_cv (stats.h: reps_for_gate), and the runs that have fewer. Empty `short_ids` when all suffice.
+struct GateReps {
+  int needed = 0;
+  int64_t fewest = 0;
+  std::vector<std::string> short_ids;
+  std::string rule;  // "a 5.0% change at noise_cv 0.03 (alpha 0.01, power 0.8)"
+};
+
+GateReps gate_reps(const std::vector<fh::RunSpec>& runs, const Json& settings) {
+  GateReps g;
+  const double min_effect = settings["min_effect"].get<double>();
+  const double noise_cv = settings["noise_cv"].get<double>();
+  g.needed = fh::reps_for_gate(min_effect, noise_cv);
+  g.fewest = g.needed;
+  char rule[160];
+  std::snprintf(rule, sizeof rule, "a %.1f%% change of the median at noise_cv %g (alpha %g, power 0.8)",
+                100 * min_effect, noise_cv, fh::kGateAlpha);
+  g.rule = rule;
+  for (const auto& r : runs) {
+    const int64_t reps = r.point.value("reps", int64_t{0});
+    if (reps >= g.needed) continue;
+    g.short_ids.push_back(r.id);
+    g.fewest = std::min(g.fewest, reps);
+  }
+  return g;
+}
+
+std::string id_list(const std::vector<std::string>& ids) {
+  std::string out;
+  for (size_t i = 0; i < ids.size() && i < 8; ++i) out += (i ? ", " : "") + ids[i];
+  if (ids.size() > 8) out += " and " + std::to_string(ids.size() - 8) + " more";
+  return out;
 }
 
 }  // namespace
@@ -333,6 +369,12 @@ int main(int argc, char** argv) {
   }
 
   const std::vector<std::string> shown = varying_keys(runs);
+  const GateReps greps = gate_reps(runs, sc.settings);
+  if (!greps.short_ids.empty()) {
+    warnings.push_back("reps " + std::to_string(greps.fewest) + " < " + std::to_string(greps.needed) +
+                       " that report/gate.py needs to detect " + greps.rule + " (" + id_list(greps.short_ids) +
+                       "): its timing verdicts can be INCONCLUSIVE; raise reps or declare min_effect/noise_cv");
+  }
   if (dry_run) {
     double total_s = 0;
     const std::map<std::string, double> sizes = fh::planned_model_bytes(runs, flea);
@@ -344,6 +386,11 @@ int main(int argc, char** argv) {
       std::printf("  %s %s  ~%s\n", r.id.c_str(), point_label(r, shown).c_str(), fmt_dur(s).c_str());
     }
     for (const auto& c : claims) std::printf("  claim %s: %s\n", c["name"].get<std::string>().c_str(), c["arithmetic"].get<std::string>().c_str());
+    if (!runs.empty()) {
+      std::printf("perf gate: needs >= %d reps per point to detect %s; ", greps.needed, greps.rule.c_str());
+      if (greps.short_ids.empty()) std::printf("every run has enough\n");
+      else std::printf("too few (%lld) in %s\n", static_cast<long long>(greps.fewest), id_list(greps.short_ids).c_str());
+    }
     std::printf("predicted duration: ~%s (%s; excludes synth generation and ceilings)\n", fmt_dur(total_s).c_str(),
                 profile ? ("profile " + profile->name).c_str() : "rough: no profile, planning machine, nothing measured");
     if (shard) {

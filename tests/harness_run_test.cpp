@@ -185,6 +185,34 @@ TEST_F(HarnessRun, DryRunPrintsRunsAndDurationWithoutRunning) {
   EXPECT_NE(access(log_.c_str(), F_OK), 0);
 }
 
+TEST_F(HarnessRun, DryRunPrintsTheRepsThePerfGateNeeds) {
+  HarnessResult r = harness_run(env_, "--config " + scenario("reps: 3\n") + " --dry-run");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("perf gate: needs >= 9 reps per point to detect a 5.0% change of the median at noise_cv "
+                       "0.03 (alpha 0.01, power 0.8); too few (3) in r0001"), std::string::npos) << r.out;
+  r = harness_run(env_, "--config " + scenario("reps: 5\nmin_effect: 0.2\nnoise_cv: 0.07\n") + " --dry-run");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("perf gate: needs >= 5 reps per point to detect a 20.0% change of the median at noise_cv "
+                       "0.07 (alpha 0.01, power 0.8); every run has enough"), std::string::npos) << r.out;
+}
+
+TEST_F(HarnessRun, FewerRepsThanThePerfGateNeedsIsAWarningInTheResults) {
+  auto warned = [&](const std::string& body) {
+    flea::test::run_command("rm -rf " + out_);
+    HarnessResult r = harness_run(env_, "--config " + scenario("gen: 2\nprompt: 1\n" + body) + " --out " + out_ + " --quiet");
+    EXPECT_EQ(r.rc, 0) << r.out;
+    const Json j = Json::parse(read_text(results_file(out_)));
+    for (const auto& w : j["context"]["warnings"]) {
+      if (w.get<std::string>().find("that report/gate.py needs") != std::string::npos) return w.get<std::string>();
+    }
+    return std::string();
+  };
+  const std::string w = warned("reps: [3, 9]\n");
+  EXPECT_EQ(w.rfind("reps 3 < 9 that report/gate.py needs to detect a 5.0% change", 0), 0u) << w;
+  EXPECT_NE(w.find("(r0001): its timing verdicts can be INCONCLUSIVE"), std::string::npos) << w;
+  EXPECT_EQ(warned("reps: 9\n"), "");
+}
+
 TEST_F(HarnessRun, CorrectnessAgainstReferenceLogits) {
   // A one-case reference set: 2 tokens × 4 vocab.
   flea::test::run_command("mkdir -p " + dir_.file("ref/logits"));

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "scenario.h"
+#include "stats.h"
 #include "test_util.h"
 
 namespace fh = flea::harness;
@@ -110,6 +111,24 @@ TEST(HarnessScenario, DefaultsFilledAndListsKept) {
   EXPECT_EQ(r->value["ceilings"]["fio_samples"], 3);
   EXPECT_TRUE(r->value["points"].is_array());
   EXPECT_FALSE(r->requested.contains("reps"));  // requested = as written
+}
+
+TEST(HarnessScenario, GateMinEffectAndNoiseDefaultToTheGatesAndSetTheReps) {
+  auto r = fh::parse_yaml_doc("s.yaml", "model: m.gguf\n", fh::scenario_keys());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_DOUBLE_EQ(r->value["min_effect"].get<double>(), 0.05);  // report/gate.py --min-effect default
+  EXPECT_DOUBLE_EQ(r->value["noise_cv"].get<double>(), 0.03);
+  auto bad = fh::parse_yaml_doc("s.yaml", "model: m.gguf\nmin_effect: 0\n", fh::scenario_keys());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("min_effect"), std::string::npos);
+  // 2 / C(2n, n) < 0.01 first at n = 5 (2/252); 2/70 at n = 4 is not.
+  EXPECT_EQ(fh::min_reps_for_alpha(0.01), 5);
+  EXPECT_EQ(fh::min_reps_for_alpha(0.05), 4);
+  // pi/3 * 2 * (2.5758 + 0.8416)^2 * (0.03/0.05)^2 = 8.81 -> 9
+  EXPECT_EQ(fh::reps_for_gate(0.05, 0.03), 9);
+  EXPECT_EQ(fh::reps_for_gate(0.05, 0.01), 5);   // quiet machine: the alpha floor
+  EXPECT_EQ(fh::reps_for_gate(0.05, 0.07), 48);  // 7% noise: 47.9
+  EXPECT_EQ(fh::reps_for_gate(0.20, 0.07), 5);
 }
 
 TEST(HarnessScenario, HelpKeysListsEveryKey) {

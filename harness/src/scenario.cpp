@@ -194,6 +194,12 @@ const std::vector<KeySpec>& scenario_keys() {
       int_key("threads", 0, 0, 1024, true, "compute threads (0 = all hardware threads)"),
       int_key("warmup", 1, 0, 100, true, "untimed repetitions first"),
       int_key("reps", 5, 1, 10000, true, "timed repetitions"),
+      float_key("min_effect", 0.05, 0.001, 10, false,
+                "smallest relative change of the median timing the perf gate should detect (report/gate.py "
+                "--min-effect, same default); --dry-run prints the reps it needs, fewer reps is a warning"),
+      float_key("noise_cv", 0.03, 0, 10, false,
+                "expected run-to-run coefficient of variation of one timing sample on the machine; with "
+                "min_effect it sets the reps the gate needs"),
       enum_key("compute", "full", {"full", "none"}, true, "none: only the plan's reads per token (the I/O path alone)"),
       nested("points", KeyType::kPointList, nullptr,
              "explicit run points (maps of the sweepable keys) instead of the cartesian product; keys not "

@@ -33,4 +33,19 @@ Summary summarize(std::vector<double> values) {
   return s;
 }
 
+int min_reps_for_alpha(double alpha) {
+  int n = 1;
+  // log C(2n, n) via lgamma: exact enough, and no overflow for any alpha > 0.
+  while (std::log(2.0) - (std::lgamma(2.0 * n + 1) - 2 * std::lgamma(n + 1.0)) >= std::log(alpha)) ++n;
+  return n;
+}
+
+int reps_for_gate(double min_effect, double noise_cv) {
+  constexpr double kZ995 = 2.5758293035489;  // two-sided alpha = 0.01
+  constexpr double kZ80 = 0.8416212335729;   // power 0.8
+  const double ratio = noise_cv / min_effect;
+  const double n = M_PI / 3.0 * 2.0 * (kZ995 + kZ80) * (kZ995 + kZ80) * ratio * ratio;
+  return std::max(min_reps_for_alpha(kGateAlpha), static_cast<int>(std::ceil(n - 1e-9)));
+}
+
 }  // namespace flea::harness

@@ -4,6 +4,7 @@ import os
 
 from .compare import context_differences
 from .fields import fmt, get, is_number, point_key, run_engine, tg_ms_per_token, tok_s
+from .gate_core import DEFAULTS, timing_line, verdict_text
 
 
 class AttachmentError(Exception):
@@ -140,6 +141,7 @@ def markdown_table(base_doc, cand_doc, base, cand, warnings):
     ]
     lines = ["| | baseline | candidate | change |", "|---|---|---|---|"]
     lines += [f"| {name} | {fmt(b)} | {fmt(c)} | {_change(b, c, hib)} |" for name, b, c, hib in rows]
+    lines += gate_rows(base, cand)
     lines.append(f"| correctness | {correctness_text(base_doc, base)} | "
                  f"{correctness_text(cand_doc, cand)} | |")
     lines.append(f"| git rev | {rev(base_doc)} | {rev(cand_doc)} | |")
@@ -148,6 +150,19 @@ def markdown_table(base_doc, cand_doc, base, cand, warnings):
     if warnings:
         text += "\n\n" + "\n".join(f"- **Warning:** {w}" for w in warnings)
     return text
+
+
+def gate_rows(base, cand):
+    """The perf gate's timing verdicts for this pair (report/gate.py's rule and defaults), as rows."""
+    rows = []
+    for kind in ("tg", "pp"):
+        line = timing_line("", kind, base, cand, DEFAULTS)
+        if line is None or line["p"] is None:
+            continue
+        detail = f"p={line['p']:.2g}, {line['note']}"
+        rows.append(f"| gate: {kind} time ({line['unit']}) | {fmt(line['base'])} | {fmt(line['cur'])} | "
+                    f"**{verdict_text(line)}** ({detail}) |")
+    return rows
 
 
 def render(block, table):

@@ -1,25 +1,35 @@
 """Compare a current results file against a baseline, run point by run point.
 
-Timing metrics (raw samples_ns.tg / samples_ns.pp) need BOTH a significant Mann-Whitney U test
-(p < alpha) AND a median shift larger than min_effect to count: on a shared, noisy machine small
-but "significant" shifts are common and not worth a red CI. Deterministic metrics are compared
-exactly or within a stated tolerance.
+Timing metrics (raw samples_ns.tg / samples_ns.pp), with effect = median(cur) / median(base) - 1 and
+[lo, hi] its bootstrap confidence interval (level `confidence`):
+  REGRESSION    p < alpha (two-sided Mann-Whitney U) and effect > +min_effect
+  IMPROVED      p < alpha and effect < -min_effect (SUSPECT when below the physical floor)
+  INCONCLUSIVE  otherwise, when no test can reach alpha with this few samples (< 5 per side at
+                0.01; the bootstrap of so few values is too narrow to trust)
+  PASS          otherwise, if hi < +min_effect: the data show it is not slower by min_effect
+  INCONCLUSIVE  otherwise: too noisy to tell either way
+Both p and effect are needed for an alarm: on a shared, noisy machine small but "significant"
+shifts are common and not worth a red CI. Deterministic metrics are compared exactly or within a
+stated tolerance.
 """
 import numpy as np
 
 from .fields import get, is_number, per_token_divisor, point_key, point_label, run_engine, \
     samples, varying_keys
-from .stats import mann_whitney, min_attainable_p
+from .stats import mann_whitney, median_ratio_ci, min_attainable_p
 
 
 def med(values):
     return float(np.median(values))
 
 PASS, REGRESSION, IMPROVED, MISSING, SUSPECT = "PASS", "REGRESSION", "IMPROVED", "MISSING", "SUSPECT"
+INCONCLUSIVE = "INCONCLUSIVE"
 
 DEFAULTS = {
     "min_effect": 0.05,     # relative change of the median timing
     "alpha": 0.01,          # two-sided Mann-Whitney significance
+    "confidence": 0.90,     # bootstrap interval of the median ratio; PASS needs its upper end
+                            # below +min_effect (a one-sided 5% test, as in equivalence testing)
     "mem_tolerance": 0.05,  # relative, for peak RSS / VRAM ...
     "mem_slack_mb": 1.0,    # ... but never tighter than this (allocator noise on tiny models)
     "bytes_tolerance": 0.0,  # read bytes per token are deterministic for a given plan
@@ -27,9 +37,10 @@ DEFAULTS = {
 }
 
 
-def _line(label, metric, verdict, base, cur, unit="", p=None, effect=None, note=""):
+def _line(label, metric, verdict, base, cur, unit="", p=None, effect=None, note="", ci=None):
+    """ci: (low, high) of the effect (relative change), or None."""
     return {"point": label, "metric": metric, "verdict": verdict, "base": base, "cur": cur,
-            "unit": unit, "p": p, "effect": effect, "note": note}
+            "unit": unit, "p": p, "effect": effect, "ci": ci, "note": note}
 
 
 def match_runs(base_doc, cur_doc):
@@ -67,16 +78,41 @@ def timing_line(label, kind, base_run, cur_run, opts):
                      med(c) / scale if c else None, unit, note=f"no {kind} samples in {side}")
     test = mann_whitney(b, c)
     effect = med(c) / med(b) - 1.0
-    verdict = PASS
-    if test["p"] < opts["alpha"] and effect > opts["min_effect"]:
-        verdict = REGRESSION
-    elif test["p"] < opts["alpha"] and effect < -opts["min_effect"]:
-        verdict = SUSPECT if get(cur_run, "vs_floor.below_floor") else IMPROVED
-    note = f"n={len(b)}/{len(c)}"
-    if min_attainable_p(len(b), len(c)) >= opts["alpha"]:
-        note += f", too few samples to reach alpha={opts['alpha']:g} (need >=5 each)"
+    ratio_ci = median_ratio_ci(b, c, opts["confidence"])
+    ci = None if ratio_ci is None else (ratio_ci[0] - 1.0, ratio_ci[1] - 1.0)
+    verdict, why = timing_verdict(test["p"], effect, ci, len(b), len(c), opts)
+    if verdict == IMPROVED and get(cur_run, "vs_floor.below_floor"):
+        verdict = SUSPECT
+    note = f"n={len(b)}/{len(c)}" + (f", {why}" if why else "")
     return _line(label, metric, verdict, med(b) / scale, med(c) / scale, unit, test["p"], effect,
-                 note)
+                 note, ci)
+
+
+def timing_verdict(p, effect, ci, n_base, n_cur, opts):
+    """(verdict, reason or "") for one timing metric; see the module docstring for the rule."""
+    alpha, min_effect = opts["alpha"], opts["min_effect"]
+    if p < alpha and effect > min_effect:
+        return REGRESSION, ""
+    if p < alpha and effect < -min_effect:
+        return IMPROVED, ""
+    if min_attainable_p(n_base, n_cur) >= alpha:
+        # No test can reach alpha; a bootstrap of 3 values per side is too narrow to trust either.
+        return INCONCLUSIVE, (f"too few samples to reach alpha={alpha:g}: need >= "
+                              f"{min_samples_for_alpha(alpha)} per side")
+    if ci is not None and ci[1] < min_effect:
+        return PASS, ""
+    if ci is None:
+        return INCONCLUSIVE, "no interval (zero baseline median)"
+    return INCONCLUSIVE, (f"interval reaches {ci[1]:+.1%}, not below +{min_effect:.1%}, and no "
+                          f"significant shift beyond it: more samples or a quieter machine")
+
+
+def min_samples_for_alpha(alpha):
+    """Smallest n per side (equal sides) whose exact two-sided test can give p < alpha."""
+    n = 1
+    while min_attainable_p(n, n) >= alpha:
+        n += 1
+    return n
 
 
 def _relative(base, cur):
@@ -216,10 +252,12 @@ def advisory_timing(line):
     return line
 
 
-def exit_code(lines, fail_on_missing=False):
+def exit_code(lines, fail_on_missing=False, fail_on_inconclusive=False):
     if any(ln["verdict"] == REGRESSION for ln in lines):
         return 1
     if fail_on_missing and any(ln["verdict"] == MISSING for ln in lines):
+        return 1
+    if fail_on_inconclusive and any(ln["verdict"] == INCONCLUSIVE for ln in lines):
         return 1
     return 0
 
@@ -237,16 +275,45 @@ def _num(x, unit):
 def format_line(line):
     p = "p=—" if line["p"] is None else f"p={line['p']:.2g}"
     effect = "effect=—" if line["effect"] is None else f"effect={line['effect']:+.1%}"
+    if line.get("ci") is not None:
+        effect += f" {format_ci(line['ci'])}"
     text = (f"{line['verdict']:<10}  {line['point']}  {line['metric']}: "
             f"base {_num(line['base'], line['unit'])}  cur {_num(line['cur'], line['unit'])}  "
             f"{p}  {effect}")
     return text + (f"  ({line['note']})" if line["note"] else "")
 
 
-def summary_line(lines):
+def format_ci(ci):
+    """'[+12.0%, +48.0%]' for an interval of the relative change."""
+    return f"[{ci[0]:+.1%}, {ci[1]:+.1%}]"
+
+
+def verdict_text(line):
+    """'INCONCLUSIVE +30.0% [+12.0%, +48.0%]': the verdict as the report and PR attachment show it."""
+    if line["effect"] is None:
+        return line["verdict"]
+    text = f"{line['verdict']} {line['effect']:+.1%}"
+    return text + (f" {format_ci(line['ci'])}" if line.get("ci") is not None else "")
+
+
+def rule_line(opts):
+    """The timing rule, printed once before the verdicts so a reader can check each line."""
+    o = {**DEFAULTS, **(opts or {})}
+    # Lower case: a grep for the verdict words must not hit this line.
+    return (f"timing: effect = median(cur)/median(base) - 1 [{o['confidence']:.0%} bootstrap interval]; "
+            f"slower: p < {o['alpha']:g} and effect > +{o['min_effect']:.1%}; "
+            f"pass: interval below +{o['min_effect']:.1%}; else inconclusive")
+
+
+def summary_line(lines, fail_on_missing=False, fail_on_inconclusive=False):
     counts = {v: sum(1 for ln in lines if ln["verdict"] == v)
-              for v in (REGRESSION, ADVISORY, IMPROVED, MISSING, SUSPECT, PASS)}
+              for v in (REGRESSION, ADVISORY, INCONCLUSIVE, IMPROVED, MISSING, SUSPECT, PASS)}
     n_points = len({ln["point"] for ln in lines})
-    outcome = "FAIL" if counts[REGRESSION] else "PASS"
+    if exit_code(lines, fail_on_missing, fail_on_inconclusive):
+        outcome = "FAIL"
+    elif counts[INCONCLUSIVE]:
+        outcome = "INCONCLUSIVE"
+    else:
+        outcome = "PASS"
     parts = ", ".join(f"{n} {v.lower()}" for v, n in counts.items())
     return f"gate: {outcome}: {n_points} points, {len(lines)} checks: {parts}"

@@ -6,6 +6,7 @@ from .experts import BASELINE_ENGINE, BYTES_RATIO_BAND, any_experts, bytes_ratio
     expert_setting, off_plan, predicted_bytes_per_token, routing_skew
 from .fields import fmt, fmt_bytes, fmt_pct, get, is_number, point_key, point_label, \
     run_engine, samples, sort_value, tg_ms_per_token, tok_s, varying_keys
+from .gate_core import DEFAULTS as GATE_DEFAULTS, timing_line, verdict_text
 from .load import is_partial
 from .stats import cv
 
@@ -325,15 +326,31 @@ def side_by_side_section(docs):
         meds = [tg_ms_per_token(runs[i], "median") if i in runs else None for i in range(len(docs))]
         ref = next((m for m in meds if is_number(m)), None)
         ratios = [ratio_cell(m, ref) for m in meds[1:]]
+        first = min(runs)
+        verdicts = [gate_cell(runs[first], runs[i]) if i in runs and i != first else "—"
+                    for i in range(1, len(docs))]
         suspect = any(get(r, "vs_floor.below_floor") for r in runs.values())
-        rows.append([point_label(any_run, keys)] + [fmt(m) for m in meds] + ratios
+        rows.append([point_label(any_run, keys)] + [fmt(m) for m in meds] + ratios + verdicts
                     + ["**SUSPECT**" if suspect else ""])
-    title = "## Side by side (ms/token median; ratio > 1 means slower than the first file)\n\n"
+    title = ("## Side by side (ms/token median; ratio > 1 means slower than the first file)\n\n"
+             "Gate: report/gate.py's verdict on the tg samples against the first file that has the "
+             f"point, effect with its {GATE_DEFAULTS['confidence']:.0%} bootstrap interval "
+             f"(REGRESSION: p < {GATE_DEFAULTS['alpha']:g} and slower by more than "
+             f"{GATE_DEFAULTS['min_effect']:.0%}; PASS: interval below +{GATE_DEFAULTS['min_effect']:.0%}; "
+             "else INCONCLUSIVE).\n\n")
     if not rows:
         return title + "No run point appears in more than one file."
     headers = ["point"] + [f"{lb} ms/tok" for lb in labels] \
-        + [f"{lb} / {labels[0]}" for lb in labels[1:]] + ["note"]
+        + [f"{lb} / {labels[0]}" for lb in labels[1:]] + [f"gate {lb}" for lb in labels[1:]] + ["note"]
     return title + md_table(headers, rows)
+
+
+def gate_cell(base_run, cur_run):
+    """The gate's tg verdict for one pair of runs, as report/gate.py would print it."""
+    line = timing_line("", "tg", base_run, cur_run, GATE_DEFAULTS)
+    if line is None or line["p"] is None:
+        return "—"
+    return verdict_text(line)
 
 
 def count_cell(n):

@@ -77,3 +77,17 @@ def test_ambiguous_or_unmatched_run_is_bad_input(tmp_path, capsys, fixture_path)
     o = synth.write_json(str(tmp_path / "o.json"), other)
     code, _, err = run_cli(capsys, "--baseline", o, "--candidate", cand, "--run", "r0001")
     assert code == 2 and "no run with the same point" in err
+
+
+def test_table_carries_the_gates_timing_verdicts():
+    """The same verdict and interval report/gate.py prints, INCONCLUSIVE included."""
+    from flea_report.gate_core import format_ci, gate as run_gate
+    base = synth.ci_doc(seed=5, cv=0.02, reps=3)
+    cand = synth.clone(base)
+    for run in cand["runs"]:
+        run["samples_ns"] = {k: [int(round(v * 1.3)) for v in vals] for k, vals in run["samples_ns"].items()}
+    _, table, _ = attachment(base, cand, "r0001")
+    gated = next(ln for ln in run_gate(base, cand) if ln["metric"] == "tg time")
+    row = next(r for r in table.splitlines() if r.startswith("| gate: tg time (ms/tok) |"))
+    assert f"**INCONCLUSIVE +30.0% {format_ci(gated['ci'])}** (p=0.1, n=3/3, too few samples" in row
+    assert any(r.startswith("| gate: pp time") and "INCONCLUSIVE" in r for r in table.splitlines())

@@ -1,11 +1,14 @@
-"""The gate: catches a 20% slowdown, stays quiet on unchanged noisy reruns, reports missing points."""
+"""The gate: catches a 20% slowdown, stays quiet on unchanged noisy reruns, reports missing points,
+says INCONCLUSIVE (not PASS) when the samples cannot show a change is below --min-effect."""
 import os
+import re
 
 import pytest
 
 import gate
 import synth
-from flea_report.gate_core import IMPROVED, MISSING, PASS, REGRESSION, SUSPECT, exit_code
+from flea_report.gate_core import (IMPROVED, INCONCLUSIVE, MISSING, PASS, REGRESSION, SUSPECT,
+                                   exit_code)
 from flea_report.gate_core import gate as run_gate
 
 
@@ -174,8 +177,10 @@ def test_output_line_format(tmp_path, capsys):
     tg = [ln for ln in lines if " tg time: " in ln]
     assert len(tg) == 2
     for ln in tg:
-        assert ln.split()[0] in (PASS, IMPROVED, REGRESSION)
+        assert ln.split()[0] in (PASS, IMPROVED, REGRESSION, INCONCLUSIVE)
         assert "ms/tok" in ln and "p=" in ln and "effect=" in ln and "n=10/10" in ln
+        assert re.search(r"effect=[+-]\d+\.\d% \[[+-]\d+\.\d%, [+-]\d+\.\d%\]", ln), ln
+    assert lines[0].startswith("NOTE        timing: effect = median(cur)/median(base) - 1 [90% bootstrap")
 
 
 def test_bad_options_exit_2(tmp_path, capsys):
@@ -187,10 +192,96 @@ def test_bad_options_exit_2(tmp_path, capsys):
 
 
 def test_underpowered_comparison_says_so():
+    """A +50% shift at 3 samples per side was PASS before issue 23; it cannot reach alpha."""
     base = synth.ci_doc(seed=1, reps=3)
     cur = synth.ci_doc(seed=2, reps=3, slowdown=0.5)
     line = next(ln for ln in run_gate(base, cur) if ln["metric"] == "tg time")
-    assert line["verdict"] == PASS and "too few samples" in line["note"]
+    assert line["verdict"] == INCONCLUSIVE
+    assert "too few samples to reach alpha=0.01: need >= 5 per side" in line["note"]
+
+
+def scaled(doc, factor):
+    """Every timing sample times factor (what a uniform slowdown does to a results file)."""
+    out = synth.clone(doc)
+    for run in out["runs"]:
+        for kind, values in run["samples_ns"].items():
+            if values:
+                run["samples_ns"][kind] = [int(round(v * factor)) for v in values]
+    return out
+
+
+def timing_lines(lines):
+    return [ln for ln in lines if ln["metric"].endswith(" time")]
+
+
+def test_identical_files_pass(tmp_path, capsys):
+    quiet = synth.ci_doc(seed=5, cv=0.02, reps=10)
+    b, c = write_pair(tmp_path, quiet, synth.clone(quiet))
+    assert gate.main(["--baseline", b, "--current", c, "--fail-on-inconclusive"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    tg = [ln for ln in out if " time: " in ln]
+    assert len(tg) == 4 and all(ln.startswith("PASS        ") for ln in tg)
+    assert all("effect=+0.0% [" in ln for ln in tg)
+    assert out[-1].startswith("gate: PASS: 2 points")
+
+
+def test_plus_30_percent_at_three_samples_is_inconclusive(tmp_path, capsys):
+    base = synth.ci_doc(seed=5, cv=0.02, reps=3)
+    b, c = write_pair(tmp_path, base, scaled(base, 1.3))
+    assert gate.main(["--baseline", b, "--current", c]) == 0  # inconclusive does not fail ...
+    out = capsys.readouterr().out.splitlines()
+    tg = [ln for ln in out if " time: " in ln]
+    assert len(tg) == 4 and all(ln.startswith("INCONCLUSIVE  ") for ln in tg)
+    assert all("effect=+30.0% [" in ln and "p=0.1 " in ln and "too few samples" in ln for ln in tg)
+    assert out[-1].startswith("gate: INCONCLUSIVE: 2 points") and "4 inconclusive" in out[-1]
+    # ... unless asked to (a quiet machine that must prove every point within min-effect)
+    assert gate.main(["--baseline", b, "--current", c, "--fail-on-inconclusive"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("gate: FAIL: ")
+
+
+def test_plus_30_percent_at_ten_samples_is_regression(tmp_path, capsys):
+    base = synth.ci_doc(seed=5, cv=0.07, reps=10)
+    lines = timing_lines(run_gate(base, scaled(base, 1.3)))
+    assert verdicts(lines) == [REGRESSION] * 4
+    for ln in lines:
+        assert ln["effect"] == pytest.approx(0.30, abs=1e-6)
+        assert ln["ci"][0] > 0.05 and ln["ci"][0] < 0.30 < ln["ci"][1]
+    b, c = write_pair(tmp_path, base, scaled(base, 1.3))
+    assert gate.main(["--baseline", b, "--current", c]) == 1
+    assert gate.main(["--baseline", b, "--current", c, "--advisory-timing"]) == 0
+
+
+def test_interval_is_printed_and_deterministic(tmp_path, capsys):
+    b, c = write_pair(tmp_path, synth.ci_doc(seed=1), synth.ci_doc(seed=2, slowdown=0.3))
+    outs = []
+    for _ in range(2):
+        gate.main(["--baseline", b, "--current", c])
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    tg = [ln for ln in outs[0].splitlines() if " tg time: " in ln]
+    assert all(re.search(r"effect=\+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\]", ln) for ln in tg), tg
+    gate.main(["--baseline", b, "--current", c, "--confidence", "0.99"])
+    assert capsys.readouterr().out != outs[0]  # the level is an option, and it shows
+
+
+def test_noisy_self_comparison_is_not_pass():
+    """7% noise, 10 samples: even unchanged code cannot be shown within 5%; honest is INCONCLUSIVE."""
+    base = synth.ci_doc(seed=1, cv=0.07)
+    lines = timing_lines(run_gate(base, synth.clone(base)))
+    assert REGRESSION not in verdicts(lines) and INCONCLUSIVE in verdicts(lines)
+    for ln in lines:
+        assert ln["verdict"] == (PASS if ln["ci"][1] < 0.05 else INCONCLUSIVE)
+        if ln["verdict"] == INCONCLUSIVE:
+            assert "not below +5.0%" in ln["note"]
+
+
+def test_pass_needs_the_upper_bound_below_min_effect():
+    base = synth.ci_doc(seed=7, cv=0.02, reps=40)
+    cur = synth.ci_doc(seed=8, cv=0.02, reps=40, slowdown=0.03)
+    for ln in timing_lines(run_gate(base, cur)):
+        assert ln["verdict"] == PASS and ln["ci"][1] < 0.05
+    for ln in timing_lines(run_gate(base, cur, {"min_effect": 0.035})):
+        assert ln["verdict"] != PASS  # the interval reaches +3.5%
 
 
 def test_advisory_timing_reports_but_does_not_fail(tmp_path, capsys):
@@ -210,3 +301,12 @@ def test_advisory_timing_still_fails_on_deterministic_metrics(tmp_path):
     b, c = write_pair(tmp_path, base, cur)
     assert gate.main(["--baseline", b, "--current", c, "--advisory-timing"]) == 1
 
+
+
+def test_help_documents_inconclusive_and_its_exit_status(capsys):
+    with pytest.raises(SystemExit) as err:
+        gate.main(["--help"])
+    assert err.value.code == 0
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "--fail-on-inconclusive" in out and "--confidence" in out
+    assert "INCONCLUSIVE with --fail-on-inconclusive" in " ".join(out.split())

@@ -167,3 +167,20 @@ def test_ceilings_show_the_hugetlb_fio_next_to_the_default_one():
     assert "| fio odirect | model.gguf | 1.80 GB/s |" in text
     assert "| fio odirect, hugetlb buffer | model.gguf | 6.10 GB/s |" in text
     assert "| fio io_uring, hugetlb buffer | model.gguf | — (no hugetlb pages: not root) |" in text
+
+
+def test_side_by_side_carries_the_gates_verdict_and_interval():
+    import synth
+    from flea_report.render import side_by_side_section
+    base = synth.ci_doc(seed=5, cv=0.02, reps=3)
+    cur = synth.clone(base)
+    cur["context"]["run_id"] = "ci_gate-slower"
+    for run in cur["runs"]:
+        run["samples_ns"] = {k: [int(round(v * 1.3)) for v in vals] for k, vals in run["samples_ns"].items()}
+    text = side_by_side_section([base, cur])
+    assert "| gate #2 |" in text
+    rows = [r for r in text.splitlines() if r.startswith("| prefetch=")]
+    assert len(rows) == 2 and all("| INCONCLUSIVE +30.0% [+" in r for r in rows), rows
+    quiet = synth.ci_doc(seed=5, cv=0.02, reps=10)
+    same = side_by_side_section([quiet, synth.clone(quiet)])
+    assert all("| PASS +0.0% [" in r for r in same.splitlines() if r.startswith("| prefetch="))

@@ -2,14 +2,11 @@ import numpy as np
 import pytest
 
 from flea_report.fields import percentile
-from flea_report.stats import cv, exact_u_counts, mann_whitney, min_attainable_p
+from flea_report.stats import cv, mann_whitney, median_ratio_ci, min_attainable_p
 
-
-def test_exact_distribution_is_a_distribution():
-    counts = exact_u_counts(4, 6)
-    assert counts.sum() == 210  # C(10, 4)
-    assert np.allclose(counts, counts[::-1])  # symmetric about n1*n2/2
-    assert counts[0] == 1 and counts[-1] == 1
+# The hand-written exact U distribution (and its test, counts summing to C(n1+n2, n1)) is gone:
+# the exact and normal p-values are scipy.stats.mannwhitneyu's now. The tests below still pin the
+# p-values and the exact/normal switch (exact up to 25 per side without ties) the gate relied on.
 
 
 def test_complete_separation_exact_p():
@@ -36,7 +33,7 @@ def test_normal_approximation_close_to_exact():
     assert mann_whitney([1, 1, 2], [3, 4, 4])["method"] == "normal"  # ties
 
 
-def test_agrees_with_scipy_when_available():
+def test_agrees_with_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(5)
     for n1, n2, tie in ((5, 5, False), (7, 12, False), (30, 30, False), (15, 15, True)):
@@ -56,3 +53,25 @@ def test_cv_and_percentile():
     values = sorted([3.0, 1.0, 2.0, 4.0])
     assert percentile(values, 50) == pytest.approx(np.percentile(values, 50))
     assert percentile(values, 95) == pytest.approx(np.percentile(values, 95))
+
+
+def test_exact_p_values_pinned():
+    """Values the hand-written implementation gave (exact null distribution, no ties)."""
+    assert mann_whitney([1, 2, 3, 4], [5, 6, 7, 8, 9, 10])["p"] == pytest.approx(2 / 210)
+    r = mann_whitney([1, 3, 5, 7], [2, 4, 6, 8, 9])
+    assert r["method"] == "exact" and r["u"] == 6.0
+    assert r["p"] == pytest.approx(0.4126984126984127)
+
+
+def test_median_ratio_interval_is_seeded_and_covers_the_ratio():
+    rng = np.random.default_rng(11)
+    base = rng.normal(100, 3, 10)
+    cur = base * 1.3
+    first = median_ratio_ci(base, cur)
+    assert first == median_ratio_ci(base, cur)  # deterministic: fixed seed
+    assert first[0] < 1.3 < first[1]
+    assert first[1] - first[0] < 0.15
+    wide = median_ratio_ci(base, cur, confidence=0.99)
+    assert wide[0] <= first[0] and wide[1] >= first[1]
+    assert median_ratio_ci([5, 5, 5], [5, 5, 5]) == (1.0, 1.0)
+    assert median_ratio_ci([0, 0, 0], [1, 2, 3]) is None  # no ratio to a zero median
