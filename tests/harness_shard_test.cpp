@@ -428,6 +428,23 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   EXPECT_NE(r.out.find("mixed hardware: host.cpu_model differs"), std::string::npos) << r.out;
   EXPECT_EQ(Json::parse(read_text(dir_.file("mc.json")))["context"]["merged"]["mixed_hardware"], true);
 
+  // `merge shards/*.json` names each shard's Chrome trace too: skipped with a note, not an error.
+  r = merge(dir_.file("shards") + "/*.json --out " + dir_.file("glob.json"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string note = "skipping " + dir_.file("shards/s" + std::to_string(i) + ".trace.json") + " (a Chrome trace";
+    EXPECT_NE(r.out.find(note), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(Json::parse(read_text(dir_.file("glob.json")))["runs"].size(), 16u);
+  r = merge(dir_.file("shards") + "/*.trace.json --out " + dir_.file("x.json"));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("no shard files among the 3 inputs (all Chrome traces)"), std::string::npos) << r.out;
+  // A trace under another name is still refused, and says what it is.
+  write_text(dir_.file("renamed.json"), read_text(dir_.file("shards/s1.trace.json")));
+  r = merge(files[0] + " " + dir_.file("renamed.json") + " --out " + dir_.file("x.json"));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("renamed.json: a Chrome trace (traceEvents), not a results file"), std::string::npos) << r.out;
+
   // A shard of another scenario, the same shard twice, an unsharded file, garbage: exit 2.
   const std::string other = scenario("other", "model: synth:tiny:Q4_K_M\ngen: 2\nprompt: 0\nreps: 1\nprefetch: [0, 1, 2]\n");
   const std::string o2 = dir_.file("other2.json");

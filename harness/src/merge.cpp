@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <string>
 
 #include "env.h"
 #include "results.h"
@@ -69,6 +70,14 @@ std::string shell_word(const std::string& s) {
   return q + "'";
 }
 
+// The harness writes <run-id>.trace.json (or <FILE minus .json>.trace.json) beside each results
+// file, so `merge out/*.json` names the traces too; they are skipped by name, unread (they are large).
+constexpr const char* kTraceSuffix = ".trace.json";
+bool is_trace_file_name(const std::string& f) {
+  const size_t n = std::char_traits<char>::length(kTraceSuffix);
+  return f.size() >= n && f.compare(f.size() - n, n, kTraceSuffix) == 0;
+}
+
 // rNNNN ids sort by length first, so r10000 follows r9999.
 bool id_less(const std::string& a, const std::string& b) { return a.size() != b.size() ? a.size() < b.size() : a < b; }
 
@@ -114,6 +123,7 @@ StatusOr<ShardFile> parse_shard_file(const std::string& file, const std::string&
   }
   if (!s.doc.is_object()) return bad("not a results file: the top level is not an object");
   const Json* ctx = member(s.doc, "context");
+  if (ctx == nullptr && member(s.doc, "traceEvents") != nullptr) return bad("a Chrome trace (traceEvents), not a results file");
   if (ctx == nullptr || !ctx->is_object()) return bad("not a results file: no context object");
   const Json* shard = member(*ctx, "shard");
   if (shard == nullptr) return bad("no context.shard: not a shard file (it was written without --shard I/N)");
@@ -408,13 +418,20 @@ int run_merge_command(const std::vector<std::string>& inputs, const std::string&
   };
   if (inputs.empty()) return fail("no shard files given (run_lab_harness merge A.json B.json ... --out MERGED.json)");
   std::vector<ShardFile> shards;
+  size_t n_traces = 0;
   for (const auto& f : inputs) {
+    if (is_trace_file_name(f)) {
+      std::fprintf(stderr, "run_lab_harness merge: skipping %s (a Chrome trace, not a results file)\n", f.c_str());
+      ++n_traces;
+      continue;
+    }
     struct stat st;
     if (stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return fail(f + ": cannot read the file");
     auto s = parse_shard_file(f, read_file_text(f));
     if (!s.ok()) return fail(s.status().message());
     shards.push_back(std::move(*s));
   }
+  if (shards.empty()) return fail("no shard files among the " + std::to_string(n_traces) + " inputs (all Chrome traces)");
   auto merged = merge_shards(shards, MergeOptions{allow_mixed_revisions, ""});
   if (!merged.ok()) return fail(merged.status().message());
   for (const auto& w : merged->warnings) std::fprintf(stderr, "run_lab_harness merge: warning: %s\n", w.c_str());
