@@ -531,6 +531,12 @@ TEST(ShardMerge, ParserRejectsWrongShapesWithTheFieldName) {
   struct Case {
     std::string text, needle;
   };
+  // n objects, each inside the last: {"a": {"a": ... {} ...}}.
+  auto nest = [](int n) {
+    std::string t;
+    for (int i = 1; i < n; ++i) t += "{\"a\": ";
+    return t + "{}" + std::string(n - 1, '}');
+  };
   const Case cases[] = {
       {doc(R"({"index": 3, "count": 2, "sweep_fingerprint": "f", "n_runs_total": 3, "run_ids": []})", "[]"), "context.shard.index = 3"},
       {doc(R"({"index": "1", "count": 2, "sweep_fingerprint": "f", "n_runs_total": 3, "run_ids": []})", "[]"), "context.shard.index is missing"},
@@ -538,6 +544,10 @@ TEST(ShardMerge, ParserRejectsWrongShapesWithTheFieldName) {
       {doc(good_shard, R"([{"id": 7}])"), "runs[0].id"},
       {doc(good_shard, R"({"id": "r0001"})"), "runs is missing or not an array"},
       {std::string(200, '[') + std::string(200, ']'), "nested deeper"},
+      {std::string(100000, '['), "nested deeper"},  // refused before the missing ends are reached
+      {nest(129), "nested deeper"},
+      {nest(128), "no context object"},  // the limit itself is allowed
+      {"{\"x\": \"" + std::string(300, '[') + "\"}", "no context object"},  // brackets in a string
       {"[1, 2]", "top level is not an object"},
   };
   for (const auto& c : cases) {

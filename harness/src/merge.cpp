@@ -16,27 +16,18 @@ namespace flea::harness {
 namespace {
 
 // Results files nest a handful of levels; anything far deeper is not one, and refusing it keeps
-// the recursive dump() of the merged file off a stack overflow.
+// the recursive dump() of the merged file off a stack overflow. Checked by the JSON parser itself
+// (its callback sees each container's depth), so no second scanner has to agree with it.
 constexpr int kMaxDepth = 128;
+struct TooDeep {};
 
-bool nested_too_deep(const std::string& text) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > kMaxDepth) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
+Json parse_depth_limited(const std::string& text) {
+  return Json::parse(text, [](int depth, Json::parse_event_t event, Json&) {
+    // depth: how many containers enclose the one starting.
+    const bool opens = event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start;
+    if (opens && depth >= kMaxDepth) throw TooDeep{};
+    return true;
+  });
 }
 
 // obj[key] when obj is an object holding key, else nullptr.
@@ -113,11 +104,12 @@ std::string describe_difference(const std::vector<const ShardFile*>& shards, con
 StatusOr<ShardFile> parse_shard_file(const std::string& file, const std::string& text) {
   auto bad = [&](const std::string& what) { return invalid_argument(file + ": " + what); };
   if (text.empty()) return bad("empty file");
-  if (nested_too_deep(text)) return bad("nested deeper than " + std::to_string(kMaxDepth) + " levels: not a results file");
   ShardFile s;
   s.file = file;
   try {
-    s.doc = Json::parse(text);
+    s.doc = parse_depth_limited(text);
+  } catch (const TooDeep&) {
+    return bad("nested deeper than " + std::to_string(kMaxDepth) + " levels: not a results file");
   } catch (const Json::exception& e) {
     return bad(std::string("not JSON: ") + e.what());
   }
