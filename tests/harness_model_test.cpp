@@ -509,4 +509,37 @@ TEST(HarnessStats, Sha256KnownVectors) {
   EXPECT_EQ(fh::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(fh::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(fh::sha256_hex(std::string(1000, 'a')).substr(0, 16), "41edece42d63e8d9");
+  // FIPS 180-4's two-block message (padding spills into a second block).
+  EXPECT_EQ(fh::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+// The quickstart's pread run read at 436% of fio: page-cache hits, which the record must say.
+TEST(HarnessRecord, BufferedReadAboveFioIsExplainedOnTheRecord) {
+  auto runs = expand("model: a.gguf\nio: [pread, mmap, odirect]\n");
+  ASSERT_EQ(runs.size(), 3u);
+  fh::RunEnv env;
+  env.settings = fh::Json::object();
+  env.ceilings = {{"fio", fh::Json::array()}};
+  for (const char* io : {"pread", "mmap", "odirect"}) {
+    env.ceilings["fio"].push_back({{"path", runs[0].model.path}, {"io", io}, {"read_gb_s", 1.0}});
+  }
+  auto warnings_of = [&](const fh::RunSpec& r, double read_gb_s) {
+    const fh::Json rec = fh::record_from_bench(r, {{"read_gb_s", read_gb_s}}, fh::ChildResult{}, env);
+    EXPECT_DOUBLE_EQ(rec["io"]["fraction_of_fio"].get<double>(), read_gb_s);
+    return rec["warnings"];
+  };
+  for (const auto& r : runs) {
+    const std::string io = r.point["io"];
+    const fh::Json w = warnings_of(r, 4.36);
+    if (io == "odirect") {
+      EXPECT_EQ(w, fh::Json::array()) << "O_DIRECT cannot hit the page cache: above fio is fio's problem, not this note";
+      continue;
+    }
+    ASSERT_EQ(w.size(), 1u) << io << ": " << w.dump();
+    const std::string text = w[0];
+    EXPECT_NE(text.find("436% of fio's " + io + " figure"), std::string::npos) << text;
+    EXPECT_NE(text.find("served from the page cache"), std::string::npos) << text;
+    EXPECT_EQ(warnings_of(r, 0.9), fh::Json::array()) << io << ": below fio needs no note";
+  }
 }

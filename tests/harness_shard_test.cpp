@@ -428,6 +428,23 @@ TEST_F(ShardCli, ShardsMergedEqualTheUnshardedRunAndMergeChecksItsInputs) {
   EXPECT_NE(r.out.find("mixed hardware: host.cpu_model differs"), std::string::npos) << r.out;
   EXPECT_EQ(Json::parse(read_text(dir_.file("mc.json")))["context"]["merged"]["mixed_hardware"], true);
 
+  // `merge shards/*.json` names each shard's Chrome trace too: skipped with a note, not an error.
+  r = merge(dir_.file("shards") + "/*.json --out " + dir_.file("glob.json"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string note = "skipping " + dir_.file("shards/s" + std::to_string(i) + ".trace.json") + " (a Chrome trace";
+    EXPECT_NE(r.out.find(note), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(Json::parse(read_text(dir_.file("glob.json")))["runs"].size(), 16u);
+  r = merge(dir_.file("shards") + "/*.trace.json --out " + dir_.file("x.json"));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("no shard files among the 3 inputs (all Chrome traces)"), std::string::npos) << r.out;
+  // A trace under another name is still refused, and says what it is.
+  write_text(dir_.file("renamed.json"), read_text(dir_.file("shards/s1.trace.json")));
+  r = merge(files[0] + " " + dir_.file("renamed.json") + " --out " + dir_.file("x.json"));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("renamed.json: a Chrome trace (traceEvents), not a results file"), std::string::npos) << r.out;
+
   // A shard of another scenario, the same shard twice, an unsharded file, garbage: exit 2.
   const std::string other = scenario("other", "model: synth:tiny:Q4_K_M\ngen: 2\nprompt: 0\nreps: 1\nprefetch: [0, 1, 2]\n");
   const std::string o2 = dir_.file("other2.json");
@@ -514,6 +531,12 @@ TEST(ShardMerge, ParserRejectsWrongShapesWithTheFieldName) {
   struct Case {
     std::string text, needle;
   };
+  // n objects, each inside the last: {"a": {"a": ... {} ...}}.
+  auto nest = [](int n) {
+    std::string t;
+    for (int i = 1; i < n; ++i) t += "{\"a\": ";
+    return t + "{}" + std::string(n - 1, '}');
+  };
   const Case cases[] = {
       {doc(R"({"index": 3, "count": 2, "sweep_fingerprint": "f", "n_runs_total": 3, "run_ids": []})", "[]"), "context.shard.index = 3"},
       {doc(R"({"index": "1", "count": 2, "sweep_fingerprint": "f", "n_runs_total": 3, "run_ids": []})", "[]"), "context.shard.index is missing"},
@@ -521,6 +544,10 @@ TEST(ShardMerge, ParserRejectsWrongShapesWithTheFieldName) {
       {doc(good_shard, R"([{"id": 7}])"), "runs[0].id"},
       {doc(good_shard, R"({"id": "r0001"})"), "runs is missing or not an array"},
       {std::string(200, '[') + std::string(200, ']'), "nested deeper"},
+      {std::string(100000, '['), "nested deeper"},  // refused before the missing ends are reached
+      {nest(129), "nested deeper"},
+      {nest(128), "no context object"},  // the limit itself is allowed
+      {"{\"x\": \"" + std::string(300, '[') + "\"}", "no context object"},  // brackets in a string
       {"[1, 2]", "top level is not an object"},
   };
   for (const auto& c : cases) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <string>
 
 #include "env.h"
 #include "results.h"
@@ -15,27 +16,18 @@ namespace flea::harness {
 namespace {
 
 // Results files nest a handful of levels; anything far deeper is not one, and refusing it keeps
-// the recursive dump() of the merged file off a stack overflow.
+// the recursive dump() of the merged file off a stack overflow. Checked by the JSON parser itself
+// (its callback sees each container's depth), so no second scanner has to agree with it.
 constexpr int kMaxDepth = 128;
+struct TooDeep {};
 
-bool nested_too_deep(const std::string& text) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > kMaxDepth) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
+Json parse_depth_limited(const std::string& text) {
+  return Json::parse(text, [](int depth, Json::parse_event_t event, Json&) {
+    // depth: how many containers enclose the one starting.
+    const bool opens = event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start;
+    if (opens && depth >= kMaxDepth) throw TooDeep{};
+    return true;
+  });
 }
 
 // obj[key] when obj is an object holding key, else nullptr.
@@ -67,6 +59,14 @@ std::string shell_word(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
+}
+
+// The harness writes <run-id>.trace.json (or <FILE minus .json>.trace.json) beside each results
+// file, so `merge out/*.json` names the traces too; they are skipped by name, unread (they are large).
+constexpr const char* kTraceSuffix = ".trace.json";
+bool is_trace_file_name(const std::string& f) {
+  const size_t n = std::char_traits<char>::length(kTraceSuffix);
+  return f.size() >= n && f.compare(f.size() - n, n, kTraceSuffix) == 0;
 }
 
 // rNNNN ids sort by length first, so r10000 follows r9999.
@@ -104,16 +104,18 @@ std::string describe_difference(const std::vector<const ShardFile*>& shards, con
 StatusOr<ShardFile> parse_shard_file(const std::string& file, const std::string& text) {
   auto bad = [&](const std::string& what) { return invalid_argument(file + ": " + what); };
   if (text.empty()) return bad("empty file");
-  if (nested_too_deep(text)) return bad("nested deeper than " + std::to_string(kMaxDepth) + " levels: not a results file");
   ShardFile s;
   s.file = file;
   try {
-    s.doc = Json::parse(text);
+    s.doc = parse_depth_limited(text);
+  } catch (const TooDeep&) {
+    return bad("nested deeper than " + std::to_string(kMaxDepth) + " levels: not a results file");
   } catch (const Json::exception& e) {
     return bad(std::string("not JSON: ") + e.what());
   }
   if (!s.doc.is_object()) return bad("not a results file: the top level is not an object");
   const Json* ctx = member(s.doc, "context");
+  if (ctx == nullptr && member(s.doc, "traceEvents") != nullptr) return bad("a Chrome trace (traceEvents), not a results file");
   if (ctx == nullptr || !ctx->is_object()) return bad("not a results file: no context object");
   const Json* shard = member(*ctx, "shard");
   if (shard == nullptr) return bad("no context.shard: not a shard file (it was written without --shard I/N)");
@@ -408,13 +410,20 @@ int run_merge_command(const std::vector<std::string>& inputs, const std::string&
   };
   if (inputs.empty()) return fail("no shard files given (run_lab_harness merge A.json B.json ... --out MERGED.json)");
   std::vector<ShardFile> shards;
+  size_t n_traces = 0;
   for (const auto& f : inputs) {
+    if (is_trace_file_name(f)) {
+      std::fprintf(stderr, "run_lab_harness merge: skipping %s (a Chrome trace, not a results file)\n", f.c_str());
+      ++n_traces;
+      continue;
+    }
     struct stat st;
     if (stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return fail(f + ": cannot read the file");
     auto s = parse_shard_file(f, read_file_text(f));
     if (!s.ok()) return fail(s.status().message());
     shards.push_back(std::move(*s));
   }
+  if (shards.empty()) return fail("no shard files among the " + std::to_string(n_traces) + " inputs (all Chrome traces)");
   auto merged = merge_shards(shards, MergeOptions{allow_mixed_revisions, ""});
   if (!merged.ok()) return fail(merged.status().message());
   for (const auto& w : merged->warnings) std::fprintf(stderr, "run_lab_harness merge: warning: %s\n", w.c_str());

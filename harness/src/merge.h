@@ -44,8 +44,8 @@ struct MergeOutput {
 // Cross-file checks and the merge itself; errors name both files and the differing values. Pure.
 StatusOr<MergeOutput> merge_shards(const std::vector<ShardFile>& shards, const MergeOptions& o);
 
-// The subcommand: reads `inputs`, merges, writes `out` atomically, prints warnings and missing
-// shards on stderr. Returns the exit status: 0 complete, 1 written but incomplete, 2 bad input.
+// The subcommand: reads `inputs` (skipping *.trace.json with a note, so `merge out/*.json` works),
+// merges, writes `out` atomically, prints warnings and missing shards on stderr. Returns the exit status: 0 complete, 1 written but incomplete, 2 bad input.
 int run_merge_command(const std::vector<std::string>& inputs, const std::string& out, bool allow_mixed_revisions);
 
 }  // namespace flea::harness

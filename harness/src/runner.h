@@ -78,6 +78,10 @@ std::vector<std::string> bench_argv(const std::string& flea, const Json& point, 
 // *engine_trace gets the path of the engine's Chrome trace file when it wrote one (null otherwise).
 Json run_point(const RunSpec& r, const RunEnv& env, Json* engine_trace);
 
+// The run warning for a buffered (pread, mmap) run that read faster than fio did on the same file
+// with the page cache dropped: the reads came from RAM, not storage. "" when it does not apply.
+std::string buffered_above_fio_note(const std::string& io, double fraction_of_fio);
+
 // Record from a `flea bench` JSON object (exposed for tests).
 Json record_from_bench(const RunSpec& r, const Json& bench, const ChildResult& child, const RunEnv& env);
 

@@ -1,4 +1,5 @@
-// SHA-256 of a byte string (FIPS 180-4), for the scenario fingerprint in every results file.
+// SHA-256 of a byte string (FIPS 180-4, through OpenSSL libcrypto), for the scenario fingerprint in
+// every results file.
 #pragma once
 
 #include <string>

@@ -242,6 +242,14 @@ def _layer_of(event):
     return int(match.group(1)) if match else None
 
 
+def _run_words(run_id, title_form, source_form):
+    """Title and source text naming the plotted run, or ("", "") when its id is missing (spans
+    without args.run, a run without "id"): no "run ?" in titles, no "None" in captions."""
+    if run_id is None or run_id == "":
+        return "", ""
+    return title_form.format(run_id), source_form.format(run_id)
+
+
 def _plot_trace(spans, names, title_suffix):
     run_id, events = _pick_trace_run(spans)
     total = len(events)
@@ -272,7 +280,8 @@ def _plot_trace(spans, names, title_suffix):
     ax.set_xlim(0, end_ms * 1.01)
     ax.set_xlabel(f"time since first span ({unit})")
     shown = f", first {len(events)} of {total} spans" if total > len(events) else ""
-    ax.set_title(f"Per-layer timeline, run {run_id or '?'} (numbers are layers{shown}){title_suffix}")
+    in_title, in_source = _run_words(run_id, ", run {}", "run {} in ")
+    ax.set_title(f"Per-layer timeline{in_title} (numbers are layers{shown}){title_suffix}")
     from matplotlib.patches import Patch
     cats = [c for c in ("io", "copy", "compute") if any(e["cat"] == c for e in events)]
     ax.legend([Patch(facecolor=CAT_COLORS[c]) for c in cats],
@@ -280,7 +289,7 @@ def _plot_trace(spans, names, title_suffix):
                for c in cats], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               frameon=False)
     ax.grid(True, axis="x", alpha=0.3)
-    return fig, f"from {run_id and f'run {run_id} in '}the Chrome trace"
+    return fig, f"from {in_source}the Chrome trace"
 
 
 def _plot_layers(run, title_suffix):
@@ -302,10 +311,11 @@ def _plot_layers(run, title_suffix):
     ax.set_xticklabels([str(layers[x].get("layer", x)) for x in xs[::step]])
     ax.set_xlabel("layer")
     ax.set_ylabel(f"time per layer ({unit})")
-    ax.set_title(f"Per-layer time, run {run.get('id')} (no trace: from runs[].layers){title_suffix}")
+    in_title, in_source = _run_words(run.get("id"), ", run {}", " from run {}")
+    ax.set_title(f"Per-layer time{in_title} (no trace: from runs[].layers){title_suffix}")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    return fig, f"no trace file; per-layer totals from run {run.get('id')}"
+    return fig, f"no trace file; per-layer totals{in_source}"
 
 
 def plot_timeline(doc, index, n_docs, out_dir):

@@ -97,6 +97,8 @@ def run_warnings(run, noise_cv):
                    f"(ratio {fmt(get(run, 'vs_floor.ratio'))}): a measurement error, not a win")
     for kind, value in noisy_kinds(run, noise_cv):
         out.append(f"{rid}: noisy {kind} samples (CV {value:.0%} > {noise_cv:.0%})")
+    stated = run.get("warnings")  # the harness's own, e.g. a pread run above fio (page cache)
+    out += [f"{rid}: {w}" for w in stated if isinstance(w, str)] if isinstance(stated, list) else []
     if get(run, "correctness.passed") is False:
         out.append(f"{rid}: correctness check FAILED (NMSE {fmt(get(run, 'correctness.nmse'))}, "
                    f"tolerance {fmt(get(run, 'correctness.tolerance.nmse'))})")
