@@ -152,6 +152,94 @@ TEST_F(PlannerTest, Deterministic) {
   EXPECT_NE(plan("auto", 20)->to_string().find("layer   2  streamed"), std::string::npos) << plan("auto", 20)->to_string();
 }
 
+// The machine the plan must fit, injected: MemAvailable only (no cgroup), and a KV cache of 1 MiB.
+ResidencyOptions on_machine(const std::string& residency, uint64_t available_bytes, int64_t vram_mb = 0, int64_t ram_mb = 0) {
+  ResidencyOptions o;
+  o.residency = residency;
+  o.vram_budget_mb = vram_mb;
+  o.ram_budget_mb = ram_mb;
+  o.host_memory = HostMemory{};
+  o.host_memory->mem_available_bytes = available_bytes;
+  o.kv_bytes = kMiB;
+  return o;
+}
+
+// Issue 23: `auto` without a budget kept every layer resident on a model larger than the machine.
+TEST_F(PlannerTest, AutoWithoutBudgetStreamsWhatDoesNotFitTheMachine) {
+  // 36 MiB available, margin 10% = 3774873, KV 1 MiB: room 32925287. Every layer resident needs
+  // 5279744 + 4 x 7348224 = 34672640; three or two resident need as much with the ring (one, two
+  // slots); one resident: 5279744 + 7348224 + ring 2 x 7348224 = 27324416 fits.
+  StatusOr<Plan> p = plan_residency(m_->file, m_->layout, on_machine("auto", 36 * kMiB), nullptr);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->n_resident, 1);
+  EXPECT_EQ(p->n_streamed, 3);
+  EXPECT_EQ(p->vram_budget_bytes, 32925287u - 2 * kLayerRead);
+  EXPECT_EQ(p->weight_memory_bytes, 5279744u + kLayerRead);
+  EXPECT_EQ(p->ring_bytes, 2 * kLayerRead);
+  EXPECT_LE(p->weight_memory_bytes + p->host_staging_bytes + kMiB, 36 * kMiB - p->host_margin_bytes);
+  EXPECT_EQ(p->host_available_bytes, 36 * kMiB);
+  EXPECT_EQ(p->host_reserved_bytes, kMiB);
+  EXPECT_EQ(p->host_margin_bytes, 3774873u);
+  EXPECT_EQ(p->vram_budget_source,
+            "MemAvailable 36.0 MiB - KV 1.0 MiB - scratch 0.0 MiB - staging 14.0 MiB - margin 3.6 MiB = 17.4 MiB");
+  EXPECT_NE(p->to_string().find("  budget from    MemAvailable 36.0 MiB - KV 1.0 MiB"), std::string::npos) << p->to_string();
+  EXPECT_NE(p->to_json().find("\"vram_budget_source\":\"MemAvailable 36.0 MiB"), std::string::npos) << p->to_json();
+  // A machine with room for everything keeps everything, without a ring.
+  StatusOr<Plan> big = plan_residency(m_->file, m_->layout, on_machine("auto", 64 * kMiB), nullptr);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->n_resident, 4);
+  EXPECT_EQ(big->ring_slots, 0);
+  // Not probed: unlimited, as before, and said so.
+  EXPECT_EQ(plan("auto")->vram_budget_source, "unlimited (no --vram-budget-mb and the machine's memory was not probed)");
+  EXPECT_EQ(plan("auto", 20)->vram_budget_source, "--vram-budget-mb 20");
+}
+
+TEST_F(PlannerTest, AutoOnAMachineTooSmallToStreamSaysWhatItNeeds) {
+  StatusOr<Plan> p = plan_residency(m_->file, m_->layout, on_machine("auto", 16 * kMiB), nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(p.status().message().find("--residency auto: the machine has MemAvailable 16.0 MiB, too little even to stream every layer"),
+            std::string::npos) << p.status().message();
+}
+
+TEST_F(PlannerTest, BudgetAboveTheMachineIsRefusedWithWhatToPass) {
+  // 32 MiB: every layer resident (34672640) + KV 1 MiB does not fit; auto's own budget is
+  // 33554432 - 1 MiB - margin 3355443 - ring 14696448 = 14453965 -> 13 MiB.
+  StatusOr<Plan> p = plan_residency(m_->file, m_->layout, on_machine("auto", 32 * kMiB, 100), nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(p.status().message(),
+            "--residency auto --vram-budget-mb 100 needs 34.1 MiB of host memory (weights 33.1 MiB + staging 0.0 MiB + "
+            "KV cache 1.0 MiB + scratch 0.0 MiB) but the machine has 32.0 MiB (MemAvailable 32.0 MiB); pass "
+            "--vram-budget-mb 13 or leave it out (it keeps 1 of 4 layers resident)");
+  EXPECT_TRUE(plan_residency(m_->file, m_->layout, on_machine("auto", 32 * kMiB, 13), nullptr).ok());
+  // A budget above the machine on a model that fits it is harmless: the plan takes what it needs.
+  EXPECT_EQ(plan_residency(m_->file, m_->layout, on_machine("auto", 64 * kMiB, 1000), nullptr)->n_resident, 4);
+  // --ram-budget-mb: a cache larger than the machine.
+  StatusOr<Plan> t = plan_residency(m_->file, m_->layout, on_machine("transient", 32 * kMiB, 0, 100), nullptr);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("--residency transient --ram-budget-mb 100 needs 34.1 MiB"), std::string::npos)
+      << t.status().message();
+  EXPECT_NE(t.status().message().find("; lower --ram-budget-mb (staging and cache)"), std::string::npos) << t.status().message();
+  EXPECT_TRUE(plan_residency(m_->file, m_->layout, on_machine("transient", 32 * kMiB, 0, 15), nullptr).ok());
+}
+
+TEST_F(PlannerTest, FullFitsOrPointsToAuto) {
+  StatusOr<Plan> fits = plan_residency(m_->file, m_->layout, on_machine("full", 64 * kMiB), nullptr);
+  ASSERT_TRUE(fits.ok());
+  EXPECT_EQ(fits->n_resident, 4);
+  EXPECT_EQ(fits->vram_budget_source, "unlimited (--residency full does not use it)");
+  StatusOr<Plan> p = plan_residency(m_->file, m_->layout, on_machine("full", 32 * kMiB), nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("--residency full needs 34.1 MiB of host memory"), std::string::npos) << p.status().message();
+  EXPECT_NE(p.status().message().find("; use --residency auto without --vram-budget-mb (it keeps 1 of 4 layers resident)"),
+            std::string::npos) << p.status().message();
+  // --io mmap: "resident" layers are page cache, which the kernel reclaims; nothing to refuse.
+  ResidencyOptions mapped = on_machine("full", 32 * kMiB);
+  mapped.io = "mmap";
+  EXPECT_TRUE(plan_residency(m_->file, m_->layout, mapped, nullptr).ok());
+}
+
 TEST_F(PlannerTest, BadOptions) {
   ResidencyOptions o;
   o.residency = "sometimes";

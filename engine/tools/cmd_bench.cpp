@@ -116,6 +116,14 @@ int cmd_bench(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (compute == "none") {  // no session
+    opts.n_ctx = opts.n_rows = opts.n_logit_rows = 0;
+  } else {
+    opts.n_ctx = std::max(n_prompt, n_gen + draft_k) + 2;
+    opts.n_seq = batch;
+    opts.n_rows = std::max(n_prompt, batch);
+    opts.n_logit_rows = batch;
+  }
   auto engine = open_engine(opts, /*with_weights=*/compute != "none");
   if (!engine.ok()) return report_error("bench", engine.status(), kExitUsage);
   const Model& model = *engine->model;

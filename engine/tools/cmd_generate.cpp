@@ -1,4 +1,5 @@
 // flea generate: decode N tokens after a prompt (token ids or text), greedy with --temp 0.
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -94,6 +95,13 @@ int cmd_generate(int argc, char** argv) {
   }
   auto sampler = Sampler::create(sc);
   if (!sampler.ok()) return report_error("generate", sampler.status(), kExitUsage);
+  // The prompt's length before the tokenizer exists: at most one token per byte, plus BOS.
+  const int64_t prompt_max = tokens_text.empty() ? static_cast<int64_t>(prompt_text.size()) + 1
+                                                 : static_cast<int64_t>(std::count(tokens_text.begin(), tokens_text.end(), ',')) + 1;
+  opts.n_ctx = prompt_max + n_gen + draft_k + 1;
+  opts.n_seq = batch;
+  opts.n_rows = opts.n_ctx * batch;  // --kv none evaluates the whole context every token
+  opts.n_logit_rows = batch;
   auto engine = open_engine(opts);
   if (!engine.ok()) return report_error("generate", engine.status(), kExitUsage);
   std::vector<int32_t> prompt;

@@ -20,6 +20,7 @@ int cmd_logits(int argc, char** argv) {
 
   auto tokens = parse_token_list(tokens_text);
   if (!tokens.ok()) return report_error("logits", tokens.status(), kExitUsage);
+  opts.n_ctx = opts.n_rows = opts.n_logit_rows = static_cast<int64_t>(tokens->size());
   auto engine = open_engine(opts);
   if (!engine.ok()) return report_error("logits", engine.status(), kExitUsage);
   auto session_or = make_session(*engine, static_cast<int64_t>(tokens->size()));

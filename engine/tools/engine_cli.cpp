@@ -33,7 +33,21 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
   e.backend = opts.backend;
   e.residency = opts.residency;
   FLEA_ASSIGN_OR_RETURN(e.model, Model::open(opts.model));
-  FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(e.model->file, e.model->layout, opts.residency, nullptr));
+  // The CPU backend's weights, staging, KV cache and scratch all live in host memory: the plan must
+  // fit the machine. (CUDA sizes `auto` against free VRAM in the session, where it has the device.)
+  ResidencyOptions ro = opts.residency;
+  if (opts.backend == "cpu") {
+    StatusOr<HostMemory> host = probe_host_memory();
+    if (host.ok()) {
+      ro.host_memory = *host;
+      ro.kv_bytes = session_kv_bytes(e.model->hp, opts.n_ctx, opts.n_seq);
+      ro.scratch_bytes = session_scratch_bytes(e.model->hp, opts.n_rows, opts.n_logit_rows);
+    } else {
+      std::fprintf(stderr, "flea: %s: the residency plan is not checked against the machine\n",
+                   host.status().message().c_str());
+    }
+  }
+  FLEA_ASSIGN_OR_RETURN(Plan plan, plan_residency(e.model->file, e.model->layout, ro, nullptr));
   e.plan = std::make_unique<Plan>(std::move(plan));
   e.telemetry = std::make_unique<Telemetry>();
   if (with_weights) {

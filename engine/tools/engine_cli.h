@@ -21,6 +21,12 @@ struct EngineOptions {
   std::string backend = "cpu";
   int threads = 0;  // 0 = all hardware threads
   ResidencyOptions residency;
+  // The sessions this engine will run, for the host memory `--residency auto` sets aside beside the
+  // weights (KV cache + scratch). Not flags: each command fills them in before open_engine.
+  int64_t n_ctx = 1;         // positions per sequence
+  int n_seq = 1;
+  int64_t n_rows = 1;        // rows of the largest eval (a prompt, times the sequences)
+  int64_t n_logit_rows = 1;  // rows of logits it returns
 };
 
 void add_engine_flags(CLI::App& app, EngineOptions* opts);
@@ -35,7 +41,8 @@ struct Engine {
   std::unique_ptr<cpu::ThreadPool> pool;
 };
 
-// Opens the model, plans residency and (unless with_weights is false: `bench --compute none`
+// Opens the model, plans residency (on the CPU backend against the machine: probe_host_memory(),
+// less the KV cache and scratch of the sessions opts describes) and (unless with_weights is false: `bench --compute none`
 // builds its own reader) creates the weight provider.
 StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights = true);
 

@@ -497,6 +497,16 @@ Json record_from_bench(const RunSpec& r, const Json& b, const ChildResult& child
   rec["baseline"] = nullptr;
   rec["correctness"] = nullptr;
   rec["plan"] = b.contains("plan") ? b["plan"] : Json(nullptr);
+  // The weight budget requested and the one in effect: `auto` without one takes what the machine
+  // (or the run's memory cgroup) has, and the plan says how it got there.
+  if (rec["plan"].is_object() && rec["plan"].contains("vram_budget_source")) {
+    const Json& plan = rec["plan"];
+    rec["vram_budget"] = {{"requested_mb", r.point.value("vram_budget_mb", int64_t{0})},
+                          {"effective_mb", plan.value("vram_budget_bytes", uint64_t{0}) / (uint64_t{1} << 20)},
+                          {"source", plan["vram_budget_source"]}};
+  } else {
+    rec["vram_budget"] = nullptr;
+  }
   // MoE: the engine's expert residency figures (hits, misses, experts and bytes read per token).
   rec["experts"] = b.contains("experts") && b["experts"].is_object() ? b["experts"] : Json(nullptr);
   if (b.contains("speculative") && b["speculative"].is_object()) rec["speculative"] = b["speculative"];
@@ -545,6 +555,8 @@ void add_prediction(Json* rec, const RunSpec& r, const Json& b, const RunEnv& en
   in.io = p["io"];
   in.prefetch = static_cast<int>(p["prefetch"].get<int64_t>());
   in.vram_budget_mb = p["vram_budget_mb"];
+  if (in.vram_budget_mb <= 0 && plan.value("vram_budget_bytes", uint64_t{0}) > 0)  // auto sized to the machine
+    in.vram_budget_mb = static_cast<int64_t>(plan["vram_budget_bytes"].get<uint64_t>() >> 20);
   in.ram_budget_mb = p["ram_budget_mb"];
   in.cache_bytes = static_cast<double>(env.llc_bytes);
   const Profile& model_profile = env.profile != nullptr ? *env.profile : env.machine;

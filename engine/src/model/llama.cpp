@@ -140,6 +140,22 @@ Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* p
   stats_.reset(hp.n_layer);
 }
 
+uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq) {
+  uint64_t b = 0;
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    const int64_t slots = hp.attn_chunk > 0 && hp.uses_rope(il) && hp.attn_chunk < n_ctx ? hp.attn_chunk : n_ctx;
+    b += 2 * static_cast<uint64_t>(slots * hp.n_embd_kv()) * static_cast<uint64_t>(std::max(1, n_seq)) * sizeof(float);
+  }
+  return b;
+}
+
+uint64_t session_scratch_bytes(const LlamaHparams& hp, int64_t n_rows, int64_t n_logit_rows) {
+  const int64_t F = std::max(hp.n_ff, hp.n_ff_exp);
+  // x xn q att (E each), k v (KV each), gate up (F each), router (n_expert), expert rows (E).
+  const int64_t per_row = 5 * hp.n_embd + 2 * hp.n_embd_kv() + 2 * F + hp.n_expert;
+  return static_cast<uint64_t>(n_rows * per_row + n_logit_rows * hp.n_vocab) * sizeof(float);
+}
+
 uint64_t Session::kv_cache_bytes() const {
   uint64_t b = 0;
   for (size_t il = 0; il < k_cache_.size(); ++il) b += (k_cache_[il].size() + v_cache_[il].size()) * sizeof(float);

@@ -206,6 +206,13 @@ class Session : public Evaluator {
   ForwardStats stats_;
 };
 
+// What a Session(n_ctx, n_seq) holds beside the weights, known before it exists (the residency
+// planner sets it aside): the K/V cache, exactly what kv_cache_bytes() will report (chunk-bounded),
+// and an estimate of the scratch of an eval of n_rows rows (activations, router logits) returning
+// n_logit_rows rows of logits.
+uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq);
+uint64_t session_scratch_bytes(const LlamaHparams& hp, int64_t n_rows, int64_t n_logit_rows);
+
 // Greedy argmax, lowest id on ties.
 int32_t argmax(const float* logits, int64_t n);
 

@@ -17,7 +17,8 @@ std::vector<std::string> io_names() {
 void add_residency_flags(CLI::App& app, ResidencyOptions* o) {
   app.add_option("--residency", o->residency,
                  "full: every tensor resident; transient: every layer streams (embeddings, output, "
-                 "norms stay); auto: keep whole layers resident while they fit --vram-budget-mb")
+                 "norms stay); auto: keep whole layers resident while they fit --vram-budget-mb (without it: what the "
+                 "machine has, less KV cache, scratch, staging and a margin)")
       ->check(CLI::IsMember(kResidencies))
       ->capture_default_str();
   app.add_option("--io", o->io, "I/O backend for reading weights")
@@ -28,7 +29,8 @@ void add_residency_flags(CLI::App& app, ResidencyOptions* o) {
       ->check(CLI::Range(0, 64))
       ->capture_default_str();
   app.add_option("--vram-budget-mb", o->vram_budget_mb,
-                 "weight-memory budget in MiB (device memory with CUDA, host memory on CPU); 0 = unlimited")
+                 "weight-memory budget in MiB (device memory with CUDA, host memory on CPU); 0 = unlimited, or for "
+                 "--residency auto what the machine has; more than the machine has is refused")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--ram-budget-mb", o->ram_budget_mb,

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "flea/status.h"
 #include "io/io_backend.h"
+#include "residency/host_memory.h"
 
 namespace CLI { class App; }
 
@@ -31,6 +33,15 @@ struct ResidencyOptions {
   int expert_cache = -1;            // experts cached per MoE layer; -1 = as many as --ram-budget-mb allows
   std::string expert_policy = "lru";  // lru | lfu: which cached expert of a layer gives way
   std::string fault_plan;           // tests only: wraps the backend in faulty() (see FaultPlan::parse)
+
+  // Not flags: the machine the plan must fit, set by whoever opens the engine (the CLI probes it
+  // with probe_host_memory(); tests inject one). Unset = not checked: `auto` without a budget then
+  // keeps every layer resident. With it, `auto` without --vram-budget-mb takes what the machine has
+  // less kv_bytes + scratch_bytes (the session's, allocated beside the weights), the staging ring
+  // and a margin, and a plan that needs more than the machine has is refused (see plan.h).
+  std::optional<HostMemory> host_memory;
+  uint64_t kv_bytes = 0;       // K/V cache the session will hold in host memory
+  uint64_t scratch_bytes = 0;  // its activations and logits
 };
 
 // --residency --io --prefetch --vram-budget-mb --ram-budget-mb --throttle-gb-s --io-threads

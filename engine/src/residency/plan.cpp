@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/io_backend.h"
+#include "residency/host_memory.h"
 
 namespace flea {
 
@@ -163,6 +164,83 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   const uint64_t fixed = p.global_bytes + p.norm_bytes;
   const std::string fixed_what = "the always-resident tensors (token_embd, output, output_norm and " +
                                  std::to_string(p.n_layer) + " layers' norms) need " + mb(fixed);
+  bool has_experts = false;
+  for (const auto& lt : layout.layers) has_experts |= lt[static_cast<int>(LayerTensor::kFfnGateExps)] != nullptr;
+  if (has_experts) { FLEA_ASSIGN_OR_RETURN(p.n_expert_used, expert_used_count(file)); }
+
+  // ---- the machine: what `auto` may take without a budget, and what any plan may take ----
+  const bool machine = opts.host_memory.has_value();
+  const uint64_t available = machine ? opts.host_memory->available_bytes() : 0;
+  const uint64_t reserved = opts.kv_bytes + opts.scratch_bytes;
+  p.host_available_bytes = available;
+  p.host_reserved_bytes = machine ? reserved : 0;
+  p.host_margin_bytes = machine ? host_memory_margin(available) : 0;
+  // Host staging when layers k.. stream (the ring of their largest buffer, the expert buffers of
+  // their MoE layers), or all of --ram-budget-mb, which bounds it.
+  std::vector<uint64_t> stream_slot(p.layers.size()), expert_layer_slot(p.layers.size(), 0);
+  for (LayerPlan& lp : p.layers) {
+    stream_slot[static_cast<size_t>(lp.layer)] = lp.buffer_bytes;
+    if (opts.expert_residency != "expert" ||
+        layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(LayerTensor::kFfnGateExps)] == nullptr)
+      continue;
+    LayerPlan split = lp;
+    set_layer_spans(file, layout, &split, /*experts_apart=*/true);
+    stream_slot[static_cast<size_t>(lp.layer)] = split.buffer_bytes;
+    for (int e = 0; e < split.n_expert; ++e)
+      expert_layer_slot[static_cast<size_t>(lp.layer)] =
+          std::max(expert_layer_slot[static_cast<size_t>(lp.layer)], expert_read(split, e).buffer_bytes);
+  }
+  auto staging_from = [&](int k) -> uint64_t {
+    if (k >= p.n_layer) return 0;
+    if (p.ram_budget_bytes > 0) return p.ram_budget_bytes;
+    uint64_t slot = 0, expert_slot = 0;
+    int expert_layers = 0;
+    for (int il = k; il < p.n_layer; ++il) {
+      slot = std::max(slot, stream_slot[static_cast<size_t>(il)]);
+      expert_slot = std::max(expert_slot, expert_layer_slot[static_cast<size_t>(il)]);
+      expert_layers += expert_layer_slot[static_cast<size_t>(il)] > 0;
+    }
+    const uint64_t ring = static_cast<uint64_t>(std::min(opts.prefetch + 1, p.n_layer - k)) * slot;
+    if (expert_layers == 0) return ring;
+    const uint64_t cached = opts.expert_cache > 0 ? static_cast<uint64_t>(opts.expert_cache) * static_cast<uint64_t>(expert_layers) : 0;
+    return ring + (static_cast<uint64_t>(p.n_expert_used) + cached) * expert_slot;
+  };
+  // The most leading layers resident such that fixed + those + staging fits available - KV -
+  // scratch - margin; the budget is that room less the staging.
+  struct AutoFit {
+    uint64_t budget = 0, staging = 0;
+    int n_resident = 0;
+  };
+  auto fit_machine = [&]() -> StatusOr<AutoFit> {
+    const uint64_t margin = p.host_margin_bytes;
+    const uint64_t room = available > reserved + margin ? available - reserved - margin : 0;
+    uint64_t prefix = 0;
+    std::vector<uint64_t> prefix_at(p.layers.size() + 1, 0);
+    for (const LayerPlan& lp : p.layers) prefix_at[static_cast<size_t>(lp.layer) + 1] = prefix += lp.buffer_bytes;
+    for (int k = p.n_layer; k >= 0; --k) {
+      const uint64_t staging = staging_from(k);
+      if (fixed + prefix_at[static_cast<size_t>(k)] + staging <= room) return AutoFit{room - staging, staging, k};
+    }
+    const uint64_t need = fixed + staging_from(0) + reserved + margin;
+    return resource_exhausted(
+        "--residency auto: the machine has " + opts.host_memory->describe() + ", too little even to stream every layer: " +
+        fixed_what + ", staging (--prefetch " + std::to_string(opts.prefetch) + ") " + human_bytes(staging_from(0)) + ", KV cache " +
+        human_bytes(opts.kv_bytes) + ", scratch " + human_bytes(opts.scratch_bytes) + ", margin " + human_bytes(margin) + " = " + human_bytes(need) +
+        "; free memory, or lower the context, --prefetch or --ram-budget-mb");
+  };
+  if (opts.vram_budget_mb > 0) {
+    p.vram_budget_source = "--vram-budget-mb " + std::to_string(opts.vram_budget_mb);
+  } else if (opts.residency != "auto") {
+    p.vram_budget_source = "unlimited (--residency " + opts.residency + " does not use it)";
+  } else if (!machine) {
+    p.vram_budget_source = "unlimited (no --vram-budget-mb and the machine's memory was not probed)";
+  } else {
+    FLEA_ASSIGN_OR_RETURN(AutoFit fit, fit_machine());
+    p.vram_budget_bytes = fit.budget;
+    p.vram_budget_source = opts.host_memory->describe() + " - KV " + human_bytes(opts.kv_bytes) + " - scratch " +
+                           human_bytes(opts.scratch_bytes) + " - staging " + human_bytes(fit.staging) + " - margin " +
+                           human_bytes(p.host_margin_bytes) + " = " + human_bytes(fit.budget);
+  }
   uint64_t used = fixed;
   if (opts.residency == "full") {
     for (LayerPlan& lp : p.layers) used += lp.buffer_bytes;
@@ -190,10 +268,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   // ---- expert-granular residency: streamed MoE layers read their experts one by one ----
   p.expert_residency = opts.expert_residency;
   p.expert_policy = opts.expert_policy;
-  bool has_experts = false;
-  for (const auto& lt : layout.layers) has_experts |= lt[static_cast<int>(LayerTensor::kFfnGateExps)] != nullptr;
   if (has_experts) {
-    FLEA_ASSIGN_OR_RETURN(p.n_expert_used, expert_used_count(file));
     for (LayerPlan& lp : p.layers) {
       if (lp.placement != Placement::kStreamed || opts.expert_residency != "expert" ||
           layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(LayerTensor::kFfnGateExps)] == nullptr)
@@ -312,6 +387,30 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
     active_bytes += lp.weight_bytes - expert_bytes + expert_bytes / static_cast<uint64_t>(n_exp) * static_cast<uint64_t>(p.n_expert_used);
   }
 
+  // ---- the machine: refuse a plan that needs more than it has ----
+  const bool mapped = opts.io.find("mmap") != std::string::npos;
+  const uint64_t demand = p.weight_memory_bytes + p.host_staging_bytes + reserved;
+  if (machine && !mapped && demand > available) {
+    std::string asked = "--residency " + opts.residency;
+    if (opts.vram_budget_mb > 0 && opts.residency == "auto") asked += " --vram-budget-mb " + std::to_string(opts.vram_budget_mb);
+    if (opts.ram_budget_mb > 0) asked += " --ram-budget-mb " + std::to_string(opts.ram_budget_mb);
+    std::string instead;
+    StatusOr<AutoFit> fit = fit_machine();
+    if (opts.residency == "transient" || !fit.ok()) {
+      instead = opts.ram_budget_mb > 0 ? "lower --ram-budget-mb (staging and cache)" : "lower --prefetch or the context";
+    } else {
+      const std::string keep = " (it keeps " + std::to_string(fit->n_resident) + " of " + std::to_string(p.n_layer) +
+                               " layers resident)";
+      instead = opts.residency == "full"
+                    ? "use --residency auto without --vram-budget-mb" + keep
+                    : "pass --vram-budget-mb " + std::to_string(fit->budget / kMiB) + " or leave it out" + keep;
+    }
+    return resource_exhausted(asked + " needs " + human_bytes(demand) + " of host memory (weights " + human_bytes(p.weight_memory_bytes) +
+                              " + staging " + human_bytes(p.host_staging_bytes) + " + KV cache " + human_bytes(opts.kv_bytes) +
+                              " + scratch " + human_bytes(opts.scratch_bytes) + ") but the machine has " + human_bytes(available) + " (" +
+                              opts.host_memory->describe() + "); " + instead);
+  }
+
   p.disk_gb_s = bw != nullptr && bw->disk_gb_s > 0 ? bw->disk_gb_s : kDefaultDiskGbS;
   p.mem_gb_s = bw != nullptr && bw->mem_gb_s > 0 ? bw->mem_gb_s : kDefaultMemGbS;
   p.bandwidth_source = bw != nullptr && !bw->source.empty() ? bw->source : "defaults (not measured)";
@@ -332,6 +431,7 @@ std::string Plan::to_string() const {
   s += "  weight memory  " + mb(weight_memory_bytes) + " (globals " + mb(global_bytes) + ", norms " + mb(norm_bytes) +
        ", resident layers " + mb(resident_layer_bytes) + ") of budget " +
        (vram_budget_bytes ? mb(vram_budget_bytes) : std::string("unlimited")) + "\n";
+  s += "  budget from    " + vram_budget_source + "\n";
   std::snprintf(line, sizeof(line), "  host staging   %s (ring %d x %s, cache %s) of budget %s\n", mb(host_staging_bytes).c_str(),
                 ring_slots, mb(slot_bytes).c_str(), mb(cache_bytes).c_str(),
                 ram_budget_bytes ? mb(ram_budget_bytes).c_str() : "unlimited");
@@ -385,6 +485,10 @@ std::string Plan::to_json() const {
   j["host_staging_bytes"] = host_staging_bytes;
   j["vram_budget_bytes"] = vram_budget_bytes;
   j["ram_budget_bytes"] = ram_budget_bytes;
+  j["vram_budget_source"] = vram_budget_source;
+  j["host_available_bytes"] = host_available_bytes;
+  j["host_reserved_bytes"] = host_reserved_bytes;
+  j["host_margin_bytes"] = host_margin_bytes;
   j["streamed_bytes_per_token"] = streamed_bytes_per_token;
   j["first_token_bytes"] = first_token_bytes;
   j["disk_gb_s"] = disk_gb_s;

@@ -88,6 +88,13 @@ struct Plan {
   uint64_t cache_bytes = 0;           // buffer_bytes of cached layers
   uint64_t host_staging_bytes = 0;    // ring + cache (the --ram-budget-mb side)
   uint64_t vram_budget_bytes = 0, ram_budget_bytes = 0;  // 0 = unlimited
+  // Where vram_budget_bytes came from: "--vram-budget-mb 4096", "unlimited (...)", or for `auto`
+  // without a budget the machine: "MemAvailable 21.30 GiB - KV 0.50 GiB - scratch 0.06 GiB -
+  // staging 1.20 GiB - margin 1.00 GiB = 18.54 GiB".
+  std::string vram_budget_source;
+  uint64_t host_available_bytes = 0;  // HostMemory::available_bytes() (0 = the machine was not probed)
+  uint64_t host_reserved_bytes = 0;   // KV cache + scratch the session holds beside the weights
+  uint64_t host_margin_bytes = 0;     // what `auto` leaves free (host_memory_margin)
   int n_resident = 0, n_streamed = 0, n_cached = 0;
 
   // Expert-granular residency (zeros without layers whose experts stream one by one). Memory:
@@ -134,6 +141,15 @@ struct Plan {
 // Streamed MoE layers under --expert-residency expert read their dense part through the ring and
 // their experts after routing; the budget left after the ring and the scratch experts goes to the
 // expert cache first (--expert-cache fixes its size instead), then to caching whole dense layers.
+// The machine (opts.host_memory, when set): `auto` without --vram-budget-mb gets the budget
+//   available - (KV + scratch) - staging - margin
+// where available = min(MemAvailable, the tightest cgroup's limit - used), staging = the ring (and
+// expert buffers) the layers that do not fit need, or all of --ram-budget-mb when given, and
+// margin = 10% of available, at most 1 GiB; it keeps as many leading layers resident as that
+// allows. Any plan whose weights + host staging + KV + scratch exceed `available` (no margin) is
+// refused with the numbers and the flag to pass instead: a --vram-budget-mb or --ram-budget-mb
+// above the machine, `full` of a model larger than the machine. Not with --io mmap, whose
+// "resident" bytes are page cache the kernel reclaims instead of killing the process.
 StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                               const ResidencyOptions& opts, const MeasuredBandwidth* bw);
 

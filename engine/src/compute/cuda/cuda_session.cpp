@@ -266,6 +266,19 @@ Status CudaSession::init() {
   FLEA_RETURN_IF_ERROR(check_model());
   sample_memory();
   cstats_.device_used_before_mb = cstats_.device_used_peak_mb;
+  // `auto` without --vram-budget-mb fits the device: its free memory now, less a margin (10%, at
+  // most 1 GiB, as the host plan leaves) for the CUDA context's growth and other processes.
+  if (opts_.residency == "auto" && opts_.vram_budget_mb <= 0) {
+    size_t free_b = 0, total_b = 0;
+    FLEA_CUDA_RETURN(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+    const uint64_t margin = host_memory_margin(free_b);
+    arena_ = vram::VramArena(free_b - margin);
+    cstats_.vram_budget_source = "cudaMemGetInfo free " + human_bytes(free_b) + " of " + human_bytes(total_b) +
+                                 " - margin " + human_bytes(margin) + " = " + human_bytes(free_b - margin);
+  } else {
+    cstats_.vram_budget_source = opts_.vram_budget_mb > 0 ? "--vram-budget-mb " + std::to_string(opts_.vram_budget_mb)
+                                                          : "unlimited (--residency " + opts_.residency + ")";
+  }
 
   // ---- what goes into VRAM, and where
   max_batch_ = std::max<int64_t>(1, std::min(n_ctx_, copts_.max_batch));
@@ -765,6 +778,7 @@ std::string CudaStats::to_json() const {
   nlohmann::json j;
   j["device"] = device_name;
   j["vram_budget_mb"] = vram_budget_mb;
+  j["vram_budget_source"] = vram_budget_source;
   j["vram_arena_mb"] = arena_mb;
   j["vram_arena_peak_mb"] = arena_peak_mb;
   j["vram_device_used_before_mb"] = device_used_before_mb;

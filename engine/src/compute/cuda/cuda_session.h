@@ -37,6 +37,7 @@ struct CudaOptions {
 struct CudaStats {
   std::string device_name;
   double vram_budget_mb = 0;          // 0 = unlimited
+  std::string vram_budget_source;     // "--vram-budget-mb N", or for auto without one "cudaMemGetInfo free ..."
   double arena_mb = 0;                // own accounting: the one device allocation
   double arena_peak_mb = 0;
   double device_used_before_mb = 0;   // cudaMemGetInfo (total - free) before the session allocated
