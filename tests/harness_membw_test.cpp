@@ -67,7 +67,9 @@ TEST(MemoryBandwidth, OneThreadPerCpuOfTheAffinityMaskPinned) {
   EXPECT_EQ(m.threads, static_cast<int>(cpus.size()));
   EXPECT_EQ(m.online_cpus, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
   // Unrestricted (no taskset or cpuset): one thread per online CPU.
-  if (static_cast<int>(cpus.size()) == m.online_cpus) EXPECT_EQ(m.threads, m.online_cpus);
+  if (static_cast<int>(cpus.size()) == m.online_cpus) {
+    EXPECT_EQ(m.threads, m.online_cpus);
+  }
   EXPECT_EQ(m.pinned_cpus, cpus);
 }
 
