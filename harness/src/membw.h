@@ -40,6 +40,7 @@ struct MemoryBandwidth {
   std::vector<int64_t> buffer_bytes;  // each pass reads one whole buffer of this size
   bool above_llc = false;             // every buffer larger than the LLC (false when it is unknown)
   int reps = 0;                       // repetitions that ran (each buffer size)
+  double first_touch_s = 0;           // mapping and faulting in the buffer: on a VM, most of elapsed_s
   double elapsed_s = 0;
   // Bytes read per second by all threads together (wall time of the pass): the ceiling for a
   // token's weight reads. STREAM's copy/triad are not measured: no floor divides by them.
