@@ -19,6 +19,7 @@
 #include <set>
 
 #include "env.h"
+#include "membw.h"
 #include "memory_limit.h"
 #include "merge.h"
 #include "profile.h"
@@ -487,15 +488,14 @@ int main(int argc, char** argv) {
 
   Json ceilings = {{"fio", Json::array()}, {"h2d", nullptr}, {"memory_bw_gb_s", nullptr}};
   const Json& cs = st["ceilings"];
+  fh::MemoryBandwidthOptions memory_options;
+  memory_options.reps = static_cast<int>(cs["memory_reps"].get<int64_t>());
+  memory_options.budget_s = cs["memory_budget_s"].get<double>();
   if (!resumed.is_null() && resumed.contains("ceilings")) {
     ceilings = resumed["ceilings"];  // the same invocation's ceilings: measured once
   } else if (!runs.empty() && !no_ceilings) {
     if (!quiet) std::fprintf(stderr, "measuring ceilings...\n");
-    if (cs["memory"].get<bool>()) {
-      const double cp = fh::memcpy_gb_s(), rd = fh::memory_read_gb_s();
-      ceilings["memory_bw_gb_s"] = cp;
-      ceilings["memory_read_gb_s"] = rd;
-    }
+    if (cs["memory"].get<bool>()) fh::add_memory_ceilings(&ceilings, memory_options);
     if (cs["fio"].get<bool>()) {
       const std::string fio = fh::find_in_path("fio");
       if (fio.empty()) {
@@ -527,18 +527,15 @@ int main(int argc, char** argv) {
   } else if (no_ceilings && !runs.empty()) {
     warnings.push_back("ceilings skipped (--no-ceilings): fraction_of_fio and the storage floor are unavailable");
   }
-  if (ceilings["memory_read_gb_s"].is_number() || ceilings["memory_bw_gb_s"].is_number()) {
-    auto numv = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : 0.0; };
-    machine.ram_bw_gb_s = std::max(numv(ceilings, "memory_read_gb_s"), numv(ceilings, "memory_bw_gb_s"));
-  }
+  // The host-memory floor divides by memory_bw_gb_s (the best of the all-core read and copy figures).
+  if (ceilings["memory_bw_gb_s"].is_number()) machine.ram_bw_gb_s = ceilings["memory_bw_gb_s"];
 
   // ---- validate: this machine against the profile ------------------------------------------------
   bool validate_ok = true;
   if (mode == "validate") {
     const double tol = st["tolerance"].get<double>();
     if (!ceilings["memory_bw_gb_s"].is_number()) {  // no runs (validate only): probe memory anyway
-      ceilings["memory_bw_gb_s"] = fh::memcpy_gb_s();
-      ceilings["memory_read_gb_s"] = fh::memory_read_gb_s();
+      fh::add_memory_ceilings(&ceilings, memory_options);
     }
     auto numv = [](const Json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : 0.0; };
     Json checks = Json::array();
@@ -562,7 +559,7 @@ int main(int argc, char** argv) {
     double fio_best = 0;
     for (const auto& f : ceilings["fio"]) if (f["read_gb_s"].is_number()) fio_best = std::max(fio_best, f["read_gb_s"].get<double>());
     check("storage.read_gb_s", profile->storage_gb_s, fio_best, fio_best > 0 ? "fio on the model file" : "not measured (no fio ceiling)");
-    check("ram_bw_gb_s", profile->ram_bw_gb_s, numv(ceilings, "memory_read_gb_s"), "multi-threaded read probe");
+    check("ram_bw_gb_s", profile->ram_bw_gb_s, numv(ceilings, "memory_read_gb_s"), "all-CPU vector read (STREAM-style)");
     if (profile->has_gpu) {
       const Json g = ctx["gpu"];
       check("gpu.vram_gb", profile->vram_gb, g.is_object() && g["vram_bytes"].is_number() ? g["vram_bytes"].get<double>() / 1e9 : 0,

@@ -531,46 +531,6 @@ Json fio_ceiling(const std::string& fio, const std::string& path, const std::str
   return e;
 }
 
-double memcpy_gb_s() {
-  constexpr size_t kBytes = 64u << 20;
-  std::vector<char> a(kBytes, 1), b(kBytes, 2);
-  double best = 0;
-  for (int rep = 0; rep < 4; ++rep) {
-    auto t0 = std::chrono::steady_clock::now();
-    std::memcpy(b.data(), a.data(), kBytes);
-    auto t1 = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(t1 - t0).count();
-    if (s > 0) best = std::max(best, kBytes / s / 1e9);
-    a[rep] = b[kBytes - 1 - rep];  // keep the copies observable
-  }
-  return best;
-}
-
-double memory_read_gb_s() {
-  constexpr size_t kBytes = 128u << 20;
-  std::vector<uint64_t> buf(kBytes / 8, 1);
-  const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
-  double best = 0;
-  std::atomic<uint64_t> sink{0};
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::thread> ts;
-    const size_t per = buf.size() / n_threads;
-    for (unsigned t = 0; t < n_threads; ++t) {
-      ts.emplace_back([&, t] {
-        uint64_t s = 0;
-        const uint64_t* p = buf.data() + t * per;
-        for (size_t i = 0; i < per; ++i) s += p[i];
-        sink += s;
-      });
-    }
-    for (auto& th : ts) th.join();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) best = std::max(best, kBytes / s / 1e9);
-  }
-  return best;
-}
-
 Json h2d_ceiling() {
   // The harness is not linked against the CUDA runtime: pinned H2D is measured by the engine
   // (`flea bench` on a CUDA build); without a GPU there is nothing to measure.

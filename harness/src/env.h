@@ -1,6 +1,5 @@
 // The context block (machine, build, git) and the ceilings measured in the same invocation:
-// fio sequential read per model file and I/O path (page cache dropped first), memory bandwidth,
-// pinned H2D when a GPU exists.
+// fio sequential read per model file and I/O path (page cache dropped first), pinned H2D when a GPU exists.
 #pragma once
 
 #include <string>
@@ -65,9 +64,7 @@ std::string find_in_path(const std::string& exe);
 // One ceilings.fio entry; "error" set (and read_gb_s null) when fio failed.
 Json fio_ceiling(const std::string& fio, const std::string& path, const std::string& io, const FioOptions& o);
 
-// GB/s of memcpy (bytes copied per second, one thread) and of a multi-threaded read sweep.
-double memcpy_gb_s();
-double memory_read_gb_s();
+// Memory bandwidth ceilings: membw.h.
 Json h2d_ceiling();  // null without a CUDA build and a GPU
 
 }  // namespace flea::harness

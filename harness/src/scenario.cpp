@@ -142,7 +142,12 @@ const std::vector<KeySpec>& ceiling_keys() {
                "fio's buffers: malloc (fio's default, 4 KiB pages), hugetlb (--mem=mmaphuge; as root the harness "
                "reserves the few pool pages needed and gives them back), or both (malloc, plus hugetlb when the pool "
                "can be had; the floors use the better of the two)"),
-      key("memory", KeyType::kBool, true, "memcpy bandwidth probe"),
+      key("memory", KeyType::kBool, true,
+          "host memory read bandwidth, STREAM-style: one pinned thread per CPU, AVX-512/AVX2 loads over buffers of "
+          "1.25, 2 and 3x the LLC, best of memory_reps"),
+      int_key("memory_reps", 5, 1, 100, false, "memory probe: best of up to this many passes per buffer size"),
+      float_key("memory_budget_s", 1.5, 0.1, 600, false,
+                "memory probe: no further repetition starts after this many seconds (two always run)"),
       key("h2d", KeyType::kBool, true, "pinned host-to-device copy bandwidth (needs a CUDA build and a GPU)"),
   };
   return k;
