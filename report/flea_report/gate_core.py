@@ -156,10 +156,23 @@ def io_lines(label, base_run, cur_run, opts):
     return [line] if line else []
 
 
+# What the machine had when the plan was made (MemAvailable, the memory cgroup's room, the margin
+# taken from it, and the sentence saying so): context, not a decision. The plan's decisions
+# (placement, budgets, bytes) are compared; these differ from machine to machine and run to run.
+PLAN_MACHINE_FIELDS = frozenset({"host_available_bytes", "host_reserved_bytes", "host_margin_bytes",
+                                 "vram_budget_source"})
+
+
+def _plan_decisions(plan):
+    if not isinstance(plan, dict):
+        return plan
+    return {k: v for k, v in plan.items() if k not in PLAN_MACHINE_FIELDS}
+
+
 def plan_lines(label, base_run, cur_run):
     if "plan" not in base_run and "plan" not in cur_run:
         return []
-    same = base_run.get("plan") == cur_run.get("plan")
+    same = _plan_decisions(base_run.get("plan")) == _plan_decisions(cur_run.get("plan"))
     return [_line(label, "plan", PASS if same else REGRESSION, "", "",
                   note="identical" if same else "residency plan changed")]
 

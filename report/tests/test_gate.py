@@ -162,6 +162,23 @@ def test_plan_change_and_failed_run():
     assert "out of memory" in by[("r0002", "status")]["note"]
 
 
+def test_plan_compares_decisions_not_what_the_machine_had():
+    base = synth.ci_doc(seed=1)
+    cur = synth.ci_doc(seed=1)
+    base["runs"][0]["plan"] = {"n_resident": 2, "host_available_bytes": 21 << 30,
+                               "vram_budget_source": "MemAvailable 21.0 GiB - margin 1 GiB"}
+    cur["runs"][0]["plan"] = {"n_resident": 2, "host_available_bytes": 23 << 30,
+                              "vram_budget_source": "MemAvailable 23.0 GiB - margin 1 GiB"}
+    base["runs"][1]["plan"] = {"n_resident": 2}  # a file from before the machine fields existed
+    cur["runs"][1]["plan"] = {"n_resident": 2, "host_margin_bytes": 1 << 30, "host_reserved_bytes": 4096}
+    by = {(ln["point"][:5], ln["metric"]): ln for ln in run_gate(base, cur)}
+    assert by[("r0001", "plan")]["verdict"] == PASS
+    assert by[("r0002", "plan")]["verdict"] == PASS
+    cur["runs"][0]["plan"]["n_resident"] = 1  # a decision that changed still fails
+    by = {(ln["point"][:5], ln["metric"]): ln for ln in run_gate(base, cur)}
+    assert by[("r0001", "plan")]["verdict"] == REGRESSION
+
+
 def test_engine_is_part_of_the_match():
     base = synth.ci_doc(seed=1)
     cur = synth.ci_doc(seed=2)
