@@ -17,7 +17,8 @@ esac
 # Parsers, kernels, I/O and streaming, the forward pass against llama.cpp, decoding, the scenario loader.
 FAST=(gguf_test quant_test quant_q32_test quant_lowk_test matmul_test tokenizer_test tokenizer_bpe_test sampling_test
       io_backend_test io_faulty_test
-      aligned_buffer_test residency_planner_test residency_streamer_test llama_reference_test llama_transient_test
+      aligned_buffer_test residency_planner_test residency_streamer_test residency_expert_test llama_reference_test
+      llama_transient_test llama_chunked_kv_test
       decode_test harness_scenario_test)
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
