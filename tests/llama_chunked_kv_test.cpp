@@ -18,11 +18,7 @@ namespace {
 class ChunkedKv : public ::testing::Test {
  protected:
   void SetUp() override {
-    synth::SynthOptions o;
-    o.shape = *synth::synth_preset("llama4-tiny");
-    o.file_type = synth::FileType::Q8_0;
-    o.out_path = dir_.file("l4.gguf");
-    o.threads = 0;
+    const synth::SynthOptions o = test::synth_options("llama4-tiny", synth::FileType::Q8_0, dir_.file("l4.gguf"));
     ASSERT_TRUE(synth::synth_model(o).ok());
     auto m = Model::open(o.out_path);
     ASSERT_TRUE(m.ok()) << m.status().to_string();

@@ -22,13 +22,7 @@ namespace {
 
 // A synthetic model written once per suite into a temp dir.
 std::string synth_file(const test::TempDir& dir, const std::string& preset, synth::FileType type) {
-  synth::SynthOptions o;
-  auto shape = synth::synth_preset(preset);
-  EXPECT_TRUE(shape.ok()) << preset;
-  o.shape = *shape;
-  o.file_type = type;
-  o.out_path = dir.file(preset + ".gguf");
-  o.threads = 0;
+  const synth::SynthOptions o = test::synth_options(preset, type, dir.file(preset + ".gguf"));
   const Status st = synth::synth_model(o);
   EXPECT_TRUE(st.ok()) << st.to_string();
   return o.out_path;

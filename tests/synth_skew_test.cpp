@@ -22,13 +22,8 @@ namespace {
 using test::TempDir;
 
 SynthOptions options(const std::string& preset, FileType ft, const std::string& out, double skew, uint64_t seed = 0) {
-  SynthOptions o;
-  auto s = synth_preset(preset);
-  EXPECT_TRUE(s.ok()) << preset;
-  o.shape = *s;
-  o.file_type = ft;
-  o.out_path = out;
-  o.seed = seed;
+  SynthOptions o = test::synth_options(preset, ft, out, seed);
+  o.threads = 2;  // the generator's default, as before
   o.expert_skew = skew;
   return o;
 }

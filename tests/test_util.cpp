@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,5 +119,18 @@ std::string schema_errors(const std::string& results_file) {
 
 std::string harness_bin() { return bin_dir() + "/run_lab_harness"; }
 std::string fake_flea() { return source_dir() + "/tests/fixtures/harness/fake_flea.py"; }
+
+synth::SynthOptions synth_options(const std::string& preset, synth::FileType type, const std::string& out,
+                                  uint64_t seed) {
+  synth::SynthOptions o;
+  auto shape = synth::synth_preset(preset);
+  EXPECT_TRUE(shape.ok()) << preset;
+  if (shape.ok()) o.shape = *shape;
+  o.file_type = type;
+  o.out_path = out;
+  o.seed = seed;
+  o.threads = 0;
+  return o;
+}
 
 }  // namespace flea::test

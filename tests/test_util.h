@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/synth.h"
+
 namespace flea::test {
 
 // ../shared/reference (override with FLEA_REFERENCE_DIR in the environment).
@@ -41,6 +43,10 @@ class TempDir {
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 std::vector<uint8_t> read_bytes(const std::string& path);
 std::vector<float> read_f32(const std::string& path);
+
+// `flea synth` options for a preset shape written to `out` (generated inline: threads 0).
+synth::SynthOptions synth_options(const std::string& preset, synth::FileType type, const std::string& out,
+                                  uint64_t seed = 0);
 
 // Runs a shell command, returns its exit status; stdout goes to *out when given.
 int run_command(const std::string& cmd, std::string* out = nullptr);

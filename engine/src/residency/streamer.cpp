@@ -49,7 +49,6 @@ struct ExpertSlot {
   int layer = -1, expert = -1;
   Xs state = Xs::kEmpty;
   bool pinned = false;  // routed to in the step being computed
-  bool scratch = false;
   uint64_t last_use = 0;
   Status error;
   uint8_t* buf = nullptr;  // null with --io mmap (the slabs are used in place)
@@ -207,11 +206,14 @@ class StreamingProvider final : public WeightProvider {
     out->clear();
     for (int s : slot) {
       const ExpertSlot& x = xslots_[s];
-      const ExpertRead r = expert_read(lp, x.expert);
       std::array<const uint8_t*, 3> p{};
-      for (size_t m = 0; m < 3; ++m)
-        p[m] = mapped_ != nullptr ? mapped_ + lp.expert_tensor_offset[m] + static_cast<uint64_t>(x.expert) * lp.expert_slab_bytes[m]
-                                  : x.buf + r.data_offset[m];
+      if (mapped_ != nullptr) {  // the slabs in place
+        for (size_t m = 0; m < 3; ++m)
+          p[m] = mapped_ + lp.expert_tensor_offset[m] + static_cast<uint64_t>(x.expert) * lp.expert_slab_bytes[m];
+      } else {
+        const ExpertRead r = expert_read(lp, x.expert);
+        for (size_t m = 0; m < 3; ++m) p[m] = x.buf + r.data_offset[m];
+      }
       out->push_back({p[0], p[1], p[2]});
     }
     return ok_status();
@@ -550,7 +552,6 @@ class StreamingProvider final : public WeightProvider {
     }
     xslots_.resize(static_cast<size_t>(n + plan_.expert_scratch_slots));
     for (size_t s = 0; s < xslots_.size(); ++s) {
-      xslots_[s].scratch = static_cast<int>(s) >= n;
       if (mapped_ != nullptr) continue;
       io::AlignedBuffer buf;
       if (!allocate(plan_.expert_slot_bytes, &buf))
@@ -621,7 +622,7 @@ class StreamingProvider final : public WeightProvider {
       if (x.layer != il || !x.pinned) continue;
       if (x.state == Xs::kQueued || x.state == Xs::kLoading) continue;  // an abandoned read: settles later
       x.pinned = false;
-      if (x.scratch) empty_expert_slot_locked(static_cast<int>(s));
+      if (s >= scratch_begin()) empty_expert_slot_locked(static_cast<int>(s));
     }
   }
 
