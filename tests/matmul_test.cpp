@@ -15,6 +15,7 @@
 
 #include "compute/cpu/thread_pool.h"
 #include "quant/quant.h"
+#include "test_util.h"
 
 namespace flea::cpu {
 namespace {
@@ -102,6 +103,7 @@ TEST(Matmul, EqualsPerRowDotForEveryTypeTokenCountAndThreadCount) {
   const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                             GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
   const int64_t cols = 512, rows = 37;  // 37: not a multiple of the row tile
+  const test::AmxOff vnni_only;  // the tile path is checked against the dots in matmul_amx_test
   const std::vector<float> wf = gaussian(cols * rows, 1, 0.05f);
   const std::string best = quant::best_simd_level();
   for (const char* level : {"scalar", "avx2", "avx512"}) {

@@ -401,6 +401,7 @@ TEST(QuantLowKDot, FourTokenKernelsAreBitIdenticalToSingleToken) {
 
 TEST(QuantLowKDot, MatmulEqualsPerRowDotsAtEveryLevel) {
   // The CPU matmul (4-token groups, row tiles, threads) must give exactly the per-row dots.
+  const test::AmxOff vnni_only;  // the tile path is checked against the dots in matmul_amx_test
   const int64_t cols = 512, rows = 37;  // 37: not a multiple of the row tile
   const std::string best = best_simd_level();
   for (const char* level : available_levels()) {

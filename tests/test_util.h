@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compute/cpu/amx.h"
 #include "model/synth.h"
 
 namespace flea::test {
@@ -64,5 +65,19 @@ std::string schema_errors(const std::string& results_file);
 // The harness under test, and the fake engine (tests/fixtures/harness/fake_flea.py) its tests drive.
 std::string harness_bin();
 std::string fake_flea();
+
+// Turns the AMX tile matmul off for a scope: tests that demand bit-identity between different
+// batch splits (the tile path serves batches of >= amx::kMinTokens rows and sums in another order
+// than the per-row dots) run the VNNI path only.
+class AmxOff {
+ public:
+  AmxOff() : was_(cpu::amx::set_enabled(false)) {}
+  ~AmxOff() { cpu::amx::set_enabled(was_); }
+  AmxOff(const AmxOff&) = delete;
+  AmxOff& operator=(const AmxOff&) = delete;
+
+ private:
+  bool was_;
+};
 
 }  // namespace flea::test

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "compute/cpu/amx.h"
 #include "flea/status.h"
 #include "quant/quant.h"
 
@@ -54,6 +55,10 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* out, T
       quantize_tokens(0, n_tokens);
     }
     act = buf;
+  }
+  if (n_tokens >= amx::kMinTokens && amx::enabled() && amx::supports(w.type)) {
+    amx::matmul(w, act, act_row_bytes, n_tokens, out, pool);
+    return;
   }
 
   const quant::VecDotFn dot = ops->vec_dot;
