@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "compute/cpu/amx.h"
 #include "compute/cpu/matmul.h"
 #include "compute/cpu/thread_pool.h"
 #include "quant/quant.h"
@@ -77,7 +78,14 @@ void bm_quantize_activation(benchmark::State& state, GgmlType act) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * n * 4);
 }
 
-void bm_matmul(benchmark::State& state, GgmlType t) {
+// path: "auto" (the tiles when the CPU has them and the batch is large enough), "vnni" (tiles off).
+void bm_matmul(benchmark::State& state, GgmlType t, const char* path) {
+  const bool amx_on = std::string(path) != "vnni";
+  if (amx_on && std::string(path) == "amx" && !flea::cpu::amx::available()) {
+    state.SkipWithError(("no AMX tiles: " + std::string(flea::cpu::amx::availability())).c_str());
+    return;
+  }
+  const bool was = flea::cpu::amx::set_enabled(amx_on);
   const int64_t n_tokens = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   const int64_t dim = 4096;
@@ -99,7 +107,9 @@ void bm_matmul(benchmark::State& state, GgmlType t) {
       benchmark::Counter(static_cast<double>(w.size()) * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(n_tokens) * state.iterations(),
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(quant::simd_level());
+  const bool tiles = n_tokens >= flea::cpu::amx::kMinTokens && flea::cpu::amx::enabled() && flea::cpu::amx::supports(t);
+  state.SetLabel(std::string(quant::simd_level()) + (tiles ? "+amx" : ""));
+  flea::cpu::amx::set_enabled(was);
 }
 
 const bool kRegistered = [] {
@@ -120,7 +130,7 @@ const bool kRegistered = [] {
   for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16,
                      GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL,
                      GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS}) {
-    benchmark::RegisterBenchmark(("matmul4096/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t)
+    benchmark::RegisterBenchmark(("matmul4096/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t, "vnni")
         ->ArgNames({"tokens", "threads"})
         ->Args({1, 1})
         ->Args({1, 2})
@@ -128,6 +138,17 @@ const bool kRegistered = [] {
         ->Args({64, 2})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+    if (flea::cpu::amx::supports(t)) {  // the tile path, side by side with the VNNI one above
+      benchmark::RegisterBenchmark(("matmul4096_amx/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t,
+                                   "amx")
+          ->ArgNames({"tokens", "threads"})
+          ->Args({16, 1})
+          ->Args({64, 1})
+          ->Args({64, 2})
+          ->Args({512, 2})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
   }
   return true;
 }();
