@@ -231,6 +231,16 @@ def raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def loadavg():
+    """/proc/loadavg's 1, 5 and 15 minute figures (None where unreadable): other work on the machine
+    shows here, and llama.cpp's spinning thread pool falls far more under it than flea does."""
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 # ---- one comparison --------------------------------------------------------------------------
 
 
@@ -253,7 +263,7 @@ def compare(tools, model, threads=2, prompt=64, gen=32, depth=0, busy=0, roof=Fa
     results = []
     for r in range(rounds):
         order = ("llama", "flea") if r % 2 == 0 else ("flea", "llama")
-        res = {"order": list(order)}
+        res = {"order": list(order), "loadavg": loadavg()}
         if roof:
             res["roof"] = run_roof(tools["membw_roof"], threads)
         res["busy"] = []

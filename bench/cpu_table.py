@@ -83,7 +83,9 @@ def assemble_table(cases):
                 rows.append({"type": t, "test": f"tg{a['gen']} / DRAM roof", "flea_tok_s": ff.get("median"),
                              "llama_tok_s": lf.get("median"), "ratio": None, "ratio_min": None, "ratio_max": None,
                              "roof_tok_s": rt.get("median"), "unit": "fraction",
-                             "note": f"roof {fmt(rt.get('median'), '.2f')} tok/s (read GB/s / weight bytes per token)"})
+                             "note": f"roof {fmt(rt.get('median'), '.2f')} tok/s (read GB/s / weight bytes per token)"
+                                     + ("; ABOVE 100%: the roof measurement was low (busy machine?)"
+                                        if max(ff.get("max") or 0, lf.get("max") or 0) > 1 else "")})
         elif kind.startswith("pp"):
             rows.append(row(t, kind, doc, "pp_ratio", "pp_tok_s"))
         elif "_d" in kind:
@@ -108,11 +110,23 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+def busiest_load(cases):
+    """The highest 1-minute load average any round started with (None if none was read)."""
+    loads = [r["loadavg"][0] for c in cases for r in c["doc"]["rounds"] if r.get("loadavg")]
+    return max(loads) if loads else None
+
+
 def markdown(rows, meta):
     out = [f"CPU: {meta['cpu_model']}, {meta['threads']} threads; flea {meta.get('flea_rev') or '?'}, "
            f"llama.cpp {meta.get('llama_commit') or '?'} (build {meta.get('llama_build') or '?'}); "
            f"{meta['rounds']} rounds x {meta['reps']} reps{' (QUICK: smoke test, not a result)' if meta['quick'] else ''}",
-           "", "| model | test | flea | llama.cpp | flea / llama.cpp (min-max) | note |", "|---|---|---|---|---|---|"]
+           ""]
+    load, ncpu = meta.get("load_max"), meta.get("nproc") or 1
+    # This run's own engines keep the load near --threads; more than that plus one is someone else.
+    if load is not None and load > meta["threads"] + 1:
+        out += [f"**WARNING: the machine was busy (load average up to {load:.1f} on {ncpu} CPUs at round starts): "
+                "these figures compare the engines under contention, and the roof may be low.**", ""]
+    out += ["| model | test | flea | llama.cpp | flea / llama.cpp (min-max) | note |", "|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("unit") == "fraction":
             f, l, ratio = fmt(r["flea_tok_s"], ".0%"), fmt(r["llama_tok_s"], ".0%"), ""
@@ -191,9 +205,10 @@ def main(argv=None):
     llama = next((c["doc"] for c in cases if c["doc"].get("llama_cpp_tool") == "llama-bench"), first)
     meta = {"cpu_model": cpu_model(), "threads": a.threads, "reps": reps, "rounds": rounds, "quick": a.quick,
             "flea_rev": (first.get("flea_build") or {}).get("git_rev"),
-            "llama_commit": llama.get("llama_cpp_commit"), "llama_build": llama.get("llama_cpp_build_number")}
+            "llama_commit": llama.get("llama_cpp_commit"), "llama_build": llama.get("llama_cpp_build_number"),
+            "load_max": busiest_load(cases), "nproc": os.cpu_count()}
     doc = {"started": started, "machine": {"cpu_model": meta["cpu_model"], "nproc": os.cpu_count(),
-                                           "kernel": platform.release()},
+                                           "kernel": platform.release(), "load_max": meta["load_max"]},
            "engines": {"flea": {"build": first.get("flea_build"), "source": git_info(clb.ROOT), "binary": tools["flea"]},
                        "llama_cpp": {"commit": meta["llama_commit"], "build_number": meta["llama_build"],
                                      "llama_bench": tools["llama_bench"],

@@ -113,6 +113,8 @@ def test_end_to_end_on_fake_engines(tmp_path):
         assert len(c["doc"]["rounds"]) == 1
         r = c["doc"]["rounds"][0]
         assert r["flea"]["tg_samples_ts"] or r["flea"]["pp_samples_ts"]
+    assert all(len(c["doc"]["rounds"][0]["loadavg"]) == 3 for c in doc["cases"])
+    assert doc["machine"]["load_max"] == max(c["doc"]["rounds"][0]["loadavg"][0] for c in doc["cases"])
     busy = next(c for c in doc["cases"] if c["kind"] == "tg32_busy1")["doc"]["rounds"][0]["busy"]
     assert len(busy) == 1
     md = (tmp_path / "t.md").read_text()
@@ -124,3 +126,18 @@ def test_bad_types_exit_two(tmp_path):
     assert p.returncode == 2 and "unknown Q5_K" in p.stderr
     p = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "--quick" in p.stdout
+
+
+def test_busy_machine_and_impossible_roof_fractions_are_flagged():
+    doc = fake_doc([(10, 10, 12, 5)], roof=10.0)  # flea's tg 12 above a 10 tok/s roof
+    doc["rounds"][0]["loadavg"] = [5.5, 3.0, 1.0]
+    cases = [{"id": "Q8_0:base", "type": "Q8_0", "kind": "base", "args": {"prompt": 64, "gen": 32, "roof": True},
+              "doc": doc}]
+    rows = cpu_table.assemble_table(cases)
+    assert "ABOVE 100%" in rows[-1]["note"]
+    assert cpu_table.busiest_load(cases) == 5.5
+    meta = {"cpu_model": "X", "threads": 2, "reps": 1, "rounds": 1, "quick": False, "nproc": 2}
+    assert "WARNING: the machine was busy (load average up to 5.5" in cpu_table.markdown(rows, dict(meta, load_max=5.5))
+    assert "WARNING" not in cpu_table.markdown(rows, dict(meta, load_max=2.4))
+    ok = fake_doc([(10, 10, 8, 5)], roof=10.0)
+    assert "ABOVE" not in cpu_table.assemble_table([dict(cases[0], doc=ok)])[-1]["note"]

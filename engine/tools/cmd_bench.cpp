@@ -335,6 +335,7 @@ int cmd_bench(int argc, char** argv) {
     }
     return steady_now_ns() - t0;
   };
+  if (depth > 0) fill_depth();  // before the warmup and the telemetry reset: its reads count nowhere
   for (int w = 0; w < warmup && st.ok(); ++w) {
     if (n_prompt > 0) run_pp();
     if (n_gen > 0 && st.ok()) run_tg();
