@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's CPU llama-bench at a pinned commit, outside this repository, as the baseline
+# Builds llama.cpp's CPU llama-bench (and llama-batched-bench beside it: tg at a context depth, which
+# llama-bench at this commit cannot measure) at a pinned commit, outside this repository, as the baseline
 # and oracle the lab measures against. Nothing of llama.cpp is committed here.
 #   scripts/build_baselines.sh [SRC]
 # SRC: a git URL, a local checkout or a bare mirror (default: GitHub). The build goes to
@@ -24,7 +25,7 @@ case "$AMX" in on) SUFFIX= ; FLAGS= ;;
   *) echo "build_baselines.sh: LLAMA_CPP_AMX must be on or off, got '$AMX'" >&2; exit 2 ;; esac
 DIR="$BASE/llama.cpp-${COMMIT:0:12}$SUFFIX"
 BIN="$DIR/build/bin/llama-bench"
-if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+if [ -x "$BIN" ] && [ -x "$DIR/build/bin/llama-batched-bench" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$BASE"
 if [ ! -d "$DIR/.git" ]; then
   rm -rf "$DIR"
@@ -36,7 +37,7 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S "$DIR" -B "$DIR/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=OFF -DGGML_NATIVE=ON \
       -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" "${NOREPACK[@]}" \
       -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-targets=(llama-bench)
+targets=(llama-bench llama-batched-bench)
 # llama-cli, where the snapshot still has it (newer llama.cpp renamed its tools).
 cmake --build "$DIR/build" --target help 2>/dev/null | grep -q '^llama-cli[: ]' && targets+=(llama-cli)
 cmake --build "$DIR/build" --target "${targets[@]}" -j "$(nproc)" >&2

@@ -1,5 +1,7 @@
 // flea bench: prompt processing and token generation throughput, like llama-bench, with raw
-// samples. --compute none performs exactly the plan's reads per token without computing.
+// samples. --compute none performs exactly the plan's reads per token without computing. --depth D
+// measures both after D tokens of context are already in the KV cache (filled once, untimed; every
+// repetition is cut back to those D positions before it runs).
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -72,6 +74,25 @@ nlohmann::json experts_json(const Plan& plan, const nlohmann::json& tel, int64_t
   return x;
 }
 
+// Weight bytes one generated token reads in a dense model: every layer tensor and every global but
+// token_embd, of which a token reads one row (unless the output is tied to it: then all of it is the
+// output matrix). The DRAM read roof divides a read bandwidth by this. Null for mixture-of-experts
+// models, whose token reads only the experts it is routed to.
+nlohmann::json weight_bytes_per_token_json(const Model& model) {
+  if (model.hp.n_expert > 0) return nullptr;
+  const ModelLayout& l = model.layout;
+  uint64_t bytes = 0;
+  for (int il = 0; il < static_cast<int>(model.hp.n_layer); ++il) bytes += l.layer_bytes(il);
+  for (int g = 0; g < kGlobalTensorCount; ++g) {
+    const gguf::TensorInfo* t = l.globals[static_cast<size_t>(g)];
+    if (t == nullptr) continue;
+    const bool embd = g == static_cast<int>(GlobalTensor::kTokenEmbd);
+    const bool tied = l.globals[static_cast<size_t>(GlobalTensor::kOutput)] == nullptr;
+    bytes += embd && !tied ? t->row_bytes() : t->n_bytes;
+  }
+  return bytes;
+}
+
 int cmd_bench(int argc, char** argv) {
   CLI::App app("Measure prompt processing (pp) and token generation (tg) throughput with repetitions "
                "and raw samples; prints one JSON object.", "flea bench");
@@ -80,12 +101,19 @@ int cmd_bench(int argc, char** argv) {
   uint64_t seed = 1;
   std::string compute = "full", kv = "resident", trace_path;
   int batch = 1, draft_k = 4;
+  int64_t depth = 0, ctx_limit = 0;
   std::string draft_path;
   add_engine_flags(app, &opts);
   app.add_option("--prompt", n_prompt, "prompt tokens per pp sample (0 = skip pp)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
   app.add_option("--gen", n_gen, "generated tokens per tg sample (0 = skip tg)")->check(CLI::Range(0, 1 << 16))->capture_default_str();
   app.add_option("--reps,-r", reps, "timed repetitions")->check(CLI::Range(1, 10000))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::Range(0, 100))->capture_default_str();
+  app.add_option("--depth", depth, "tokens of context already in the KV cache when each pp and tg sample starts "
+                                   "(filled once, untimed, with random ids; each rep is cut back to them)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))->capture_default_str();
+  app.add_option("--ctx", ctx_limit, "positions the session may hold (0 = as many as --depth plus the longest "
+                                     "sample need); a --ctx too small for them is an error")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))->capture_default_str();
   app.add_option("--seed", seed, "seed of the random prompt token ids")->capture_default_str();
   std::string tg_tokens = "auto";
   app.add_option("--tg-tokens", tg_tokens,
@@ -115,13 +143,29 @@ int cmd_bench(int argc, char** argv) {
     std::fprintf(stderr, "flea bench: --draft needs --batch 1, --kv resident and --compute full\n");
     return kExitUsage;
   }
+  if (depth > 0 && (compute == "none" || kv == "none" || batch > 1 || !draft_path.empty())) {
+    std::fprintf(stderr, "flea bench: --depth needs --compute full, --kv resident or host, --batch 1 and no --draft\n");
+    return kExitUsage;
+  }
+  // Positions one sequence holds: the depth, then the longest sample (a speculative tg step may run
+  // draft_k past --gen), +2 as before (the tg seed token and one spare).
+  const int64_t n_ctx = depth + std::max(n_prompt, n_gen + (draft_path.empty() ? 0 : draft_k)) + 2;
+  // The depth fill is evaluated in slices of this many rows (llama.cpp's default ubatch), so its
+  // scratch is no larger than a --prompt 512 sample's.
+  constexpr int64_t kDepthSlice = 512;
+  if (compute != "none" && ctx_limit > 0 && n_ctx > ctx_limit) {
+    std::fprintf(stderr, "flea bench: --depth %lld + max(--prompt %d, --gen %d%s) + 2 needs %lld positions, more than --ctx %lld\n",
+                 static_cast<long long>(depth), n_prompt, n_gen, draft_path.empty() ? "" : " + --draft-k",
+                 static_cast<long long>(n_ctx), static_cast<long long>(ctx_limit));
+    return kExitUsage;
+  }
 
   if (compute == "none") {  // no session
     opts.n_ctx = opts.n_rows = opts.n_logit_rows = 0;
   } else {
-    opts.n_ctx = std::max(n_prompt, n_gen + draft_k) + 2;
+    opts.n_ctx = n_ctx;
     opts.n_seq = batch;
-    opts.n_rows = std::max(n_prompt, batch);
+    opts.n_rows = std::max<int64_t>({n_prompt, batch, std::min(depth, kDepthSlice)});
     opts.n_logit_rows = batch;
   }
   auto engine = open_engine(opts, /*with_weights=*/compute != "none");
@@ -139,9 +183,15 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch"] = opts.residency.prefetch;
   j["threads"] = engine->pool->size();
   j["simd"] = quant::simd_level();
+  j["build"] = {{"git_rev", FLEA_GIT_REV}, {"build_type", FLEA_BUILD_TYPE}};  // git_rev: as of the cmake configure
   j["kv"] = kv;
   j["n_prompt"] = n_prompt;
   j["n_gen"] = n_gen;
+  j["depth"] = depth;
+  j["ctx_requested"] = ctx_limit;  // 0: sized to need
+  j["n_ctx"] = compute == "none" ? nlohmann::json(nullptr) : nlohmann::json(n_ctx);
+  j["n_ctx_train"] = model.hp.n_ctx_train;
+  j["weight_bytes_per_token"] = weight_bytes_per_token_json(model);
   j["reps"] = reps;
   j["warmup"] = warmup;
   j["weights"] = engine->weights ? engine->weights->name() : "io-only";
@@ -150,6 +200,10 @@ int cmd_bench(int argc, char** argv) {
 #ifndef NDEBUG
   warnings.push_back("debug build: timings are not representative");
 #endif
+  if (compute != "none" && n_ctx > model.hp.n_ctx_train) {
+    warnings.push_back("the session holds " + std::to_string(n_ctx) + " positions, more than the model's context_length " +
+                       std::to_string(model.hp.n_ctx_train) + " (throughput is still measured; the text would not be)");
+  }
 
   if (compute == "none") {
     const int tokens = std::max(1, n_gen) * reps;
@@ -182,7 +236,7 @@ int cmd_bench(int argc, char** argv) {
     return report_error("bench", invalid_argument("--tg-tokens random cannot drive --draft (speculative decoding verifies the greedy continuation)"), kExitUsage);
   j["tg_tokens"] = tg_tokens;
 
-  auto session_or = make_session(*engine, std::max(n_prompt, n_gen + draft_k) + 2, batch, kv);
+  auto session_or = make_session(*engine, n_ctx, batch, kv);
   if (!session_or.ok()) {
     std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
     return kExitUsage;
@@ -203,14 +257,50 @@ int cmd_bench(int argc, char** argv) {
   std::vector<float> logits;
   std::vector<int64_t> pp_ns, tg_ns;
   Status st;
-  auto run_pp = [&]() -> int64_t {
+  // The depth context: random ids like the prompt's, evaluated once in slices. Each sample then
+  // starts from exactly these positions: truncated back to them where the backend can, else
+  // refilled (untimed either way).
+  std::vector<int32_t> depth_tokens(static_cast<size_t>(depth));
+  for (auto& t : depth_tokens) t = pick(rng);
+  int64_t depth_fill_ns = 0, depth_fills = 0;
+  std::string depth_restore = "truncate";
+  auto fill_depth = [&]() {
     session.reset();
+    const int64_t t0 = steady_now_ns();
+    for (int64_t i = 0; i < depth && st.ok(); i += kDepthSlice) {
+      const auto first = depth_tokens.begin() + i;
+      st = session.eval(std::vector<int32_t>(first, first + std::min(kDepthSlice, depth - i)), nullptr, false);
+    }
+    depth_fill_ns += steady_now_ns() - t0;
+    ++depth_fills;
+  };
+  // Leaves the session holding the depth context and nothing after it.
+  auto start_sample = [&]() {
+    if (depth == 0) {
+      session.reset();
+      return;
+    }
+    if (depth_fills > 0 && depth_restore == "truncate") {
+      const Status ts = session.truncate(0, depth);
+      if (ts.ok()) return;
+      if (ts.code() != StatusCode::kUnimplemented) {
+        st = ts;
+        return;
+      }
+      depth_restore = "refill";  // e.g. the CUDA session cannot truncate
+    }
+    fill_depth();
+  };
+  auto run_pp = [&]() -> int64_t {
+    start_sample();
+    if (!st.ok()) return 0;
     const int64_t t0 = steady_now_ns();
     st = session.eval(prompt, &logits, false);
     return steady_now_ns() - t0;
   };
   auto run_tg = [&]() -> int64_t {
-    session.reset();
+    start_sample();
+    if (!st.ok()) return 0;
     int32_t tok = prompt.empty() ? 1 : prompt[0];
     if (draft) {
       draft->reset();
@@ -245,6 +335,7 @@ int cmd_bench(int argc, char** argv) {
     }
     return steady_now_ns() - t0;
   };
+  if (depth > 0) fill_depth();  // before the warmup and the telemetry reset: its reads count nowhere
   for (int w = 0; w < warmup && st.ok(); ++w) {
     if (n_prompt > 0) run_pp();
     if (n_gen > 0 && st.ok()) run_tg();
@@ -269,6 +360,10 @@ int cmd_bench(int argc, char** argv) {
   for (int64_t v : pp_ns) total_ns += v;
   for (int64_t v : tg_ns) total_ns += v;
   j["compute"] = "full";
+  if (depth > 0) {
+    // restore "refill": every sample refilled the context, and read_bytes counts those fills' reads.
+    j["depth_fill"] = {{"fills", depth_fills}, {"restore", depth_restore}, {"fill_ns", depth_fill_ns}};
+  }
   j["pp_samples_ns"] = pp_ns;
   j["tg_samples_ns"] = tg_ns;
   j["pp_tok_s"] = pp_ns.empty() ? nlohmann::json(nullptr) : nlohmann::json(n_prompt / (median(pp_ns) / 1e9));
