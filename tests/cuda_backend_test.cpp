@@ -80,7 +80,8 @@ RunResult run_cpu(const Model& m, const std::vector<int32_t>& tokens) {
   Weights w;
   if (!open_weights(m, ResidencyOptions{}, &w)) return out;
   cpu::ThreadPool pool(2);
-  Session s(m, w.provider.get(), &pool, static_cast<int64_t>(tokens.size()) + 4);
+  // The CUDA cache is F32: compare against the same cache type.
+  Session s(m, w.provider.get(), &pool, static_cast<int64_t>(tokens.size()) + 4, 1, true, cpu::KvType::kF32);
   EXPECT_TRUE(s.eval(tokens, &out.prompt_logits, true).ok());
   EXPECT_TRUE(s.eval({tokens[0]}, &out.next_logits, false).ok());
   return out;

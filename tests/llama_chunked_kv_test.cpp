@@ -51,7 +51,7 @@ TEST_F(ChunkedKv, BoundedCacheMatchesUnboundedAcrossChunks) {
   const auto& hp = model_->hp;
   uint64_t want = 0;
   for (int64_t il = 0; il < hp.n_layer; ++il)
-    want += 2 * static_cast<uint64_t>((hp.uses_rope(il) ? kChunk : kCtx) * hp.n_embd_kv() * 2) * sizeof(float);
+    want += 2 * static_cast<uint64_t>((hp.uses_rope(il) ? kChunk : kCtx) * hp.n_embd_kv() * 2) * sizeof(uint16_t);  // F16
   EXPECT_EQ(bounded.kv_cache_bytes(), want);
   EXPECT_LT(bounded.kv_cache_bytes(), full.kv_cache_bytes());
 

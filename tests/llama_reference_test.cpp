@@ -71,14 +71,40 @@ class ReferenceCase : public ::testing::TestWithParam<std::string> {
   cpu::ThreadPool pool_{2};
 };
 
+// llama.cpp made the reference with an F32 KV cache (manifest producer.kv_cache): the same cache type
+// meets the tolerances above. The engine's default F16 cache meets the same NMSE bound, and its
+// argmax may differ from llama.cpp's only at near-ties: rows where llama.cpp's own logits put the
+// two tokens within kNearTie (the prompts were chosen with llama.cpp margins >= 0.02; the F16 cache
+// flips rows whose llama.cpp margins are 0.0225, 0.0256 (pub-Q5_K_M, l4-Q8_0) and 0.061 (IQ4_XS)).
+constexpr float kNearTie = 0.1f;
+
 TEST_P(ReferenceCase, LogitsMatchLlamaCpp) {
+  ASSERT_EQ(manifest(id_.set)["producer"]["kv_cache"], "f32") << "the reference's KV cache type changed";
   const Tolerance tol = tolerance_for(id_.set, case_["file_type"].get<std::string>());
   const int64_t V = model_->hp.n_vocab;
   for (const auto& prompt : case_["prompts"]) {
     const auto tokens = prompt["tokens"].get<std::vector<int32_t>>();
     const auto ref = test::read_f32(dir() + prompt["logits"].get<std::string>());
     ASSERT_EQ(ref.size(), tokens.size() * static_cast<size_t>(V));
-    Session s(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()));
+    {
+      Session f16(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()));
+      ASSERT_EQ(f16.kv_type(), cpu::KvType::kF16);
+      std::vector<float> got;
+      ASSERT_TRUE(f16.eval(tokens, &got, /*all_logits=*/true).ok());
+      double err = 0, norm = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        err += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
+        norm += static_cast<double>(ref[i]) * ref[i];
+      }
+      std::printf("[ %s ] len %zu: F16 cache nmse %.3e\n", GetParam().c_str(), tokens.size(), err / norm);
+      EXPECT_LE(err / norm, tol.nmse) << "F16 cache";
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        const float* r = &ref[t * V];
+        const int32_t g = argmax(&got[t * V], V), w = argmax(r, V);
+        EXPECT_LE(r[w] - r[g], kNearTie) << "F16 cache, row " << t << ": " << g << " instead of llama.cpp's " << w;
+      }
+    }
+    Session s(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()), 1, true, cpu::KvType::kF32);
     std::vector<float> got;
     ASSERT_TRUE(s.eval(tokens, &got, /*all_logits=*/true).ok());
     ASSERT_EQ(got.size(), ref.size());

@@ -20,6 +20,9 @@ void add_engine_flags(CLI::App& app, EngineOptions* opts) {
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--threads,-t", opts->threads, "compute threads (0 = all hardware threads)")
       ->check(CLI::Range(0, 1024))->capture_default_str();
+  app.add_option("--kv-type", opts->kv_type,
+                 "KV cache element type: f16 (CPU default, half the memory) or f32 (the CUDA backend's only type)")
+      ->check(CLI::IsMember({"f16", "f32"}));
   add_residency_flags(app, &opts->residency);
 }
 
@@ -31,6 +34,13 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
 #endif
   Engine e;
   e.backend = opts.backend;
+  if (opts.backend == "cuda" && opts.kv_type == "f16") {
+    return unimplemented("--kv-type f16: the CUDA backend's KV cache is F32 only (use --kv-type f32 or leave it out)");
+  }
+  if (!opts.kv_type.empty() && !cpu::parse_kv_type(opts.kv_type, &e.kv_type)) {
+    return invalid_argument("--kv-type: unknown type '" + opts.kv_type + "' (f16 or f32)");
+  }
+  if (opts.backend == "cuda") e.kv_type = cpu::KvType::kF32;
   e.residency = opts.residency;
   FLEA_ASSIGN_OR_RETURN(e.model, Model::open(opts.model));
   // The CPU backend's weights, staging, KV cache and scratch all live in host memory: the plan must
@@ -40,7 +50,7 @@ StatusOr<Engine> open_engine(const EngineOptions& opts, bool with_weights) {
     StatusOr<HostMemory> host = probe_host_memory();
     if (host.ok()) {
       ro.host_memory = *host;
-      ro.kv_bytes = session_kv_bytes(e.model->hp, opts.n_ctx, opts.n_seq);
+      ro.kv_bytes = session_kv_bytes(e.model->hp, opts.n_ctx, opts.n_seq, e.kv_type);
       ro.scratch_bytes = session_scratch_bytes(e.model->hp, opts.n_rows, opts.n_logit_rows);
     } else {
       std::fprintf(stderr, "flea: %s: the residency plan is not checked against the machine\n",
@@ -86,7 +96,8 @@ StatusOr<std::unique_ptr<Evaluator>> make_session(Engine& engine, int64_t n_ctx,
 #endif
   }
   return std::unique_ptr<Evaluator>(
-      std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx, n_seq));
+      std::make_unique<Session>(*engine.model, engine.weights.get(), engine.pool.get(), n_ctx, n_seq,
+                                /*bound_chunked_kv=*/true, engine.kv_type));
 }
 
 StatusOr<std::vector<int32_t>> parse_token_list(const std::string& text) {

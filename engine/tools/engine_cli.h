@@ -20,6 +20,9 @@ struct EngineOptions {
   std::string model;
   std::string backend = "cpu";
   int threads = 0;  // 0 = all hardware threads
+  // --kv-type: the KV cache's element type, "f16" or "f32"; empty = the backend's own (CPU: f16; CUDA:
+  // f32, the only type its cache has, so f16 there is refused).
+  std::string kv_type;
   ResidencyOptions residency;
   // The sessions this engine will run, for the host memory `--residency auto` sets aside beside the
   // weights (KV cache + scratch). Not flags: each command fills them in before open_engine.
@@ -33,6 +36,7 @@ void add_engine_flags(CLI::App& app, EngineOptions* opts);
 
 struct Engine {
   std::string backend = "cpu";
+  cpu::KvType kv_type = cpu::KvType::kF16;  // the CPU session's cache (CUDA's is F32)
   ResidencyOptions residency;
   std::unique_ptr<Model> model;
   std::unique_ptr<Telemetry> telemetry;

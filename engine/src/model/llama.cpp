@@ -121,8 +121,9 @@ int32_t argmax(const float* logits, int64_t n) {
 }
 
 Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq,
-                 bool bound_chunked_kv)
-    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0) {
+                 bool bound_chunked_kv, cpu::KvType kv_type)
+    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0),
+      kv_type_(kv_type) {
   const auto& hp = model_.hp;
   kv_slots_.assign(static_cast<size_t>(hp.n_layer), n_ctx);
   k_cache_.resize(static_cast<size_t>(hp.n_layer));
@@ -133,18 +134,20 @@ Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* p
       kv_slots_[static_cast<size_t>(il)] = hp.attn_chunk;
       chunk_bounded_ = true;
     }
-    const size_t cache = static_cast<size_t>(kv_slots_[static_cast<size_t>(il)] * hp.n_embd_kv()) * n_past_.size();
-    k_cache_[static_cast<size_t>(il)].assign(cache, 0.0f);
-    v_cache_[static_cast<size_t>(il)].assign(cache, 0.0f);
+    const size_t cache = static_cast<size_t>(kv_slots_[static_cast<size_t>(il)] * hp.n_embd_kv()) * n_past_.size() *
+                         cpu::kv_type_bytes(kv_type_);
+    k_cache_[static_cast<size_t>(il)].assign(cache, 0);
+    v_cache_[static_cast<size_t>(il)].assign(cache, 0);
   }
   stats_.reset(hp.n_layer);
 }
 
-uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq) {
+uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq, cpu::KvType kv_type) {
   uint64_t b = 0;
   for (int64_t il = 0; il < hp.n_layer; ++il) {
     const int64_t slots = hp.attn_chunk > 0 && hp.uses_rope(il) && hp.attn_chunk < n_ctx ? hp.attn_chunk : n_ctx;
-    b += 2 * static_cast<uint64_t>(slots * hp.n_embd_kv()) * static_cast<uint64_t>(std::max(1, n_seq)) * sizeof(float);
+    b += 2 * static_cast<uint64_t>(slots * hp.n_embd_kv()) * static_cast<uint64_t>(std::max(1, n_seq)) *
+         cpu::kv_type_bytes(kv_type);
   }
   return b;
 }
@@ -158,7 +161,7 @@ uint64_t session_scratch_bytes(const LlamaHparams& hp, int64_t n_rows, int64_t n
 
 uint64_t Session::kv_cache_bytes() const {
   uint64_t b = 0;
-  for (size_t il = 0; il < k_cache_.size(); ++il) b += (k_cache_[il].size() + v_cache_[il].size()) * sizeof(float);
+  for (size_t il = 0; il < k_cache_.size(); ++il) b += k_cache_[il].size() + v_cache_[il].size();
   return b;
 }
 
@@ -319,11 +322,13 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
   const auto& L = model_.layout;
   const int64_t T = static_cast<int64_t>(rows.size());
   const int64_t E = hp.n_embd, KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
-  const int64_t D = hp.head_dim(), H = hp.n_head, G = hp.n_gqa();
+  const int64_t D = hp.head_dim(), H = hp.n_head;
   const float eps = static_cast<float>(hp.rms_eps);
   if (T == 0) return invalid_argument("eval: no tokens");
   // Each row's position: the next free one of its sequence.
   pos_.resize(static_cast<size_t>(T));
+  first_.resize(static_cast<size_t>(T));
+  seq_.resize(static_cast<size_t>(T));
   std::vector<int64_t> next = n_past_;
   for (int64_t t = 0; t < T; ++t) {
     const BatchRow& r = rows[static_cast<size_t>(t)];
@@ -334,6 +339,7 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
       return out_of_range("token id " + std::to_string(r.token) + " outside the vocabulary [0, " +
                           std::to_string(V) + ")");
     }
+    seq_[static_cast<size_t>(t)] = r.seq;
     pos_[static_cast<size_t>(t)] = next[static_cast<size_t>(r.seq)]++;
     if (pos_[static_cast<size_t>(t)] >= n_ctx_) {
       return out_of_range("eval: " + std::to_string(pos_[static_cast<size_t>(t)] + 1) +
@@ -399,54 +405,21 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
         for (int64_t i = 0; i < E; ++i) q_[static_cast<size_t>(t * E + i)] *= temp;
       }
     }
-    // Cache of sequence s: (n_ctx, KV) starting at s * n_ctx * KV.
-    // Position p of a sequence lives in slot p % slots (slots = n_ctx, or the chunk when bounded).
+    // Cache of sequence s: (slots, KV) elements of kv_type_ starting at s * slots * KV; position p of a
+    // sequence lives in slot p % slots (slots = n_ctx, or the chunk when bounded).
     const int64_t slots = kv_slots_[static_cast<size_t>(il)];
-    auto kcache = [&](int32_t seq) { return k_cache_[static_cast<size_t>(il)].data() + seq * slots * KV; };
-    auto vcache = [&](int32_t seq) { return v_cache_[static_cast<size_t>(il)].data() + seq * slots * KV; };
+    const size_t kv_row_bytes = static_cast<size_t>(KV) * cpu::kv_type_bytes(kv_type_);
     for (int64_t t = 0; t < T; ++t) {
-      const int32_t seq = rows[static_cast<size_t>(t)].seq;
-      const int64_t p = pos_[static_cast<size_t>(t)];
-      std::copy(&k_[static_cast<size_t>(t * KV)], &k_[static_cast<size_t>((t + 1) * KV)], kcache(seq) + p % slots * KV);
-      std::copy(&v_[static_cast<size_t>(t * KV)], &v_[static_cast<size_t>((t + 1) * KV)], vcache(seq) + p % slots * KV);
+      const size_t slot = static_cast<size_t>(seq_[static_cast<size_t>(t)] * slots + pos_[static_cast<size_t>(t)] % slots);
+      cpu::store_kv(kv_type_, &k_[static_cast<size_t>(t * KV)], KV, &k_cache_[static_cast<size_t>(il)][slot * kv_row_bytes]);
+      cpu::store_kv(kv_type_, &v_[static_cast<size_t>(t * KV)], KV, &v_cache_[static_cast<size_t>(il)][slot * kv_row_bytes]);
+      first_[static_cast<size_t>(t)] = hp.first_visible(il, pos_[static_cast<size_t>(t)]);  // 0, or pos's chunk start
     }
-
-    // One task per (row, head): scores over its sequence's positions 0..pos, softmax, weighted
-    // sum of values.
-    const int64_t n_kv = *std::max_element(pos_.begin(), pos_.end()) + 1;
-    pool_->parallel_for(T * H, [&](int64_t begin, int64_t end) {
-      std::vector<float> score(static_cast<size_t>(n_kv));
-      for (int64_t job = begin; job < end; ++job) {
-        const int64_t t = job / H, h = job % H, kvh = h / G;
-        const int64_t pos = pos_[static_cast<size_t>(t)];  // causal: attend to first..pos
-        const int64_t first = hp.first_visible(il, pos);     // 0, or the start of pos's chunk
-        const float* kc = kcache(rows[static_cast<size_t>(t)].seq);
-        const float* vc = vcache(rows[static_cast<size_t>(t)].seq);
-        const float* qh = &q_[static_cast<size_t>(t * E + h * D)];
-        float mx = -INFINITY;
-        for (int64_t p = first; p <= pos; ++p) {
-          const float* kp = kc + p % slots * KV + kvh * D;
-          float s = 0.0f;
-          for (int64_t d = 0; d < D; ++d) s += qh[d] * kp[d];
-          score[static_cast<size_t>(p)] = s * kq_scale;
-          mx = std::max(mx, score[static_cast<size_t>(p)]);
-        }
-        double sum = 0.0;
-        for (int64_t p = first; p <= pos; ++p) {
-          const float e = std::exp(score[static_cast<size_t>(p)] - mx);
-          score[static_cast<size_t>(p)] = e;
-          sum += e;
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* out = &att_[static_cast<size_t>(t * E + h * D)];
-        std::fill(out, out + D, 0.0f);
-        for (int64_t p = first; p <= pos; ++p) {
-          const float a = score[static_cast<size_t>(p)] * inv;
-          const float* vp = vc + p % slots * KV + kvh * D;
-          for (int64_t d = 0; d < D; ++d) out[d] += a * vp[d];
-        }
-      }
-    });
+    // att[t, h] = softmax over p in [first[t], pos[t]] of q[t, h] . k[p, h / G] / sqrt(D), times v[p, h / G]
+    cpu::attention({T, H, hp.n_head_kv, D, kq_scale, q_.data(), seq_.data(), pos_.data(), first_.data(),
+                    {kv_type_, k_cache_[static_cast<size_t>(il)].data(), v_cache_[static_cast<size_t>(il)].data(), slots},
+                    att_.data()},
+                   pool_);  // q, att: (T, E); caches: (n_seq, slots, KV)
     cpu::matmul(W(LayerTensor::kAttnOutput), att_.data(), T, xn_.data(), pool_);  // (T, E)
     for (int64_t i = 0; i < T * E; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
 

@@ -101,6 +101,7 @@ std::string describe(const LlamaHparams& hp);
 #include <memory>
 #include <vector>
 
+#include "compute/cpu/attention.h"
 #include "model/weights.h"
 
 namespace flea {
@@ -160,16 +161,18 @@ class Evaluator {
   virtual ForwardStats& stats() = 0;
 };
 
-// The CPU backend: KV cache (F32, resident in host memory) plus scratch buffers.
+// The CPU backend: KV cache (F16 or F32, resident in host memory) plus scratch buffers.
 class Session : public Evaluator {
  public:
   // Room for n_ctx positions in each of n_seq sequences. Layers with chunked attention (Llama 4's
   // rope layers) keep only attn_chunk positions, the chunk a query can see, unless
-  // `bound_chunked_kv` is false (tests compare the two).
+  // `bound_chunked_kv` is false (tests compare the two). Keys and values are stored as kv_type
+  // (F16: rounded to nearest even, like llama.cpp's default cache).
   Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq = 1,
-          bool bound_chunked_kv = true);
+          bool bound_chunked_kv = true, cpu::KvType kv_type = cpu::KvType::kF16);
   // Bytes of K and V cache held for every layer and sequence.
   uint64_t kv_cache_bytes() const;
+  cpu::KvType kv_type() const { return kv_type_; }
 
   Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) override;
   Status eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) override;
@@ -196,9 +199,12 @@ class Session : public Evaluator {
   std::vector<int64_t> n_past_;              // [n_seq] positions filled per sequence
   std::vector<int64_t> kv_slots_;            // [n_layer] positions each cache holds per sequence
   bool chunk_bounded_ = false;               // some layer holds fewer than n_ctx positions
-  std::vector<std::vector<float>> k_cache_;  // [n_layer][n_seq × slots × n_embd_kv]
-  std::vector<std::vector<float>> v_cache_;  // [n_layer][n_seq × slots × n_embd_kv]
+  cpu::KvType kv_type_;
+  // [n_layer][n_seq × slots × n_embd_kv] elements of kv_type_
+  std::vector<std::vector<uint8_t>> k_cache_, v_cache_;
   std::vector<int64_t> pos_;                 // [T] position of each row of the current batch
+  std::vector<int64_t> first_;               // [T] first position each row sees in the current layer
+  std::vector<int32_t> seq_;                 // [T] sequence of each row
   // Scratch, sized for the largest batch seen: every buffer is [n_tokens × width].
   std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, scores_;
   std::vector<float> router_, expert_in_;  // MoE: (T, n_expert) logits; (rows of one expert, E) in/out
@@ -210,7 +216,7 @@ class Session : public Evaluator {
 // planner sets it aside): the K/V cache, exactly what kv_cache_bytes() will report (chunk-bounded),
 // and an estimate of the scratch of an eval of n_rows rows (activations, router logits) returning
 // n_logit_rows rows of logits.
-uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq);
+uint64_t session_kv_bytes(const LlamaHparams& hp, int64_t n_ctx, int n_seq, cpu::KvType kv_type = cpu::KvType::kF16);
 uint64_t session_scratch_bytes(const LlamaHparams& hp, int64_t n_rows, int64_t n_logit_rows);
 
 // Greedy argmax, lowest id on ties.
