@@ -69,6 +69,11 @@ TEST(LlamaTransient, BitIdenticalToFullForEveryBackendAndPrefetch) {
 // LLaMA-2, Llama 3 (rope_freqs) and Qwen2 (biases, NeoX rope).
 TEST(LlamaTransient, NoKvCacheGeneratesTheSameTokens) {
   if (!test::reference_available()) GTEST_SKIP() << "reference data not found";
+  // Recomputing the context evaluates batches where the cached run evaluates single rows: the same
+  // numbers only on the per-row dots. With the tile matmul on, l3-Q4_K_M's synthetic prompt meets a
+  // near-tie at its 11th token and takes the other branch (both paths stay within the reference
+  // tolerances, llama_reference_test).
+  const test::AmxOff vnni_only;
   for (const char* name : {"pub-Q4_K_M.gguf", "arch/l3-Q4_K_M.gguf", "arch/qwen2-Q8_0.gguf"}) {
     SCOPED_TRACE(name);
     auto m = Model::open(test::reference_dir() + "/" + name);
