@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "chat/prompt_cache.h"
 #include "chat/reply_stream.h"
 #include "commands.h"
 #include "engine_cli.h"
@@ -118,15 +119,13 @@ class Chat {
   Status reply() {
     FLEA_ASSIGN_OR_RETURN(const std::string prompt_text, chat::render(tmpl_, history_, true));
     const std::vector<int32_t> prompt = tok_.encode(prompt_text, tok_.add_bos_default(), /*parse_special=*/true);
+    if (prompt.empty()) return invalid_argument("the chat template rendered an empty prompt");
     const int64_t n_ctx = session_.n_ctx();
     if (static_cast<int64_t>(prompt.size()) + 1 > n_ctx) {
       return out_of_range("the conversation is " + std::to_string(prompt.size()) + " tokens, --ctx is " +
                           std::to_string(n_ctx) + ": /reset to start over, or a larger --ctx");
     }
-    // Reuse the cache up to the longest common prefix (at least one token is evaluated, for its logits).
-    size_t keep = 0;
-    while (keep < cached_.size() && keep < prompt.size() && cached_[keep] == prompt[keep]) ++keep;
-    if (keep == prompt.size()) --keep;
+    size_t keep = chat::reusable_prefix(cached_, prompt);
     if (keep < cached_.size()) {
       if (!session_.truncate(0, static_cast<int64_t>(keep)).ok()) {
         session_.reset();  // the backend cannot roll back: evaluate the whole prompt again
