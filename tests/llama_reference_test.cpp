@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "compute/cpu/amx.h"
 #include "compute/cpu/thread_pool.h"
 #include "model/llama.h"
 #include "model/memory_provider.h"
@@ -104,30 +105,38 @@ TEST_P(ReferenceCase, LogitsMatchLlamaCpp) {
         EXPECT_LE(r[w] - r[g], kNearTie) << "F16 cache, row " << t << ": " << g << " instead of llama.cpp's " << w;
       }
     }
-    Session s(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()), 1, true, cpu::KvType::kF32);
-    std::vector<float> got;
-    ASSERT_TRUE(s.eval(tokens, &got, /*all_logits=*/true).ok());
-    ASSERT_EQ(got.size(), ref.size());
-    double err = 0, norm = 0;
-    int agree = 0;
-    for (size_t t = 0; t < tokens.size(); ++t) {
-      const float* g = &got[t * V];
-      const float* r = &ref[t * V];
-      for (int64_t i = 0; i < V; ++i) {
-        ASSERT_TRUE(std::isfinite(g[i]));
-        err += (static_cast<double>(g[i]) - r[i]) * (static_cast<double>(g[i]) - r[i]);
-        norm += static_cast<double>(r[i]) * r[i];
+    // Both CPU matmul paths: the AMX tiles (these batches of 16 and 48 rows go to them) where the
+    // CPU has them, and the per-row dots (FLEA_AMX=0).
+    std::vector<bool> paths = {false};
+    if (cpu::amx::available()) paths.insert(paths.begin(), true);
+    for (bool tiles : paths) {
+      SCOPED_TRACE(tiles ? "amx tiles" : "per-row dots");
+      const test::AmxSet path(tiles);
+      Session s(*model_, weights_.get(), &pool_, static_cast<int64_t>(tokens.size()), 1, true, cpu::KvType::kF32);
+      std::vector<float> got;
+      ASSERT_TRUE(s.eval(tokens, &got, /*all_logits=*/true).ok());
+      ASSERT_EQ(got.size(), ref.size());
+      double err = 0, norm = 0;
+      int agree = 0;
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        const float* g = &got[t * V];
+        const float* r = &ref[t * V];
+        for (int64_t i = 0; i < V; ++i) {
+          ASSERT_TRUE(std::isfinite(g[i]));
+          err += (static_cast<double>(g[i]) - r[i]) * (static_cast<double>(g[i]) - r[i]);
+          norm += static_cast<double>(r[i]) * r[i];
+        }
+        agree += argmax(g, V) == argmax(r, V);
       }
-      agree += argmax(g, V) == argmax(r, V);
+      const double nmse = err / norm;
+      const double top1 = static_cast<double>(agree) / static_cast<double>(tokens.size());
+      RecordProperty("nmse_len" + std::to_string(tokens.size()), std::to_string(nmse));
+      std::printf("[ %s ] %s len %zu: nmse %.3e (bound %.0e, llama.cpp vs exact math %.3e), top-1 %.3f\n",
+                  GetParam().c_str(), tiles ? "amx " : "dots", tokens.size(), nmse, tol.nmse,
+                  prompt["exact_math"]["nmse"].get<double>(), top1);
+      EXPECT_LE(nmse, tol.nmse);
+      EXPECT_GE(top1, tol.top1);
     }
-    const double nmse = err / norm;
-    const double top1 = static_cast<double>(agree) / static_cast<double>(tokens.size());
-    RecordProperty("nmse_len" + std::to_string(tokens.size()), std::to_string(nmse));
-    std::printf("[ %s ] len %zu: nmse %.3e (bound %.0e, llama.cpp vs exact math %.3e), top-1 %.3f\n",
-                GetParam().c_str(), tokens.size(), nmse, tol.nmse,
-                prompt["exact_math"]["nmse"].get<double>(), top1);
-    EXPECT_LE(nmse, tol.nmse);
-    EXPECT_GE(top1, tol.top1);
   }
 }
 

@@ -66,18 +66,22 @@ std::string schema_errors(const std::string& results_file);
 std::string harness_bin();
 std::string fake_flea();
 
-// Turns the AMX tile matmul off for a scope: tests that demand bit-identity between different
-// batch splits (the tile path serves batches of >= amx::kMinTokens rows and sums in another order
-// than the per-row dots) run the VNNI path only.
-class AmxOff {
+// Sets the AMX tile matmul switch for a scope (restored on exit, also by a failed ASSERT).
+class AmxSet {
  public:
-  AmxOff() : was_(cpu::amx::set_enabled(false)) {}
-  ~AmxOff() { cpu::amx::set_enabled(was_); }
-  AmxOff(const AmxOff&) = delete;
-  AmxOff& operator=(const AmxOff&) = delete;
+  explicit AmxSet(bool on) : was_(cpu::amx::set_enabled(on)) {}
+  ~AmxSet() { cpu::amx::set_enabled(was_); }
+  AmxSet(const AmxSet&) = delete;
+  AmxSet& operator=(const AmxSet&) = delete;
 
  private:
   bool was_;
+};
+
+// Tiles off: for tests that demand bit-identity between different batch splits (the tile path
+// serves batches of >= amx::kMinTokens rows and sums in another order than the per-row dots).
+struct AmxOff : AmxSet {
+  AmxOff() : AmxSet(false) {}
 };
 
 }  // namespace flea::test

@@ -85,3 +85,17 @@ def test_weight_bytes_per_token_counts_a_tied_token_embd_whole(tmp_path):
                         "--warmup", "0"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["weight_bytes_per_token"] == sum(t["n_bytes"] for t in ins["tensors"])
+
+
+def test_the_matmul_path_and_cache_type_are_recorded():
+    env = dict(os.environ, FLEA_AMX="0")
+    p = subprocess.run([FLEA, "bench", "-m", MODEL, "--threads", "1", "--prompt", "8", "--gen", "2", "--reps", "1",
+                        "--kv-type", "f32"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["amx"]["enabled"] is False  # switched off by FLEA_AMX=0 whether or not the CPU has tiles
+    assert j["amx"]["available"] == (j["amx"]["why"] == "granted")
+    assert j["kv_type"] == "f32"
+    _, d = bench("--prompt", "8", "--gen", "2", "--reps", "1")
+    assert d["kv_type"] == "f16"
+    assert d["amx"]["enabled"] == d["amx"]["available"]

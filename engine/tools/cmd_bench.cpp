@@ -9,6 +9,7 @@
 #include <random>
 
 #include "flea/clock.h"
+#include "compute/cpu/amx.h"
 #include "commands.h"
 #include "engine_cli.h"
 #include "io/aligned_buffer.h"
@@ -183,6 +184,11 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch"] = opts.residency.prefetch;
   j["threads"] = engine->pool->size();
   j["simd"] = quant::simd_level();
+  // The batched matmul path: AMX tiles for batches of >= kMinTokens rows where available and not
+  // switched off (FLEA_AMX=0); "why" says why not.
+  j["amx"] = {{"enabled", cpu::amx::enabled()}, {"available", cpu::amx::available()},
+              {"why", cpu::amx::availability()}, {"min_tokens", cpu::amx::kMinTokens}};
+  j["kv_type"] = engine->backend == "cpu" ? cpu::kv_type_name(engine->kv_type) : "f32";
   j["build"] = {{"git_rev", FLEA_GIT_REV}, {"build_type", FLEA_BUILD_TYPE}};  // git_rev: as of the cmake configure
   j["kv"] = kv;
   j["n_prompt"] = n_prompt;
