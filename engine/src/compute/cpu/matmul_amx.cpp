@@ -371,9 +371,10 @@ inline void fold(const int32_t* c, const float* sa, const float* sw, const float
 }
 
 // One strip (q: [16][cols] levels, sw/mw: [n_sub][16]) against token tile tt; writes the valid
-// rows x tokens of out.
+// rows x tokens of out. While the tiles compute, the cache lines [pf, pf + pf_bytes) (a slice of
+// the next strip's weights) are prefetched into L2, so its unpacking does not wait on DRAM.
 void strip_x_tile(const int8_t* q, const float* sw, const float* mw, const PackedActs& p, int sub, int64_t tt,
-                  int64_t n_tokens, int64_t r0, int64_t rows, float* out) {
+                  int64_t n_tokens, int64_t r0, int64_t rows, float* out, const uint8_t* pf, int64_t pf_bytes) {
   __m512 acc[kTile];
   for (auto& a : acc) a = _mm512_setzero_ps();
   alignas(64) int32_t c0[kTile * kTile], c1[kTile * kTile];
@@ -382,8 +383,12 @@ void strip_x_tile(const int8_t* q, const float* sw, const float* mw, const Packe
   const float* asum = p.tile_asum(tt);
   const int64_t cols = p.cols, n_sub = p.n_sub;
   const int64_t b_step = static_cast<int64_t>(sub) * kTile;  // bytes of B per sub-block
+  // Cache lines to prefetch per pair of sub-blocks.
+  const int64_t pf_step = (pf_bytes / 64 / std::max<int64_t>(1, n_sub / 2) + 1) * 64;
+  const uint8_t* const pf_end = pf + pf_bytes;
   int64_t s = 0;
   for (; s + 2 <= n_sub; s += 2) {
+    for (int64_t i = 0; i < pf_step && pf < pf_end; i += 64, pf += 64) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
     _tile_loadd(1, q + s * sub, cols);
     _tile_loadd(2, b + s * b_step, kTile * 4);
     _tile_zero(0);
@@ -472,7 +477,16 @@ void matmul_tiles(const WeightView& w, const uint8_t* act, size_t act_row_bytes,
           }
         }
       }
-      for (int64_t tt = 0; tt < p.n_tiles; ++tt) strip_x_tile(q.data(), sw, mw, p, info->sub, tt, n_tokens, r0, rows, out);
+      // The next strip's rows (contiguous), a slice per token tile.
+      const int64_t next_rows = std::clamp<int64_t>(rows - r0 - kTile, 0, kTile);
+      const uint8_t* next = w.data + (r0 + kTile) * w_row_bytes;
+      const int64_t next_bytes = next_rows * static_cast<int64_t>(w_row_bytes);
+      const int64_t slice = (next_bytes + p.n_tiles - 1) / p.n_tiles;
+      for (int64_t tt = 0; tt < p.n_tiles; ++tt) {
+        const int64_t off = std::min(next_bytes, tt * slice);
+        strip_x_tile(q.data(), sw, mw, p, info->sub, tt, n_tokens, r0, rows, out, next + off,
+                     std::min(slice, next_bytes - off));
+      }
     }
     _tile_release();
   };
