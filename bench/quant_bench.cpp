@@ -107,7 +107,7 @@ void bm_matmul(benchmark::State& state, GgmlType t, const char* path) {
       benchmark::Counter(static_cast<double>(w.size()) * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(n_tokens) * state.iterations(),
                                                benchmark::Counter::kIsRate);
-  const bool tiles = n_tokens >= flea::cpu::amx::kMinTokens && flea::cpu::amx::enabled() && flea::cpu::amx::supports(t);
+  const bool tiles = flea::cpu::amx::enabled() && flea::cpu::amx::supports(t) && n_tokens >= flea::cpu::amx::min_tokens(t);
   state.SetLabel(std::string(quant::simd_level()) + (tiles ? "+amx" : ""));
   flea::cpu::amx::set_enabled(was);
 }
@@ -134,6 +134,8 @@ const bool kRegistered = [] {
         ->ArgNames({"tokens", "threads"})
         ->Args({1, 1})
         ->Args({1, 2})
+        ->Args({8, 1})
+        ->Args({16, 1})
         ->Args({64, 1})
         ->Args({64, 2})
         ->Unit(benchmark::kMillisecond)
@@ -142,6 +144,7 @@ const bool kRegistered = [] {
       benchmark::RegisterBenchmark(("matmul4096_amx/" + std::string(flea::type_info(t).name)).c_str(), bm_matmul, t,
                                    "amx")
           ->ArgNames({"tokens", "threads"})
+          ->Args({8, 1})
           ->Args({16, 1})
           ->Args({64, 1})
           ->Args({64, 2})

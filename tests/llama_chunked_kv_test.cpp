@@ -40,7 +40,7 @@ class ChunkedKv : public ::testing::Test {
   std::unique_ptr<MemoryProvider> provider_;
   cpu::ThreadPool pool_{2};
   // The bounded cache splits a prompt at chunk boundaries; bit-identity across batch splits holds
-  // for the per-row dots, not for the tile matmul of batches >= amx::kMinTokens.
+  // for the per-row dots, not for the tile matmul of batches >= amx::min_tokens(type).
   test::AmxOff vnni_only_;
 };
 

@@ -62,7 +62,7 @@ TEST_P(AmxMatmul, CloseToTheVnniDotsForEveryTokenCountAndThreadCount) {
   std::vector<uint8_t> wq(row_bytes(type_info(t), cols) * rows);
   o->quantize(wf.data(), wq.data(), cols * rows);
   const WeightView w{t, cols, rows, wq.data()};
-  for (int64_t n_tokens : {amx::kMinTokens, int64_t{16}, int64_t{17}, int64_t{40}}) {
+  for (int64_t n_tokens : {amx::min_tokens(t), int64_t{16}, int64_t{17}, int64_t{40}}) {
     const std::vector<float> x = gaussian(cols * n_tokens, static_cast<uint32_t>(n_tokens) + 11, 1.0f);
     const std::vector<float> want = per_row_dots(w, x, n_tokens);
     // |error| relative to the largest output: the integer block products are exact, so what is left

@@ -79,7 +79,7 @@ class AmxSet {
 };
 
 // Tiles off: for tests that demand bit-identity between different batch splits (the tile path
-// serves batches of >= amx::kMinTokens rows and sums in another order than the per-row dots).
+// serves batches of >= amx::min_tokens(type) rows and sums in another order than the per-row dots).
 struct AmxOff : AmxSet {
   AmxOff() : AmxSet(false) {}
 };

@@ -184,8 +184,8 @@ int cmd_bench(int argc, char** argv) {
   j["prefetch"] = opts.residency.prefetch;
   j["threads"] = engine->pool->size();
   j["simd"] = quant::simd_level();
-  // The batched matmul path: AMX tiles for batches of >= kMinTokens rows where available and not
-  // switched off (FLEA_AMX=0); "why" says why not.
+  // The batched matmul path: AMX tiles for batches of >= min_tokens rows (8, or 12 for Q4_K/Q6_K)
+  // where available and not switched off (FLEA_AMX=0); "why" says why not.
   j["amx"] = {{"enabled", cpu::amx::enabled()}, {"available", cpu::amx::available()},
               {"why", cpu::amx::availability()}, {"min_tokens", cpu::amx::kMinTokens}};
   j["kv_type"] = engine->backend == "cpu" ? cpu::kv_type_name(engine->kv_type) : "f32";

@@ -69,6 +69,8 @@ bool enabled() {
          std::strcmp(quant::simd_level(), "avx512") == 0;
 }
 bool set_enabled(bool on) { return switch_state().exchange(on, std::memory_order_relaxed); }
+int64_t min_tokens(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K ? 12 : kMinTokens; }
+
 bool supports(GgmlType t) {
   switch (t) {
     case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:

@@ -38,8 +38,12 @@ bool set_enabled(bool on);
 // per-sub-block scales: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS).
 bool supports(GgmlType t);
 
-// Batches of at least this many rows go to the tiles (smaller ones: the VNNI dots win).
+// Batches of at least this many rows of weights of type t go to the tiles; smaller ones run the
+// VNNI dots, which win there (quant_bench matmul4096 vs matmul4096_amx, user CPU, 1 thread, 4096 x
+// 4096: at 8 rows the tiles take 0.55-0.69x the dots' time for Q8_0, Q4_0, Q5_K, IQ4_XS but
+// 1.15x (Q4_K) and 1.37x (Q6_K); at 16 rows 0.35-0.66x for all of them).
 constexpr int64_t kMinTokens = 8;
+int64_t min_tokens(GgmlType t);
 
 // out[t * rows + r] = dot(W row r, x_t) for n_tokens rows of activations `act`, already quantized
 // to quant::ops(w.type)->vec_dot_type (act_row_bytes apart). Requires enabled() && supports(w.type).

@@ -56,7 +56,7 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* out, T
     }
     act = buf;
   }
-  if (n_tokens >= amx::kMinTokens && amx::enabled() && amx::supports(w.type)) {
+  if (amx::enabled() && amx::supports(w.type) && n_tokens >= amx::min_tokens(w.type)) {
     amx::matmul(w, act, act_row_bytes, n_tokens, out, pool);
     return;
   }
