@@ -39,7 +39,8 @@ class ServeSchedulerTest : public ::testing::Test {
 
   // What one sequence decoded alone, greedily, gives: stops at end of generation or max_tokens.
   std::vector<int32_t> greedy_alone(const std::vector<int32_t>& prompt, int64_t max_tokens) {
-    Session s(*model_, weights_.get(), &pool_, 256);
+    // Its own thread pool: the scheduler's thread may be using pool_ meanwhile.
+    Session s(*model_, weights_.get(), &reference_pool_, 256);
     std::vector<float> logits;
     EXPECT_TRUE(s.eval(prompt, &logits, false).ok());
     std::vector<int32_t> out;
@@ -76,6 +77,7 @@ class ServeSchedulerTest : public ::testing::Test {
 
   static test::TempDir* dir_;
   cpu::ThreadPool pool_{2};
+  cpu::ThreadPool reference_pool_{1};
   std::unique_ptr<Model> model_;
   std::unique_ptr<MemoryProvider> weights_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -93,37 +95,42 @@ TEST_F(ServeSchedulerTest, ConcurrentRequestsEqualGreedyAlone) {
     prompts.push_back(p);
     max_tokens.push_back(6 + (i * 7) % 13);
   }
-  Session session(*model_, weights_.get(), &pool_, 64, 4);
-  Metrics metrics;
-  Scheduler::Options opts;
-  opts.max_batch_rows = 8;
-  Scheduler sched(&session, tokenizer_.get(), model_->hp.n_vocab, opts, &metrics);
-  sched.start();
-  std::vector<std::shared_ptr<GenJob>> jobs;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    auto job = sched.submit(greedy_params(prompts[i], max_tokens[i]));
-    ASSERT_TRUE(job.ok()) << job.status().to_string();
-    jobs.push_back(*job);
+  // joint 0: prompt rows get a logit-less pass of their own; 1000: they join the sampling pass.
+  for (int64_t joint : {int64_t{0}, int64_t{1000}}) {
+    SCOPED_TRACE("joint_prefill_rows " + std::to_string(joint));
+    Session session(*model_, weights_.get(), &pool_, 64, 4);
+    Metrics metrics;
+    Scheduler::Options opts;
+    opts.max_batch_rows = 8;
+    opts.joint_prefill_rows = joint;
+    Scheduler sched(&session, tokenizer_.get(), model_->hp.n_vocab, opts, &metrics);
+    sched.start();
+    std::vector<std::shared_ptr<GenJob>> jobs;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      auto job = sched.submit(greedy_params(prompts[i], max_tokens[i]));
+      ASSERT_TRUE(job.ok()) << job.status().to_string();
+      jobs.push_back(*job);
+    }
+    int64_t total = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      std::string text;
+      GenEvent done = drain(*jobs[i], &text);
+      ASSERT_TRUE(done.error.empty()) << done.error;
+      const auto want = greedy_alone(prompts[i], max_tokens[i]);
+      EXPECT_EQ(done.tokens, want) << "request " << i;
+      EXPECT_EQ(done.usage.prompt_tokens, static_cast<int64_t>(prompts[i].size()));
+      EXPECT_EQ(done.usage.completion_tokens, static_cast<int64_t>(want.size()));
+      const bool eog = !want.empty() && tokenizer_->is_end_of_generation(want.back());
+      EXPECT_EQ(done.finish, eog ? FinishReason::kStop : FinishReason::kLength);
+      std::string pieces;
+      for (int32_t t : want) pieces += tokenizer_->piece(t);
+      EXPECT_EQ(text, pieces) << "request " << i;
+      total += static_cast<int64_t>(want.size());
+    }
+    // Batching: far fewer forward passes than tokens decoded plus prompts.
+    EXPECT_LT(sched.steps(), total);
+    EXPECT_EQ(metrics.generated_tokens(), total);
   }
-  int64_t total = 0;
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    std::string text;
-    GenEvent done = drain(*jobs[i], &text);
-    ASSERT_TRUE(done.error.empty()) << done.error;
-    const auto want = greedy_alone(prompts[i], max_tokens[i]);
-    EXPECT_EQ(done.tokens, want) << "request " << i;
-    EXPECT_EQ(done.usage.prompt_tokens, static_cast<int64_t>(prompts[i].size()));
-    EXPECT_EQ(done.usage.completion_tokens, static_cast<int64_t>(want.size()));
-    const bool eog = !want.empty() && tokenizer_->is_end_of_generation(want.back());
-    EXPECT_EQ(done.finish, eog ? FinishReason::kStop : FinishReason::kLength);
-    std::string pieces;
-    for (int32_t t : want) pieces += tokenizer_->piece(t);
-    EXPECT_EQ(text, pieces) << "request " << i;
-    total += static_cast<int64_t>(want.size());
-  }
-  // Batching: far fewer forward passes than tokens decoded plus prompts.
-  EXPECT_LT(sched.steps(), total);
-  EXPECT_EQ(metrics.generated_tokens(), total);
 }
 
 TEST_F(ServeSchedulerTest, StopStringEndsGenerationAndIsNotReturned) {

@@ -123,6 +123,12 @@ int cmd_serve(int argc, char** argv) {
   serve::Scheduler::Options so;
   so.max_queue = queue;
   so.max_batch_rows = batch_rows;
+  // A prompt row joins the sampling pass while its wasted output-matrix work (n_vocab x n_embd)
+  // stays below one more pass over the layers' weights.
+  const auto& hp = engine->model->hp;
+  const double layer_params = static_cast<double>(hp.n_layer) *
+      static_cast<double>(2 * hp.n_embd * hp.n_embd + 2 * hp.n_embd * hp.n_embd_kv() + 3 * hp.n_embd * hp.n_ff);
+  so.joint_prefill_rows = static_cast<int64_t>(layer_params / static_cast<double>(hp.n_vocab * hp.n_embd));
   serve::Scheduler scheduler(session->get(), &*tokenizer, engine->model->hp.n_vocab, so, &metrics);
   scheduler.start();
   serve::ServedModel served;

@@ -197,7 +197,7 @@ void HttpServer::Impl::routes() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // Library-made errors (no route, 413, unparsable request) get the OpenAI error body too.
-  svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty() || res.content_provider_) return httplib::Server::HandlerResponse::Unhandled;
     ApiError e{res.status, "invalid_request_error", "http_" + std::to_string(res.status), ""};
     switch (res.status) {
@@ -206,11 +206,11 @@ void HttpServer::Impl::routes() {
                 e.message = "the request body exceeds " + std::to_string(opts.max_body_bytes) + " bytes (--max-body-bytes)";
                 break;
       case 414: e.message = "the request URI is too long"; break;
-      default: e.message = std::string("HTTP ") + std::to_string(res.status) + " " + httplib::status_message(res.status);
+      default: e.message = "HTTP " + std::to_string(res.status) + ": the request could not be handled";
     }
     send_error(res, e);
     return httplib::Server::HandlerResponse::Handled;
-  });
+  }));
   svr.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {

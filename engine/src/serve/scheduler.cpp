@@ -222,29 +222,60 @@ void Scheduler::step() {
       release(seq);
     }
   }
-  // Rows: first every decoding sequence's pending token, then prompt chunks in slot order.
-  std::vector<BatchRow> rows;
-  std::vector<std::pair<int, size_t>> sample_rows;  // (seq, row index) whose logits are sampled
+  // Rows whose logits are sampled ("loud": every decoding sequence's pending token, the last token
+  // of a prompt) and prompt rows that only fill the cache ("quiet"), in slot order.
+  std::vector<BatchRow> loud, quiet;
+  std::vector<int> loud_seq;
   for (int seq = 0; seq < n_slots(); ++seq) {
     Slot& s = slots_[static_cast<size_t>(seq)];
     if (!s.job || s.prompt_done < s.job->params().prompt.size()) continue;
-    sample_rows.emplace_back(seq, rows.size());
-    rows.push_back({seq, s.pending});
+    loud.push_back({seq, s.pending});
+    loud_seq.push_back(seq);
   }
-  for (int seq = 0; seq < n_slots(); ++seq) {
+  int64_t room = opts_.max_batch_rows - static_cast<int64_t>(loud.size());
+  for (int seq = 0; seq < n_slots() && room > 0; ++seq) {
     Slot& s = slots_[static_cast<size_t>(seq)];
-    const auto& prompt = s.job ? s.job->params().prompt : std::vector<int32_t>{};
-    if (!s.job || s.prompt_done >= prompt.size()) continue;
-    const int64_t room = opts_.max_batch_rows - static_cast<int64_t>(rows.size());
-    if (room <= 0) break;
+    if (!s.job || s.prompt_done >= s.job->params().prompt.size()) continue;
+    const auto& prompt = s.job->params().prompt;
     const size_t take = std::min<size_t>(static_cast<size_t>(room), prompt.size() - s.prompt_done);
-    for (size_t i = 0; i < take; ++i) rows.push_back({seq, prompt[s.prompt_done + i]});
-    if (s.prompt_done + take == prompt.size()) sample_rows.emplace_back(seq, rows.size() - 1);
+    room -= static_cast<int64_t>(take);
+    const bool last_chunk = s.prompt_done + take == prompt.size();
+    for (size_t i = 0; i + (last_chunk ? 1 : 0) < take; ++i) quiet.push_back({seq, prompt[s.prompt_done + i]});
+    if (last_chunk) {
+      loud.push_back({seq, prompt.back()});
+      loud_seq.push_back(seq);
+    }
   }
-  if (rows.empty()) return;
-  Status st = eval_->eval_batch(rows, &logits_, true);
-  steps_.fetch_add(1);
-  if (metrics_) metrics_->count_step(static_cast<int64_t>(rows.size()));
+  if (loud.empty() && quiet.empty()) return;
+  // One pass returns logits for every row or only the last, so joining quiet rows to the pass makes
+  // the output matrix run on each of them. Beyond joint_prefill_rows they get a logit-less pass of
+  // their own (which reads the weights once more).
+  std::vector<BatchRow> rows;
+  std::vector<size_t> loud_row;  // row index in the logits of the pass that samples
+  Status st;
+  if (static_cast<int64_t>(quiet.size()) > opts_.joint_prefill_rows) {
+    st = eval_->eval_batch(quiet, nullptr, false);
+    steps_.fetch_add(1);
+    if (metrics_) metrics_->count_step(static_cast<int64_t>(quiet.size()));
+    rows = quiet;
+    for (size_t i = 0; i < loud.size(); ++i) loud_row.push_back(i);
+    if (st.ok() && !loud.empty()) {
+      st = eval_->eval_batch(loud, &logits_, true);
+      steps_.fetch_add(1);
+      if (metrics_) metrics_->count_step(static_cast<int64_t>(loud.size()));
+    }
+    rows.insert(rows.end(), loud.begin(), loud.end());
+  } else {
+    // Each sequence's rows stay in position order: its quiet rows come before its loud one.
+    rows = quiet;
+    for (const BatchRow& r : loud) {
+      loud_row.push_back(rows.size());
+      rows.push_back(r);
+    }
+    st = eval_->eval_batch(rows, &logits_, true);
+    steps_.fetch_add(1);
+    if (metrics_) metrics_->count_step(static_cast<int64_t>(rows.size()));
+  }
   if (!st.ok()) {
     // The cache of every sequence in the batch is now in doubt: fail them all, keep serving.
     for (int seq = 0; seq < n_slots(); ++seq) {
@@ -257,6 +288,8 @@ void Scheduler::step() {
     ++s.n_cached;
     if (s.prompt_done < s.job->params().prompt.size()) ++s.prompt_done;
   }
+  std::vector<std::pair<int, size_t>> sample_rows;
+  for (size_t i = 0; i < loud.size(); ++i) sample_rows.emplace_back(loud_seq[i], loud_row[i]);
   for (const auto& [seq, row] : sample_rows) {
     Slot& s = slots_[static_cast<size_t>(seq)];
     const int32_t token = s.sampler->sample(&logits_[row * static_cast<size_t>(n_vocab_)], static_cast<int32_t>(n_vocab_));

@@ -4,12 +4,14 @@
 //   2. admits queued requests into free slots (the bounded queue is FIFO),
 //   3. builds ONE eval_batch of every decoding sequence's pending token plus prompt chunks of the
 //      sequences still in prefill (at most max_batch_rows rows), so each layer's weights are fetched
-//      once per step for all of them,
+//      once per step for all of them (long prompt chunks get a logit-less pass before it, see
+//      Options::joint_prefill_rows),
 //   4. samples each sequence's next token from its row, detokenizes, checks EOS / stop strings /
 //      max_tokens / the context, and hands the released text to the request's GenJob.
 // A finished sequence's cache is cleared (truncate(seq, 0)) and its slot is taken at the next step.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -75,7 +77,11 @@ class Scheduler {
  public:
   struct Options {
     int max_queue = 64;           // requests waiting for a slot; beyond that submit() refuses
-    int64_t max_batch_rows = 64;  // rows per eval_batch (raised to n_seq + 1 so prefill always progresses)
+    int64_t max_batch_rows = 64;  // rows per step (raised to n_seq + 1 so prefill always progresses)
+    // Prompt rows whose logits are not needed that may join the sampling pass; more go in a
+    // logit-less pass of their own first. The joint pass computes the output matrix for every row,
+    // the separate one reads the weights again: cmd_serve sizes this from the model's shapes.
+    int64_t joint_prefill_rows = 0;
   };
   // `eval` must support eval_batch (the CPU Session); `tokenizer` detokenizes and knows EOS.
   Scheduler(Evaluator* eval, const Tokenizer* tokenizer, int64_t n_vocab, Options opts, Metrics* metrics);
