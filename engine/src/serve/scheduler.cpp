@@ -148,6 +148,10 @@ void Scheduler::release(int seq) {
   // Truncating to 0 only rewinds the position counter: the next request overwrites the cache.
   Status st = eval_->truncate(seq, 0);
   FLEA_CHECK(st.ok(), st.message());
+  if (metrics_) {
+    metrics_->set_active_sequences(
+        std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.job != nullptr; }));
+  }
 }
 
 void Scheduler::finish(int seq, FinishReason reason, const std::string& error) {
