@@ -244,8 +244,15 @@ def test_errors_are_openai_shaped(server, method, path, body, status, code):
 def test_huge_declared_body_is_refused_without_reading_it(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n")
-        reply = s.recv(4096).decode(errors="replace")
+        t0 = time.time()
+        reply = s.recv(65536)
+        while not reply.endswith(b"}"):
+            reply += s.recv(65536)
+        assert time.time() - t0 < 2, "the server waited for the body"
+        assert s.recv(4096) == b"", "the connection must be closed: its unread body is not a request"
+    reply = reply.decode(errors="replace")
     assert reply.startswith("HTTP/1.1 413"), reply
+    assert json.loads(reply[reply.index("{"):])["error"]["code"] == "body_too_large"
     assert request(server.port, "GET", "/health")[0] == 200
 
 

@@ -12,7 +12,9 @@
 //   ElasticPool below grows to max_http_threads threads and shrinks back when they idle.
 // - The listen backlog is compiled in as 5 (CPPHTTPLIB_LISTEN_BACKLOG); bind() raises it with a
 //   second listen() on the socket (Linux updates the backlog of a listening socket).
-// - Bodies: set_payload_max_length() makes the library answer 413 before the handler runs.
+// - Bodies: set_payload_max_length() makes the library answer 413 before the handler runs, but only
+//   after reading and discarding the declared length; the pre-routing handler (which runs before
+//   the body is read) refuses a Content-Length far over the limit at once and closes the connection.
 // - Streaming: Response::set_chunked_content_provider() writes HTTP chunks; the provider is called
 //   again and again until it calls sink.done(), so it blocks up to 100 ms for the next tokens rather
 //   than spin. A write to a vanished client fails (EPIPE/ECONNRESET: SIGPIPE must be ignored, the
@@ -29,6 +31,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -186,6 +189,20 @@ void HttpServer::Impl::routes() {
   svr.set_write_timeout(opts.io_timeout_s, 0);
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // The library answers 413 only after reading (and discarding) the whole declared body, up to a
+    // read timeout. A body far over the limit is refused here, before it is read, and the
+    // connection closed (its unread bytes would be parsed as the next request). One a little over
+    // is left to the library: it reads it, so the client's send completes and sees the 413 rather
+    // than a reset.
+    const std::string declared = req.get_header_value("Content-Length");
+    const unsigned long long kSlackBytes = 16ull << 20;
+    if (!declared.empty() && std::strtoull(declared.c_str(), nullptr, 10) > opts.max_body_bytes + kSlackBytes) {
+      res.set_header("Connection", "close");
+      send_error(res, ApiError{413, "invalid_request_error", "body_too_large",
+                               "the request body (" + declared + " bytes) exceeds " +
+                                   std::to_string(opts.max_body_bytes) + " bytes (--max-body-bytes)"});
+      return httplib::Server::HandlerResponse::Handled;
+    }
     const bool protected_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
     if (!opts.api_key.empty() && protected_path &&
         req.get_header_value("Authorization") != "Bearer " + opts.api_key) {
