@@ -1,9 +1,10 @@
 // Why cpp-httplib: it is what Debian keeps (libcpp-httplib-dev 0.11.4 in bookworm), it is one small
 // library with no framework around it, and a thread per connection is the right shape here: the
 // work is in the scheduler thread, a connection thread only parses JSON and waits for tokens.
-// (Boost.Beast would mean Asio and hand-written HTTP framing for the same result.) Debian builds it
-// as a shared library with OpenSSL/zlib/brotli on, so this file is compiled with its pkg-config
-// flags (the class layout depends on them).
+// (Boost.Beast would mean Asio and hand-written HTTP framing for the same result.) Debian's package
+// is not header-only: the header declares, libcpp-httplib.so (built with OpenSSL/zlib/brotli)
+// defines, so this file is compiled with its pkg-config flags (the class layout depends on them)
+// and lives in flea_http, linked only by the flea-serve binary (engine/CMakeLists.txt).
 //
 // What this version does, checked in its header and behaviour:
 // - Threads: the accept loop hands each connection to Server::new_task_queue; the default pool has
@@ -313,7 +314,8 @@ bool write_events(StreamState& st, std::vector<GenEvent>& events, httplib::DataS
     }
     if (!ev.done) continue;
     if (!ev.error.empty()) {
-      out += stream_error(ApiError{500, "server_error", "generation_failed", ev.error});
+      out += stream_error(ev.shutting_down ? ApiError{503, "server_error", "shutting_down", ev.error}
+                                           : ApiError{500, "server_error", "generation_failed", ev.error});
     } else {
       out += stream_chunk(st.endpoint, st.ids, role, "", ev.finish, st.include_usage);
       if (st.include_usage) out += usage_chunk(st.endpoint, st.ids, ev.usage);
@@ -384,6 +386,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
       for (GenEvent& ev : events) {
         text += ev.text;
         if (!ev.done) continue;
+        if (ev.shutting_down) return send_error(res, ApiError{503, "server_error", "shutting_down", ev.error});
         if (!ev.error.empty()) return send_error(res, ApiError{500, "server_error", "generation_failed", ev.error});
         res.set_content(completion_body(endpoint, ids, text, ev.finish, ev.usage), "application/json");
         return;

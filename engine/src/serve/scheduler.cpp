@@ -61,10 +61,11 @@ void Scheduler::stop() {
     GenEvent ev;
     ev.done = true;
     ev.error = "the server is shutting down";
+    ev.shutting_down = true;
     job->push(std::move(ev));
   }
   for (int seq = 0; seq < n_slots(); ++seq) {
-    if (slots_[static_cast<size_t>(seq)].job) finish(seq, FinishReason::kNone, "the server is shutting down");
+    if (slots_[static_cast<size_t>(seq)].job) finish(seq, FinishReason::kNone, "the server is shutting down", true);
   }
 }
 
@@ -154,10 +155,11 @@ void Scheduler::release(int seq) {
   }
 }
 
-void Scheduler::finish(int seq, FinishReason reason, const std::string& error) {
+void Scheduler::finish(int seq, FinishReason reason, const std::string& error, bool shutting_down) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   GenEvent ev;
   ev.done = true;
+  ev.shutting_down = shutting_down;
   ev.finish = reason;
   ev.error = error;
   ev.tokens = s.generated;

@@ -44,7 +44,8 @@ struct GenEvent {
   std::string text;             // text released since the previous event (held back: stop-string prefixes,
                                 // incomplete UTF-8)
   FinishReason finish = FinishReason::kNone;
-  std::string error;            // done with an engine error or shutdown
+  std::string error;            // done with an engine error, a cancel or shutdown
+  bool shutting_down = false;   // the error is the server stopping (HTTP 503, not 500)
   Usage usage;                  // done only
 };
 
@@ -119,7 +120,7 @@ class Scheduler {
   void release(int seq);
   // Samples handled: returns true when the sequence finished.
   void on_token(int seq, int32_t token);
-  void finish(int seq, FinishReason reason, const std::string& error = "");
+  void finish(int seq, FinishReason reason, const std::string& error = "", bool shutting_down = false);
 
   Evaluator* eval_;
   const Tokenizer* tokenizer_;
