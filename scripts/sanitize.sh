@@ -19,7 +19,7 @@ FAST=(gguf_test quant_test quant_q32_test quant_lowk_test matmul_test tokenizer_
       io_backend_test io_faulty_test
       aligned_buffer_test residency_planner_test residency_streamer_test residency_expert_test llama_reference_test
       llama_transient_test llama_chunked_kv_test
-      decode_test harness_scenario_test)
+      decode_test harness_scenario_test serve_openai_test serve_scheduler_test)
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 if [ ! -f "$dir/CMakeCache.txt" ]; then

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config git
-          libyaml-cpp-dev nlohmann-json3-dev libhwloc-dev liburing-dev libcli11-dev libssl-dev
+          libyaml-cpp-dev nlohmann-json3-dev libhwloc-dev liburing-dev libcli11-dev libssl-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev libicu-dev fio clang libclang-rt-14-dev
           python3 python3-numpy python3-scipy python3-matplotlib python3-yaml python3-pytest python3-jsonschema
           slurm-wlm munge)  # scripts/slurm/; slurmd/slurmctld stay off without /etc/slurm/slurm.conf
@@ -31,6 +31,21 @@ install_deps() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# The official openai npm client the flea serve tests drive (tests/serve/client, pinned by its
+# package-lock.json); skipped with a note when Node/npm are absent (those tests then skip too).
+install_node_client() {
+  local dir=tests/serve/client
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm not found: the openai-client test of flea serve will skip"
+    return
+  fi
+  if [ -d "$dir/node_modules/openai" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    return
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm ci in $dir failed: the openai-client test of flea serve will skip"
+}
+
 BUILD_DIR=${FLEA_BUILD_DIR:-build}
 
 build() {
@@ -43,14 +58,15 @@ build() {
 }
 
 case "${1:-}" in
-  --deps) install_deps; exit 0 ;;
-  --build) install_deps; build; exit 0 ;;
+  --deps) install_deps; install_node_client; exit 0 ;;
+  --build) install_deps; install_node_client; build; exit 0 ;;
   ""|--quickstart) ;;
   -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
   *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
 esac
 
 install_deps
+install_node_client
 build
 mkdir -p results/runs
 "$BUILD_DIR/bin/run_lab_harness" --config scenarios/quickstart.yaml --out results/runs
