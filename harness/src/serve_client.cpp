@@ -79,7 +79,9 @@ void take_event(const std::string& payload, int64_t now_ns, RequestSample* s) {
   }
 }
 
-RequestSample one_request(httplib::Client* cli, const std::string& body, int64_t t0_ns, int client) {
+// `stopped` true cancels the request at its next chunk (Ctrl-C stops a point within one token).
+RequestSample one_request(httplib::Client* cli, const std::string& body, int64_t t0_ns, int client,
+                          const std::function<bool()>& stopped) {
   RequestSample s;
   s.client = client;
   SseParser sse;
@@ -95,6 +97,7 @@ RequestSample one_request(httplib::Client* cli, const std::string& body, int64_t
     return true;
   };
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (stopped && stopped()) return false;
     if (s.status != 200) {
       if (error_body.size() < 4096) error_body.append(data, std::min<size_t>(n, 4096));
       return true;
@@ -153,7 +156,7 @@ LoadResult run_load(const LoadOptions& o) {
     cli.set_write_timeout(o.timeout_s, 0);
     while (next.fetch_add(1) < o.requests) {
       if (o.stopped && o.stopped()) break;
-      RequestSample s = one_request(&cli, body_text, t0, c);
+      RequestSample s = one_request(&cli, body_text, t0, c, o.stopped);
       std::lock_guard<std::mutex> lock(mu);
       out.samples.push_back(std::move(s));
     }
