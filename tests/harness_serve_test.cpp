@@ -295,6 +295,14 @@ TEST_F(FakeServe, NeverHealthyServerIsAFailedPointWithItsLog) {
   const std::string e = rec["error"];
   EXPECT_NE(e.find("not healthy within health_timeout_s 1.0"), std::string::npos) << e;
   EXPECT_NE(e.find("fake flea serve: listening"), std::string::npos) << e;
+  // The next concurrency value on the same configuration fails at once instead of waiting again.
+  r.id = "r0002";
+  r.point["concurrency"] = 2;
+  const int64_t t0 = flea::steady_now_ns();
+  const Json again = fh::run_serve_point(r, env, &session);
+  EXPECT_LT(static_cast<double>(flea::steady_now_ns() - t0) / 1e9, 0.5);
+  EXPECT_EQ(again["status"], "failed");
+  EXPECT_NE(again["error"].get<std::string>().find("not retried"), std::string::npos) << again.dump();
 }
 
 TEST(ServeScenario, ConcurrencySweepsOneServerConfiguration) {

@@ -197,6 +197,8 @@ StatusOr<ServerProcess*> ServeSession::server_for(const std::vector<std::string>
   }
   *reused = false;
   stop();
+  // A configuration that did not come up is not retried for every concurrency value.
+  if (key == failed_key_) return io_error(failed_error_ + " (not retried: the same server command failed to start for an earlier point)");
   int chosen = port;
   if (chosen == 0) {
     FLEA_ASSIGN_OR_RETURN(chosen, pick_free_port());
@@ -210,6 +212,10 @@ StatusOr<ServerProcess*> ServeSession::server_for(const std::vector<std::string>
   *startup_s = static_cast<double>(steady_now_ns() - t0) / 1e9;
   if (!healthy.ok()) {
     s->stop();
+    if (healthy.code() != StatusCode::kCancelled) {
+      failed_key_ = key;
+      failed_error_ = healthy.message();
+    }
     return healthy;
   }
   server_ = std::move(s);

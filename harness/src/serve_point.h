@@ -78,6 +78,7 @@ class ServeSession {
  private:
   std::string key_;
   std::unique_ptr<ServerProcess> server_;
+  std::string failed_key_, failed_error_;  // the last command that never became healthy
 };
 
 // Runs one serving point: server (reused or started), warmup requests, the timed load with the
