@@ -26,6 +26,7 @@
 #include "results.h"
 #include "runner.h"
 #include "scenario.h"
+#include "serve_point.h"
 #include "shard.h"
 #include "stats.h"
 #include "sweep.h"
@@ -143,6 +144,7 @@ GateReps gate_reps(const std::vector<fh::RunSpec>& runs, const Json& settings) {
                 100 * min_effect, noise_cv, fh::kGateAlpha);
   g.rule = rule;
   for (const auto& r : runs) {
+    if (r.engine == "flea-serve") continue;  // no reps: its samples are requests
     const int64_t reps = r.point.value("reps", int64_t{0});
     if (reps >= g.needed) continue;
     g.short_ids.push_back(r.id);
@@ -227,6 +229,9 @@ struct Session {
   // A results file that cannot be written (disk full, directory gone) stops the sweep: the last
   // good file stays as it was, the error is printed once, and the exit status is 1.
   bool write_failed = false;
+  // The flea serve process shared by consecutive serving points; stopped after the sweep (and by
+  // its destructor on any other way out).
+  fh::ServeSession serve;
 };
 
 // Reads the command line into *inv. Ends the invocation on --help and on parse errors.
@@ -714,6 +719,7 @@ void make_run_env(Session* s) {
   env.ceilings = s->ceilings;
   env.reference = s->reference.get();
   env.tmp_dir = s->tmp.dir;
+  env.serve = &s->serve;
   env.llc_bytes = fh::last_level_cache_bytes();
   if (env.llc_bytes <= 0) {
     // Unknown cache size: assume a large one, so a small model's floor is not overstated.
@@ -947,6 +953,13 @@ int print_summary(const Invocation& inv, const Session& s) {
     if (rec.contains("baseline") && rec["baseline"].is_object() && rec["baseline"]["ratio"].is_number()) {
       extra += " | vs " + rec["baseline"]["engine"].get<std::string>() + " " + fmt_num(rec["baseline"]["ratio"], "%.2fx");
     }
+    if (rec.contains("serving") && rec["serving"].is_object()) {
+      const Json& sv = rec["serving"];
+      auto p50 = [&](const char* k) { return sv[k].is_object() ? fmt_num(sv[k]["p50"], "%.1f") : std::string("-"); };
+      extra += " | " + fmt_num(sv["output_tok_s"], "%.1f") + " out tok/s, " + fmt_num(sv["request_throughput_rps"], "%.2f") +
+               " req/s, TTFT p50 " + p50("ttft_ms") + " ms, ITL p50 " + p50("itl_ms") + " ms, errors " +
+               std::to_string(sv.value("errors", int64_t{0}));
+    }
     const Json med = rec.contains("summary") && rec["summary"]["tg_ms_per_token"].is_object() ? rec["summary"]["tg_ms_per_token"]["median"] : Json();
     const Json pred = rec.contains("predicted") && rec["predicted"].is_object() ? rec["predicted"]["ms_per_token"] : Json();
     const Json floor = rec.contains("predicted") && rec["predicted"].is_object() ? rec["predicted"]["floor_ms_per_token"] : Json();
@@ -1009,6 +1022,7 @@ int main(int argc, char** argv) {
 
   // Run, then write the trace and the final results file, then summarize.
   const int stopped_during = run_sweep(inv, &s);
+  s.serve.stop();
   if (s.write_failed) return kExitFailed;
   const int stopped = stopped_during != 0 ? stopped_during : fh::stop_signal();
   if (stopped != 0) return finish_interrupted(inv, &s, stopped);

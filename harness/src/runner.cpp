@@ -20,6 +20,7 @@
 #include "flea/clock.h"
 #include "env.h"
 #include "memory_limit.h"
+#include "serve_point.h"
 #include "stats.h"
 
 namespace flea::harness {
@@ -322,8 +323,6 @@ std::string file_type_name(int64_t id) {
   }
 }
 
-namespace {
-
 void push_residency_flags(std::vector<std::string>* a, const Json& p) {
   auto add = [&](const char* flag, const std::string& v) {
     a->push_back(flag);
@@ -348,8 +347,6 @@ void push_residency_flags(std::vector<std::string>* a, const Json& p) {
     add("--throttle-gb-s", buf);
   }
 }
-
-}  // namespace
 
 std::vector<std::string> bench_argv(const std::string& flea, const Json& p, const std::string& model_path,
                                     const std::string& trace_path, const std::string& draft_path) {
@@ -871,6 +868,11 @@ Json run_point_unguarded(const RunSpec& r, const RunEnv& env, Json* engine_trace
     Json rec = failed_record(r, "llama-bench not found (optional baseline skipped)");
     rec["status"] = "skipped";
     return rec;
+  }
+  if (r.engine == "flea-serve") {
+    // The server outlives the point (reused across concurrency), so the page cache is not dropped here.
+    if (env.serve == nullptr) return failed_record(r, "serving point without a serve session (internal)");
+    return run_serve_point(r, env, env.serve);
   }
   Json warnings = Json::array();
   const double drop_ns = drop_model_cache(r, env, &warnings);

@@ -30,6 +30,7 @@ struct ChildResult {
 };
 
 class MemoryCgroup;
+class ServeSession;
 
 // No shell; the child gets its own process group so the whole tree can be stopped. With `cgroup`
 // the child joins it before exec (it never runs outside the limit); a child that cannot join is
@@ -68,7 +69,11 @@ struct RunEnv {
   const Reference* reference = nullptr;
   std::string tmp_dir;           // per-invocation scratch (engine traces, logits)
   int64_t llc_bytes = 0;
+  ServeSession* serve = nullptr;  // the server kept between serving points (serve_point.h)
 };
+
+// The residency / io / backend flags of a point, shared by `flea bench` and `flea serve`.
+void push_residency_flags(std::vector<std::string>* argv, const Json& point);
 
 // Engine arguments for a point (flags the engine does not need are left out at their defaults).
 std::vector<std::string> bench_argv(const std::string& flea, const Json& point, const std::string& model_path,

@@ -153,6 +153,23 @@ const std::vector<KeySpec>& ceiling_keys() {
   return k;
 }
 
+const std::vector<KeySpec>& serve_keys() {
+  static const std::vector<KeySpec> k = {
+      int_key("requests", 32, 1, 1e6, false, "timed requests per point, over all clients"),
+      int_key("warmup_requests", 2, 0, 1e5, false, "untimed requests first, at up to the point's concurrency"),
+      int_key("prompt_tokens", 128, 1, 1e6, false,
+              "prompt length per request: text of about this many tokens (usage.prompt_tokens records what it was)"),
+      int_key("output_tokens", 64, 1, 1e6, false, "max_tokens per request"),
+      int_key("parallel", 0, 0, 256, false, "flea serve --parallel (sequence slots); 0 = the sweep's largest concurrency"),
+      int_key("ctx", 0, 0, 1 << 20, false,
+              "flea serve --ctx per sequence; 0 = 2 * prompt_tokens + output_tokens + 16, rounded up to 64"),
+      int_key("port", 0, 0, 65535, false, "port flea serve listens on (127.0.0.1); 0 = a free one"),
+      float_key("health_timeout_s", 600.0, 0.1, 1e6, false,
+                "a server whose GET /health is not 200 after this long fails the point (with its log tail)"),
+  };
+  return k;
+}
+
 const std::vector<KeySpec>& scenario_keys() {
   static const std::vector<KeySpec> k = {
       key("name", KeyType::kString, nullptr, "scenario name (default: the file name without .yaml)"),
@@ -206,6 +223,11 @@ const std::vector<KeySpec>& scenario_keys() {
                 "expected run-to-run coefficient of variation of one timing sample on the machine; with "
                 "min_effect it sets the reps the gate needs"),
       enum_key("compute", "full", {"full", "none"}, true, "none: only the plan's reads per token (the I/O path alone)"),
+      int_key("concurrency", 1, 1, 4096, true,
+              "serving points (with serve): clients sending requests at once, each back to back"),
+      nested("serve", KeyType::kMap, &serve_keys(),
+             "serving mode: each point starts `flea serve` (reused while its flags stay the same, e.g. across "
+             "concurrency) and drives it with concurrent streaming /v1/completions clients instead of `flea bench`"),
       nested("points", KeyType::kPointList, nullptr,
              "explicit run points (maps of the sweepable keys) instead of the cartesian product; keys not "
              "given in a point take the scenario's value"),

@@ -25,12 +25,13 @@ struct KeySpec {
   const std::vector<KeySpec>* children = nullptr;  // kMapList / kMap entries
 };
 
-// The tables (top level, one `baselines:` entry, one `claims:` entry, `ceilings:`, profile files).
+// The tables (top level, one `baselines:` entry, one `claims:` entry, `ceilings:`, profile files, `serve:`).
 const std::vector<KeySpec>& scenario_keys();
 const std::vector<KeySpec>& baseline_keys();
 const std::vector<KeySpec>& claim_keys();
 const std::vector<KeySpec>& ceiling_keys();
 const std::vector<KeySpec>& profile_keys();
+const std::vector<KeySpec>& serve_keys();
 
 // `--help-keys`: every key with its type, default, allowed values and help.
 std::string help_keys_text();

@@ -180,6 +180,28 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
     if (p.value("expert_cache", int64_t{-1}) == -1) p.erase("expert_cache");
     if (p.value("expert_policy", std::string("lru")) == "lru") p.erase("expert_policy");
   }
+  // Serving points: `concurrency` and the effective `serve` settings are part of the point, the
+  // bench-only keys are not; elsewhere `concurrency` is dropped (bench points keep their identity).
+  const bool serving = st["serve"].is_object();
+  if (serving) {
+    if (!st["baselines"].empty()) return invalid_argument(s.path + ": baselines are not supported with serve yet");
+    if (st["reference"].is_string()) return invalid_argument(s.path + ": reference checks are not supported with serve");
+    if (!st["draft"].is_null()) return invalid_argument(s.path + ": draft (speculative decoding) is not supported with serve");
+    int64_t max_concurrency = 1;
+    for (const auto& p : points) max_concurrency = std::max(max_concurrency, p["concurrency"].get<int64_t>());
+    Json sv = st["serve"];
+    if (sv["parallel"].get<int64_t>() == 0) sv["parallel"] = std::min<int64_t>(max_concurrency, 256);
+    if (sv["ctx"].get<int64_t>() == 0) {
+      const int64_t need = 2 * sv["prompt_tokens"].get<int64_t>() + sv["output_tokens"].get<int64_t>() + 16;
+      sv["ctx"] = (need + 63) / 64 * 64;
+    }
+    for (auto& p : points) {
+      for (const char* k : {"prompt", "gen", "batch", "reps", "warmup", "kv", "compute", "draft", "draft_k"}) p.erase(k);
+      p["serve"] = sv;
+    }
+  } else {
+    for (auto& p : points) p.erase("concurrency");
+  }
   // Models in first-seen order; runs grouped by model (stable within a model).
   std::vector<std::string> model_order;
   for (const auto& p : points) {
@@ -201,6 +223,7 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
   const Json& baselines = st["baselines"];
   for (const Json& p : points) {
     RunSpec r;
+    if (serving) r.engine = "flea-serve";
     r.requested_point = p;
     r.point = p;
     if (o.emulate != nullptr) {
@@ -209,7 +232,7 @@ StatusOr<std::vector<RunSpec>> expand_sweep(const Scenario& s, const SweepOption
       const double req = p["throttle_gb_s"].get<double>();
       r.point["throttle_gb_s"] = req > 0 ? std::min(req, o.emulate->storage_gb_s) : o.emulate->storage_gb_s;
     }
-    const std::string key = run_key("flea", r.point);
+    const std::string key = run_key(r.engine, r.point);
     if (!seen.insert(key).second) continue;  // the same point twice runs once
     auto model = resolve_model(p["model"].get<std::string>(), s.dir, o.reference_dir, o.cache_dir);
     if (!model.ok()) return invalid_argument(s.path + ": " + model.status().message());

@@ -30,7 +30,7 @@ StatusOr<ModelRef> resolve_model(const std::string& spec, const std::string& sce
 
 struct RunSpec {
   std::string id;                 // r0001, ...
-  std::string engine = "flea";    // flea | llama-bench | load-then-compute
+  std::string engine = "flea";    // flea | flea-serve | llama-bench | load-then-compute
   Json point;                     // effective (defaults + profile caps)
   Json requested_point;           // before profile caps
   ModelRef model;

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .experts import any_experts, expert_setting, n_expert, routing_skew  # noqa: E402
 from .fields import fmt, get, is_number, run_engine, sort_value, tg_ms_per_token, varying_keys  # noqa: E402
 from .load import trace_path  # noqa: E402
+from .serving import plot_throughput  # noqa: E402
 
 CAT_COLORS = {"io": "#1f77b4", "copy": "#ff7f0e", "compute": "#2ca02c", "stall": "#d62728"}
 MAX_TRACE_SPANS = 600
@@ -455,4 +456,5 @@ def make_plots(docs, out_dir):
     plots += [plot_timeline(doc, i, len(docs), out_dir) for i, doc in enumerate(docs)]
     plots.append(plot_scaling(docs, out_dir))
     plots.append(plot_expert_hit_rate(docs, out_dir))
+    plots.append(plot_throughput(docs, out_dir, plt, _save))
     return [p for p in plots if p is not None]

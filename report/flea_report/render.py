@@ -8,6 +8,7 @@ from .fields import fmt, fmt_bytes, fmt_pct, get, is_number, point_key, point_la
     run_engine, samples, sort_value, tg_ms_per_token, tok_s, varying_keys
 from .gate_core import DEFAULTS as GATE_DEFAULTS, timing_line, verdict_text
 from .load import is_partial
+from .serving import is_serving, serving_section
 from .stats import cv
 
 DEFAULT_NOISE_CV = 0.10
@@ -288,6 +289,12 @@ def ordered_entries(docs):
 
 def runs_section(docs, noise_cv):
     entries, keys = ordered_entries(docs)
+    # Serving points have their own table (serving.py).
+    serving = any(is_serving(r) for _, _, r in entries)
+    entries = [e for e in entries if not is_serving(e[2])]
+    if serving and not entries:
+        return None
+    keys = varying_keys([r for _, _, r in entries]) if serving else keys
     multi = len(docs) > 1
     engines = {run_engine(r) for _, _, r in entries}
     rows = []
@@ -462,5 +469,6 @@ def build_report(docs, plots, noise_cv=DEFAULT_NOISE_CV, title="Flea-Flicker Lab
              "machine's physical floor and are not results.")
     sections = [intro, files_section(docs), context_section(docs), warnings_section(docs, noise_cv),
                 ceilings_section(docs), shards_section(docs), runs_section(docs, noise_cv),
-                experts_section(docs, noise_cv), side_by_side_section(docs), plots_section(plots)]
+                experts_section(docs, noise_cv), serving_section(docs, md_table), side_by_side_section(docs),
+                plots_section(plots)]
     return "\n\n".join(s for s in sections if s) + "\n"
