@@ -66,10 +66,12 @@ TEST(HarnessSweep, CartesianProductInTableOrderModelOutermost) {
   EXPECT_EQ(runs[6].point["model"], "b.gguf");
   EXPECT_EQ(runs[0].model.path, "/scen/a.gguf");
   // Every point carries every sweep axis with defaults filled in, except the speculative keys,
-  // which only a point with a draft has, and huge_pages, queue_depth and the expert_* keys, which
-  // a point has only away from their defaults (so older points keep their identity).
+  // which only a point with a draft has, concurrency, which only serving points have, and
+  // huge_pages, queue_depth and the expert_* keys, which a point has only away from their defaults
+  // (so older points keep their identity).
   const std::set<std::string> only_when_set = {"draft", "draft_k", "huge_pages", "queue_depth",
-                                               "expert_residency", "expert_cache", "expert_policy"};
+                                               "expert_residency", "expert_cache", "expert_policy",
+                                               "concurrency"};
   for (const auto& k : fh::point_keys()) {
     EXPECT_EQ(runs[5].point.contains(k), only_when_set.count(k) == 0) << k;
   }

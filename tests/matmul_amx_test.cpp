@@ -15,29 +15,15 @@
 #include "compute/cpu/matmul.h"
 #include "compute/cpu/thread_pool.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 
 namespace flea::cpu {
 namespace {
 
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = dist(rng);
-  return v;
-}
+using quant::gaussian;
 
-// What the VNNI path computes: per token, the activation quantized once, then one dot per row.
 std::vector<float> per_row_dots(const WeightView& w, const std::vector<float>& x, int64_t n_tokens) {
-  const quant::QuantOps* o = quant::ops(w.type);
-  const size_t wrow = row_bytes(type_info(w.type), w.cols);
-  std::vector<uint8_t> a(quant::activation_row_bytes(o->vec_dot_type, w.cols));
-  std::vector<float> out(static_cast<size_t>(n_tokens * w.rows));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    quant::quantize_activation(o->vec_dot_type, x.data() + t * w.cols, a.data(), w.cols);
-    for (int64_t r = 0; r < w.rows; ++r) out[t * w.rows + r] = o->vec_dot(w.cols, w.data + r * wrow, a.data());
-  }
-  return out;
+  return quant::per_row_dots(w.type, w.cols, w.rows, w.data, x, n_tokens);
 }
 
 class AmxMatmul : public ::testing::TestWithParam<GgmlType> {

@@ -15,18 +15,13 @@
 
 #include "compute/cpu/thread_pool.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 #include "test_util.h"
 
 namespace flea::cpu {
 namespace {
 
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = dist(rng);
-  return v;
-}
+using quant::gaussian;
 
 TEST(ThreadPool, CoversEveryIndexExactlyOnce) {
   for (int threads : {1, 2, 3, 5}) {
@@ -86,17 +81,8 @@ TEST(ThreadPool, WakesWorkersThatWentToSleep) {
   }
 }
 
-// Reference: quantize each token's activations with the library, then the scalar dot per row.
 std::vector<float> reference_matmul(const WeightView& w, const std::vector<float>& x, int64_t n_tokens) {
-  const quant::QuantOps* o = quant::ops(w.type);
-  const size_t wrow = row_bytes(type_info(w.type), w.cols);
-  std::vector<uint8_t> a(quant::activation_row_bytes(o->vec_dot_type, w.cols));
-  std::vector<float> out(static_cast<size_t>(n_tokens * w.rows));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    quant::quantize_activation(o->vec_dot_type, x.data() + t * w.cols, a.data(), w.cols);
-    for (int64_t r = 0; r < w.rows; ++r) out[t * w.rows + r] = o->vec_dot(w.cols, w.data + r * wrow, a.data());
-  }
-  return out;
+  return quant::per_row_dots(w.type, w.cols, w.rows, w.data, x, n_tokens);
 }
 
 TEST(Matmul, EqualsPerRowDotForEveryTypeTokenCountAndThreadCount) {

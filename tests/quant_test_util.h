@@ -26,6 +26,21 @@ inline std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f)
   return v;
 }
 
+// What the per-row dot path computes for an (n_tokens, cols) batch against `rows` weight rows of
+// type t: each token's activations quantized once, then this CPU's vec_dot per row. out: (n_tokens, rows).
+inline std::vector<float> per_row_dots(GgmlType t, int64_t cols, int64_t rows, const uint8_t* w,
+                                       const std::vector<float>& x, int64_t n_tokens) {
+  const QuantOps* o = ops(t);
+  const size_t wrow = row_bytes(type_info(t), cols);
+  std::vector<uint8_t> a(activation_row_bytes(o->vec_dot_type, cols));
+  std::vector<float> out(static_cast<size_t>(n_tokens * rows));
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    quantize_activation(o->vec_dot_type, x.data() + i * cols, a.data(), cols);
+    for (int64_t r = 0; r < rows; ++r) out[static_cast<size_t>(i * rows + r)] = o->vec_dot(cols, w + r * wrow, a.data());
+  }
+  return out;
+}
+
 inline std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
   std::vector<uint8_t> q(row_bytes(type_info(t), static_cast<int64_t>(x.size())));
   ops(t)->quantize(x.data(), q.data(), static_cast<int64_t>(x.size()));

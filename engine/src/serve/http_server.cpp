@@ -188,6 +188,9 @@ void HttpServer::Impl::routes() {
   svr.set_keep_alive_max_count(1000);
   svr.set_read_timeout(opts.io_timeout_s, 0);
   svr.set_write_timeout(opts.io_timeout_s, 0);
+  // Each SSE chunk is one small write: without TCP_NODELAY, Nagle holds it until the client's
+  // delayed ACK (~40 ms), and tokens arrive in bursts (seen by the harness's serving points).
+  svr.set_tcp_nodelay(true);
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     // The library answers 413 only after reading (and discarding) the whole declared body, up to a

@@ -24,6 +24,7 @@
 #include "flea/status.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "quant/quant_kernels.h"
 
 namespace flea::cpu::amx::internal {
 namespace {
@@ -119,19 +120,6 @@ void unpack_iq4_nl(const uint8_t* row, int64_t cols, int8_t* q, float* sw, float
   }
 }
 
-// The 12-byte scale field of Q4_K / Q5_K (quant_kernels.h documents the packing).
-inline void k_scales(const uint8_t* packed, uint8_t* sc, uint8_t* m) {
-  uint32_t u[3];
-  std::memcpy(u, packed, 12);
-  const uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
-  const uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-  const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-  std::memcpy(sc, &s03, 4);
-  std::memcpy(sc + 4, &s47, 4);
-  std::memcpy(m, &m03, 4);
-  std::memcpy(m + 4, &m47, 4);
-}
-
 // Q4_K: 32-byte chunk c of qs holds sub-block 2c in its low nibbles and 2c + 1 in its high ones;
 // value = d * sc * q - dmin * m.
 void unpack_q4_k(const uint8_t* row, int64_t cols, int8_t* q, float* sw, float* mw) {
@@ -139,7 +127,7 @@ void unpack_q4_k(const uint8_t* row, int64_t cols, int8_t* q, float* sw, float* 
   const __m256i mask = _mm256_set1_epi8(0x0f);
   for (int64_t i = 0; i < cols / kQkK; ++i, q += kQkK) {
     uint8_t sc[8], m[8];
-    k_scales(b[i].scales, sc, m);
+    quant::internal::unpack_k_scales(b[i].scales, sc, m);
     const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
     for (int c = 0; c < 4; ++c) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
@@ -159,7 +147,7 @@ void unpack_q5_k(const uint8_t* row, int64_t cols, int8_t* q, float* sw, float* 
   const __m256i mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
   for (int64_t i = 0; i < cols / kQkK; ++i, q += kQkK) {
     uint8_t sc[8], m[8];
-    k_scales(b[i].scales, sc, m);
+    quant::internal::unpack_k_scales(b[i].scales, sc, m);
     const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
     for (int c = 0; c < 4; ++c) {
