@@ -237,6 +237,31 @@ TEST(PipelineMpi, LogitsAreBitIdenticalToOneProcessAtTwoAndThreeRanks) {
   }
 }
 
+// Greedy generation over 3 ranks: the same tokens as one process, and rank 0's JSON carries every
+// rank's figures (its layers, steps, bytes read).
+TEST(PipelineMpi, GenerateGivesTheSameTokensAndPerRankFigures) {
+  SKIP_WITHOUT_MPI();
+  const std::string model = test::reference_dir() + "/arch/l4-Q8_0.gguf";
+  const std::string args = " generate -t 1 -m " + model + " --tokens 1,2,3 --n 8 --temp 0";
+  std::string single, piped;
+  ASSERT_EQ(test::run_command(flea() + args + " 2>/dev/null", &single), 0) << single;
+  ASSERT_EQ(test::run_command(mpirun(3) + flea() + args + " --pipeline 2>/dev/null", &piped), 0) << piped;
+  const nlohmann::json a = nlohmann::json::parse(single), b = nlohmann::json::parse(piped);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  ASSERT_TRUE(b.contains("pipeline")) << piped;
+  const nlohmann::json& ranks = b["pipeline"]["ranks"];
+  ASSERT_EQ(ranks.size(), 3u);
+  int covered = 0;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    EXPECT_EQ(ranks[r]["rank"], static_cast<int>(r));
+    EXPECT_EQ(ranks[r]["layer_begin"], covered);
+    covered = ranks[r]["layer_end"];
+    EXPECT_EQ(ranks[r]["steps"], 8) << r;  // the prompt, then 7 single tokens
+    EXPECT_GT(ranks[r]["read_bytes"].get<uint64_t>(), 0u) << r;
+  }
+  EXPECT_EQ(covered, 4);
+}
+
 // MPMD: each rank its own residency flags (streamed with and without prefetch, resident, mmap).
 TEST(PipelineMpi, MixedResidencyPerRankStaysBitIdentical) {
   SKIP_WITHOUT_MPI();

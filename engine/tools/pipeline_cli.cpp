@@ -47,6 +47,33 @@ int exchange(const char* command, pipeline::Comm* comm, const RankReport& mine, 
   return -1;
 }
 
+// One rank's figures at the end (a fixed size for MPI_Allgather).
+struct RankFigures {
+  int32_t layer_begin = 0, layer_end = 0;
+  pipeline::StageStats stage;
+  uint64_t read_bytes = 0;  // by its weight provider, start-up included
+};
+
+StatusOr<nlohmann::json> gather_figures(Pipeline* p) {
+  RankFigures mine;
+  const LayerSlice& sl = p->split[static_cast<size_t>(p->comm->rank())];
+  mine.layer_begin = sl.begin;
+  mine.layer_end = sl.end;
+  mine.stage = p->evaluator ? p->evaluator->stage_stats() : p->stats;
+  mine.read_bytes = p->engine.telemetry ? p->engine.telemetry->read_bytes() : 0;
+  std::vector<char> raw;
+  FLEA_RETURN_IF_ERROR(p->comm->all_gather(&mine, sizeof(mine), &raw));
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < p->comm->size(); ++r) {
+    RankFigures f;
+    std::memcpy(&f, raw.data() + static_cast<size_t>(r) * sizeof(f), sizeof(f));
+    ranks.push_back({{"rank", r}, {"layer_begin", f.layer_begin}, {"layer_end", f.layer_end}, {"steps", f.stage.steps},
+                     {"compute_ns", f.stage.compute_ns}, {"wait_ns", f.stage.wait_ns}, {"send_ns", f.stage.send_ns},
+                     {"sent_bytes", f.stage.sent_bytes}, {"read_bytes", f.read_bytes}});
+  }
+  return ranks;
+}
+
 }  // namespace
 
 void add_pipeline_flag(CLI::App& app, bool* pipeline) {
@@ -124,11 +151,22 @@ int open_pipeline(const char* command, const EngineOptions& opts, int64_t n_ctx,
 int serve_pipeline(const char* command, Pipeline* p) {
   if (Status st = pipeline::serve_stage(p->session.get(), p->comm.get(), &p->stats); !st.ok())
     return report_error(command, st, kExitFailure);
+  if (StatusOr<nlohmann::json> f = gather_figures(p); !f.ok()) return report_error(command, f.status(), kExitFailure);
   return kExitOk;
 }
 
-void stop_pipeline(Pipeline* p) {
-  if (p->evaluator) (void)p->evaluator->stop();
+nlohmann::json stop_pipeline(Pipeline* p) {
+  if (!p->evaluator) return nullptr;
+  if (Status st = p->evaluator->stop(); !st.ok()) {
+    std::fprintf(stderr, "flea: pipeline: stopping the other ranks: %s\n", st.message().c_str());
+    return nullptr;
+  }
+  StatusOr<nlohmann::json> f = gather_figures(p);
+  if (!f.ok()) {
+    std::fprintf(stderr, "flea: pipeline: gathering the ranks' figures: %s\n", f.status().message().c_str());
+    return nullptr;
+  }
+  return *f;
 }
 
 }  // namespace flea::cli

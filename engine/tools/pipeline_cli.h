@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "engine_cli.h"
@@ -34,10 +35,13 @@ struct Pipeline {
 // its error, and every rank gets the exit code to return (>= 0); -1 = go on.
 int open_pipeline(const char* command, const EngineOptions& opts, int64_t n_ctx, Pipeline* p);
 
-// Ranks > 0: evaluate what arrives until rank 0 stops the pipeline; the exit code.
+// Ranks > 0: evaluate what arrives until rank 0 stops the pipeline, then hand rank 0 this rank's
+// figures (stop_pipeline); the exit code.
 int serve_pipeline(const char* command, Pipeline* p);
 
-// Rank 0, when done: tells the other ranks to stop.
-void stop_pipeline(Pipeline* p);
+// Rank 0, when done: tells the other ranks to stop and gathers every rank's figures as JSON
+// ([{"rank", "layer_begin", "layer_end", "steps", "compute_ns", "wait_ns", "send_ns", "sent_bytes",
+// "read_bytes"}], rank 0's wait being for the logits). Does nothing (null) outside a pipeline.
+nlohmann::json stop_pipeline(Pipeline* p);
 
 }  // namespace flea::cli
