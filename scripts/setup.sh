@@ -13,7 +13,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git
           libyaml-cpp-dev nlohmann-json3-dev libhwloc-dev liburing-dev libcli11-dev libssl-dev libcpp-httplib-dev
           libgtest-dev libgmock-dev libbenchmark-dev libicu-dev fio clang libclang-rt-14-dev
           python3 python3-numpy python3-scipy python3-matplotlib python3-yaml python3-pytest python3-jsonschema
-          slurm-wlm munge)  # scripts/slurm/; slurmd/slurmctld stay off without /etc/slurm/slurm.conf
+          slurm-wlm munge  # scripts/slurm/; slurmd/slurmctld stay off without /etc/slurm/slurm.conf
+          libopenmpi-dev openmpi-bin)  # --pipeline (optional: FLEA_MPI is off without an MPI)
 
 install_deps() {
   local missing=()

@@ -6,6 +6,7 @@
 #include "flea/clock.h"
 #include "commands.h"
 #include "engine_cli.h"
+#include "pipeline_cli.h"
 #include "model/decode.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -63,9 +64,11 @@ int cmd_generate(int argc, char** argv) {
   std::string tokens_text, prompt_text, kv = "resident";
   int n_gen = 16;
   bool json_out = false;
+  bool pipeline = false;
   SamplerConfig sc;
   sc.temperature = 0.0f;
   add_engine_flags(app, &opts);
+  add_pipeline_flag(app, &pipeline);
   auto* tok_opt = app.add_option("--tokens", tokens_text, "prompt as comma-separated token ids");
   app.add_option("--prompt,-p", prompt_text, "prompt as text (tokenized with the model's vocabulary, BOS added)")
       ->excludes(tok_opt);
@@ -102,8 +105,23 @@ int cmd_generate(int argc, char** argv) {
   opts.n_seq = batch;
   opts.n_rows = opts.n_ctx * batch;  // --kv none evaluates the whole context every token
   opts.n_logit_rows = batch;
-  auto engine = open_engine(opts);
-  if (!engine.ok()) return report_error("generate", engine.status(), kExitUsage);
+  // One process, or one rank of a pipeline (rank 0 decodes; the others serve their layers).
+  if (pipeline && (batch > 1 || !draft_path.empty() || kv != "resident")) {
+    std::fprintf(stderr, "flea generate: --pipeline decodes one sequence with the resident KV cache (drop --batch/--draft/--kv)\n");
+    return kExitUsage;
+  }
+  Pipeline pipe;
+  StatusOr<Engine> own = Engine{};
+  Engine* engine = nullptr;
+  if (pipeline) {
+    if (int rc = open_pipeline("generate", opts, opts.n_ctx, &pipe); rc >= 0) return rc;
+    if (!pipe.driver()) return serve_pipeline("generate", &pipe);
+    engine = &pipe.engine;
+  } else {
+    own = open_engine(opts);
+    if (!own.ok()) return report_error("generate", own.status(), kExitUsage);
+    engine = &*own;
+  }
   std::vector<int32_t> prompt;
   std::unique_ptr<Tokenizer> tokenizer;
   if (!prompt_text.empty()) {
@@ -125,9 +143,12 @@ int cmd_generate(int argc, char** argv) {
   for (int32_t t : prompt) sampler->accept(t);  // the repetition penalty sees the prompt too
   const bool stream_text = tokenizer && !json_out;
   const int64_t V = engine->model->hp.n_vocab;
-  auto session_or = make_session(*engine, static_cast<int64_t>(prompt.size()) + n_gen, 1, kv);
-  if (!session_or.ok()) return report_error("generate", session_or.status(), kExitUsage);
-  Evaluator& session = **session_or;
+  StatusOr<std::unique_ptr<Evaluator>> session_or = std::unique_ptr<Evaluator>();
+  if (!pipeline) {
+    session_or = make_session(*engine, static_cast<int64_t>(prompt.size()) + n_gen, 1, kv);
+    if (!session_or.ok()) return report_error("generate", session_or.status(), kExitUsage);
+  }
+  Evaluator& session = pipeline ? static_cast<Evaluator&>(*pipe.evaluator) : **session_or;
   std::vector<int32_t> context = prompt, generated;
   std::vector<float> logits;
   const int64_t t0 = steady_now_ns();
@@ -152,6 +173,7 @@ int cmd_generate(int argc, char** argv) {
     }
   }
   const int64_t t_end = steady_now_ns();
+  const nlohmann::json rank_figures = stop_pipeline(&pipe);
   if (!st.ok()) return report_error("generate", st, kExitFailure);
   if (stream_text) {
     std::fputc('\n', stdout);
@@ -167,6 +189,10 @@ int cmd_generate(int argc, char** argv) {
   j["peak_rss_bytes"] = peak_rss_bytes();
   j["weights"] = engine->weights->name();
   if (tokenizer) j["text"] = tokenizer->decode(generated);
+  if (pipeline) {
+    // Per rank (rank 0's wait_ns is for the logits, the others' for their hidden states).
+    j["pipeline"] = {{"n_ranks", pipe.comm->size()}, {"transport", pipe.comm->describe()}, {"ranks", rank_figures}};
+  }
   std::printf("%s\n", j.dump().c_str());
   return kExitOk;
 }

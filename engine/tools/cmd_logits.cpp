@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "engine_cli.h"
+#include "pipeline_cli.h"
 
 namespace flea::cli {
 namespace {
@@ -13,7 +14,9 @@ int cmd_logits(int argc, char** argv) {
   CLI::App app("Evaluate tokens in one batch; write float32 logits [n_tokens x n_vocab].", "flea logits");
   EngineOptions opts;
   std::string tokens_text, out_path;
+  bool pipeline = false;
   add_engine_flags(app, &opts);
+  add_pipeline_flag(app, &pipeline);
   app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3")->required();
   app.add_option("--out,-o", out_path, "output file (float32, little-endian)")->required();
   if (int rc = parse_or_exit(app, argc, argv); rc >= 0) return rc;
@@ -21,16 +24,30 @@ int cmd_logits(int argc, char** argv) {
   auto tokens = parse_token_list(tokens_text);
   if (!tokens.ok()) return report_error("logits", tokens.status(), kExitUsage);
   opts.n_ctx = opts.n_rows = opts.n_logit_rows = static_cast<int64_t>(tokens->size());
-  auto engine = open_engine(opts);
-  if (!engine.ok()) return report_error("logits", engine.status(), kExitUsage);
-  auto session_or = make_session(*engine, static_cast<int64_t>(tokens->size()));
-  if (!session_or.ok()) {
-    std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
-    return kExitUsage;
+  // One process (the engine and session below), or one rank of a pipeline (rank 0 drives an
+  // evaluator over all of them; the others serve their layers until it is done).
+  Pipeline pipe;
+  StatusOr<Engine> engine = Engine{};
+  StatusOr<std::unique_ptr<Evaluator>> session_or = std::unique_ptr<Evaluator>();
+  Evaluator* session = nullptr;
+  if (pipeline) {
+    if (int rc = open_pipeline("logits", opts, static_cast<int64_t>(tokens->size()), &pipe); rc >= 0) return rc;
+    if (!pipe.driver()) return serve_pipeline("logits", &pipe);
+    session = pipe.evaluator.get();
+  } else {
+    engine = open_engine(opts);
+    if (!engine.ok()) return report_error("logits", engine.status(), kExitUsage);
+    session_or = make_session(*engine, static_cast<int64_t>(tokens->size()));
+    if (!session_or.ok()) {
+      std::fprintf(stderr, "%s\n", session_or.status().message().c_str());
+      return kExitUsage;
+    }
+    session = session_or->get();
   }
-  Evaluator& session = **session_or;
   std::vector<float> logits;
-  if (Status st = session.eval(*tokens, &logits, /*all_logits=*/true); !st.ok()) {
+  const Status evaluated = session->eval(*tokens, &logits, /*all_logits=*/true);
+  stop_pipeline(&pipe);
+  if (Status st = evaluated; !st.ok()) {
     std::fprintf(stderr, "flea logits: %s\n", st.message().c_str());
     return st.code() == StatusCode::kOutOfRange ? kExitUsage : kExitFailure;
   }

@@ -1,5 +1,6 @@
 // The LLaMA-family forward pass (llama, qwen2: see the architecture table in llama_hparams.cpp),
-// top to bottom like the math. One call evaluates a batch of T tokens:
+// top to bottom like the math. One call evaluates a batch of T tokens (a pipeline stage runs the
+// part of it its LayerSlice names: embed, some of the layers, the head):
 //
 //   x = embed(tokens)                                  (T, E)
 //   for each layer:
@@ -121,10 +122,12 @@ int32_t argmax(const float* logits, int64_t n) {
 }
 
 Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq,
-                 bool bound_chunked_kv, cpu::KvType kv_type)
-    : model_(model), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0),
+                 bool bound_chunked_kv, cpu::KvType kv_type, const LayerSlice& slice)
+    : model_(model), slice_(slice), weights_(weights), pool_(pool), n_ctx_(n_ctx), n_past_(static_cast<size_t>(std::max(1, n_seq)), 0),
       kv_type_(kv_type) {
   const auto& hp = model_.hp;
+  slice_.end = slice_.end_or(static_cast<int>(hp.n_layer));
+  FLEA_CHECK(slice_.begin >= 0 && slice_.begin < slice_.end && slice_.end <= hp.n_layer, "Session: empty layer slice");
   kv_slots_.assign(static_cast<size_t>(hp.n_layer), n_ctx);
   k_cache_.resize(static_cast<size_t>(hp.n_layer));
   v_cache_.resize(static_cast<size_t>(hp.n_layer));
@@ -134,6 +137,7 @@ Session::Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* p
       kv_slots_[static_cast<size_t>(il)] = hp.attn_chunk;
       chunk_bounded_ = true;
     }
+    if (!slice_.owns(static_cast<int>(il), static_cast<int>(hp.n_layer))) continue;  // another stage's layer
     const size_t cache = static_cast<size_t>(kv_slots_[static_cast<size_t>(il)] * hp.n_embd_kv()) * n_past_.size() *
                          cpu::kv_type_bytes(kv_type_);
     k_cache_[static_cast<size_t>(il)].assign(cache, 0);
@@ -318,6 +322,14 @@ StatusOr<int64_t> Session::moe_ffn(int64_t il, const std::array<const gguf::Tens
 }
 
 Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) {
+  if (!slice_.whole(static_cast<int>(model_.hp.n_layer)))
+    return invalid_argument("eval: this session is one pipeline stage (layers [" + std::to_string(slice_.begin) + ", " +
+                            std::to_string(slice_.end) + ")); use eval_stage");
+  return eval_stage(rows, nullptr, logits, all_logits);
+}
+
+Status Session::eval_stage(const std::vector<BatchRow>& rows, std::vector<float>* hidden, std::vector<float>* logits,
+                           bool all_logits) {
   const auto& hp = model_.hp;
   const auto& L = model_.layout;
   const int64_t T = static_cast<int64_t>(rows.size());
@@ -325,6 +337,11 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
   const int64_t D = hp.head_dim(), H = hp.n_head;
   const float eps = static_cast<float>(hp.rms_eps);
   if (T == 0) return invalid_argument("eval: no tokens");
+  if (!slice_.embed && (hidden == nullptr || static_cast<int64_t>(hidden->size()) != T * E))
+    return invalid_argument("eval_stage: layers [" + std::to_string(slice_.begin) + ", " + std::to_string(slice_.end) +
+                            ") need the " + std::to_string(T) + " x " + std::to_string(E) + " hidden states of the stage before, got " +
+                            std::to_string(hidden == nullptr ? 0 : hidden->size()) + " floats");
+  if (!slice_.head && hidden == nullptr) return invalid_argument("eval_stage: a stage without the head needs `hidden` for its output");
   // Each row's position: the next free one of its sequence.
   pos_.resize(static_cast<size_t>(T));
   first_.resize(static_cast<size_t>(T));
@@ -357,24 +374,38 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
       if (chunk_of[static_cast<size_t>(seq)] < 0) chunk_of[static_cast<size_t>(seq)] = c;
       if (c == chunk_of[static_cast<size_t>(seq)]) continue;
       const std::vector<BatchRow> head(rows.begin(), rows.begin() + t), tail(rows.begin() + t, rows.end());
-      std::vector<float> a;
-      FLEA_RETURN_IF_ERROR(eval_batch(head, logits != nullptr && all_logits ? &a : nullptr, all_logits));
-      FLEA_RETURN_IF_ERROR(eval_batch(tail, logits, all_logits));
+      std::vector<float> a, hidden_head, hidden_tail;  // the hidden states of each piece (stages)
+      if (!slice_.embed) {
+        hidden_head.assign(hidden->begin(), hidden->begin() + t * E);
+        hidden_tail.assign(hidden->begin() + t * E, hidden->end());
+      }
+      std::vector<float>* hh = hidden != nullptr ? &hidden_head : nullptr;
+      std::vector<float>* ht = hidden != nullptr ? &hidden_tail : nullptr;
+      FLEA_RETURN_IF_ERROR(eval_stage(head, hh, logits != nullptr && all_logits ? &a : nullptr, all_logits));
+      FLEA_RETURN_IF_ERROR(eval_stage(tail, ht, logits, all_logits));
       if (logits != nullptr && all_logits) logits->insert(logits->begin(), a.begin(), a.end());
+      if (!slice_.head) {
+        *hidden = std::move(hidden_head);
+        hidden->insert(hidden->end(), hidden_tail.begin(), hidden_tail.end());
+      }
       return ok_status();
     }
   }
   ensure_scratch(T);
   ++stats_.forward_calls;
 
-  // x = embed(tokens): dequantize one row of token_embd per token.
-  const cpu::WeightView embd = view(*L.globals[static_cast<int>(GlobalTensor::kTokenEmbd)],
-                                    weights_->global(GlobalTensor::kTokenEmbd));
-  for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, rows[static_cast<size_t>(t)].token, &x_[static_cast<size_t>(t * E)]);
+  if (slice_.embed) {
+    // x = embed(tokens): dequantize one row of token_embd per token.
+    const cpu::WeightView embd = view(*L.globals[static_cast<int>(GlobalTensor::kTokenEmbd)],
+                                      weights_->global(GlobalTensor::kTokenEmbd));
+    for (int64_t t = 0; t < T; ++t) cpu::dequantize_row(embd, rows[static_cast<size_t>(t)].token, &x_[static_cast<size_t>(t * E)]);
+  } else {
+    std::copy(hidden->begin(), hidden->end(), x_.begin());  // x from the stage before
+  }
 
   const float kq_scale = 1.0f / std::sqrt(static_cast<float>(D));
   const auto* freq_factors = reinterpret_cast<const float*>(weights_->global(GlobalTensor::kRopeFreqs));  // [n_rot/2] or null
-  for (int64_t il = 0; il < hp.n_layer; ++il) {
+  for (int64_t il = slice_.begin; il < slice_.end; ++il) {
     const int64_t t_acquire = steady_now_ns();
     FLEA_ASSIGN_OR_RETURN(LayerWeights w, weights_->acquire(static_cast<int>(il)));
     const int64_t t_compute = steady_now_ns();
@@ -447,6 +478,10 @@ Status Session::eval_batch(const std::vector<BatchRow>& rows, std::vector<float>
     stats_.compute_ns[static_cast<size_t>(il)] += t_done - t_compute - expert_wait_ns;
   }
   n_past_ = next;
+  if (!slice_.head) {
+    hidden->assign(x_.begin(), x_.begin() + T * E);  // (T, E) to the next stage
+    return ok_status();
+  }
   if (!logits) return ok_status();
 
   // logits = rmsnorm(x) Wout, for every row or only the last one.

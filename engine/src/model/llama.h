@@ -167,15 +167,24 @@ class Session : public Evaluator {
   // Room for n_ctx positions in each of n_seq sequences. Layers with chunked attention (Llama 4's
   // rope layers) keep only attn_chunk positions, the chunk a query can see, unless
   // `bound_chunked_kv` is false (tests compare the two). Keys and values are stored as kv_type
-  // (F16: rounded to nearest even, like llama.cpp's default cache).
+  // (F16: rounded to nearest even, like llama.cpp's default cache). A session of one pipeline stage
+  // (`slice` not the whole model) holds the cache of its own layers only and runs eval_stage().
   Session(const Model& model, WeightProvider* weights, cpu::ThreadPool* pool, int64_t n_ctx, int n_seq = 1,
-          bool bound_chunked_kv = true, cpu::KvType kv_type = cpu::KvType::kF16);
+          bool bound_chunked_kv = true, cpu::KvType kv_type = cpu::KvType::kF16, const LayerSlice& slice = {});
   // Bytes of K and V cache held for every layer and sequence.
   uint64_t kv_cache_bytes() const;
   cpu::KvType kv_type() const { return kv_type_; }
 
   Status eval(const std::vector<int32_t>& tokens, std::vector<float>* logits, bool all_logits) override;
   Status eval_batch(const std::vector<BatchRow>& rows, std::vector<float>* logits, bool all_logits) override;
+  // One pipeline stage's part of eval_batch: the rows' hidden states ([T × n_embd], row t = rows[t])
+  // go through layers [slice.begin, slice.end). The first stage (slice.embed) makes them from the
+  // tokens, the others read them from `hidden`; the last stage (slice.head) writes `logits` as
+  // eval_batch does, the others leave the states in `hidden` for the next stage. Every stage sees the
+  // same rows, so each keeps its sequences' positions itself. The whole-model slice is eval_batch.
+  Status eval_stage(const std::vector<BatchRow>& rows, std::vector<float>* hidden, std::vector<float>* logits,
+                    bool all_logits);
+  const LayerSlice& slice() const { return slice_; }
   Status truncate(int seq, int64_t n_past) override;
   int n_seq() const override { return static_cast<int>(n_past_.size()); }
   void reset() override { std::fill(n_past_.begin(), n_past_.end(), 0); }
@@ -193,6 +202,7 @@ class Session : public Evaluator {
                int64_t T);
 
   const Model& model_;
+  LayerSlice slice_;  // end resolved to n_layer
   WeightProvider* weights_;
   cpu::ThreadPool* pool_;
   int64_t n_ctx_;

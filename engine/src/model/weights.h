@@ -53,6 +53,21 @@ struct ModelLayout {
 // Finds every LLaMA tensor in `file` (validated by llama_hparams in model/llama.h first).
 StatusOr<ModelLayout> model_layout(const gguf::File& file, int n_layer);
 
+// One stage of a pipeline over processes (pipeline/): this process computes layers [begin, end)
+// only, the embedding with `embed` (the first stage) and the output head with `head` (the last).
+// Everything else belongs to other processes: the residency plan marks those layers kElsewhere
+// and the provider never reads their bytes, nor the globals the stage does not use. The default is the
+// whole model.
+struct LayerSlice {
+  int begin = 0;
+  int end = -1;  // -1 = n_layer
+  bool embed = true;
+  bool head = true;
+  int end_or(int n_layer) const { return end < 0 ? n_layer : end; }
+  bool owns(int il, int n_layer) const { return il >= begin && il < end_or(n_layer); }
+  bool whole(int n_layer) const { return begin == 0 && end_or(n_layer) == n_layer && embed && head; }
+};
+
 struct LayerWeights {
   std::array<const uint8_t*, kLayerTensorCount> data{};  // tensor bytes, valid until release()
   const uint8_t* operator[](LayerTensor t) const { return data[static_cast<int>(t)]; }

@@ -7,6 +7,7 @@
 
 #include "flea/status.h"
 #include "io/io_backend.h"
+#include "model/weights.h"
 #include "residency/host_memory.h"
 
 namespace CLI { class App; }
@@ -42,6 +43,7 @@ struct ResidencyOptions {
   std::optional<HostMemory> host_memory;
   uint64_t kv_bytes = 0;       // K/V cache the session will hold in host memory
   uint64_t scratch_bytes = 0;  // its activations and logits
+  LayerSlice slice;            // not a flag: set by the pipeline for each rank
 };
 
 // --residency --io --prefetch --vram-budget-mb --ram-budget-mb --throttle-gb-s --io-threads

@@ -30,6 +30,7 @@ const char* placement_name(Placement p) {
     case Placement::kResident: return "resident";
     case Placement::kStreamed: return "streamed";
     case Placement::kCached: return "cached";
+    case Placement::kElsewhere: return "elsewhere";
   }
   return "?";
 }
@@ -135,12 +136,30 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   p.vram_budget_bytes = static_cast<uint64_t>(opts.vram_budget_mb) * kMiB;
   p.ram_budget_bytes = static_cast<uint64_t>(opts.ram_budget_mb) * kMiB;
 
-  for (const gguf::TensorInfo* g : layout.globals)
-    if (g != nullptr) p.global_bytes += g->n_bytes;
+  const LayerSlice& slice = opts.slice;
+  p.layer_begin = slice.begin;
+  p.layer_end = slice.end_or(p.n_layer);
+  if (p.layer_begin < 0 || p.layer_begin >= p.layer_end || p.layer_end > p.n_layer)
+    return invalid_argument("layer slice [" + std::to_string(p.layer_begin) + ", " + std::to_string(p.layer_end) +
+                            ") is not a non-empty range of the model's " + std::to_string(p.n_layer) + " layers");
+  // token_embd: the embedding, and the output matrix of tied models; rope_freqs: every layer.
+  const bool tied = layout.globals[static_cast<int>(GlobalTensor::kOutput)] == nullptr;
+  p.global_used[static_cast<int>(GlobalTensor::kTokenEmbd)] = slice.embed || (slice.head && tied);
+  p.global_used[static_cast<int>(GlobalTensor::kOutputNorm)] = slice.head;
+  p.global_used[static_cast<int>(GlobalTensor::kOutput)] = slice.head;
+  p.global_used[static_cast<int>(GlobalTensor::kRopeFreqs)] = true;
+  for (int g = 0; g < kGlobalTensorCount; ++g)
+    if (layout.globals[g] != nullptr && p.global_used[g]) p.global_bytes += layout.globals[g]->n_bytes;
   p.model_bytes = p.global_bytes;
   for (int il = 0; il < p.n_layer; ++il) {
     LayerPlan lp;
     lp.layer = il;
+    if (!slice.owns(il, p.n_layer)) {  // another stage's: no bytes, no spans
+      lp.placement = Placement::kElsewhere;
+      for (uint64_t& off : lp.buffer_offset) off = kNotInBuffer;
+      p.layers.push_back(std::move(lp));
+      continue;
+    }
     for (int t = 0; t < kLayerTensorCount; ++t) {
       const gguf::TensorInfo* ti = layout.layers[il][t];
       if (ti == nullptr && is_optional(static_cast<LayerTensor>(t))) continue;
@@ -163,7 +182,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   // ---- weight memory (--vram-budget-mb) ----
   const uint64_t fixed = p.global_bytes + p.norm_bytes;
   const std::string fixed_what = "the always-resident tensors (token_embd, output, output_norm and " +
-                                 std::to_string(p.n_layer) + " layers' norms) need " + mb(fixed);
+                                 std::to_string(p.layer_end - p.layer_begin) + " layers' norms) need " + mb(fixed);
   bool has_experts = false;
   for (const auto& lt : layout.layers) has_experts |= lt[static_cast<int>(LayerTensor::kFfnGateExps)] != nullptr;
   if (has_experts) { FLEA_ASSIGN_OR_RETURN(p.n_expert_used, expert_used_count(file)); }
@@ -180,7 +199,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   std::vector<uint64_t> stream_slot(p.layers.size()), expert_layer_slot(p.layers.size(), 0);
   for (LayerPlan& lp : p.layers) {
     stream_slot[static_cast<size_t>(lp.layer)] = lp.buffer_bytes;
-    if (opts.expert_residency != "expert" ||
+    if (lp.placement == Placement::kElsewhere || opts.expert_residency != "expert" ||
         layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(LayerTensor::kFfnGateExps)] == nullptr)
       continue;
     LayerPlan split = lp;
@@ -254,6 +273,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                                 fixed_what + "; minimum --vram-budget-mb " + std::to_string(ceil_mb(fixed)));
     bool filling = opts.residency == "auto";
     for (LayerPlan& lp : p.layers) {
+      if (lp.placement == Placement::kElsewhere) continue;
       const bool fits = p.vram_budget_bytes == 0 || used + lp.buffer_bytes <= p.vram_budget_bytes;
       if (filling && fits) {
         used += lp.buffer_bytes;
@@ -364,6 +384,8 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
         ++p.n_cached;
         p.first_token_bytes += lp.read_bytes;
         break;
+      case Placement::kElsewhere:
+        break;
     }
     if (lp.experts_streamed) p.expert_bytes_per_token += static_cast<uint64_t>(p.n_expert_used) * lp.expert_read_bytes;
   }
@@ -378,6 +400,7 @@ StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
   uint64_t& active_bytes = p.active_bytes;
   active_bytes = p.global_bytes;
   for (const LayerPlan& lp : p.layers) {
+    if (lp.placement == Placement::kElsewhere) continue;
     uint64_t expert_bytes = 0;
     for (LayerTensor t : kExpertTensors) {
       const gguf::TensorInfo* ti = layout.layers[static_cast<size_t>(lp.layer)][static_cast<int>(t)];
@@ -428,6 +451,13 @@ std::string Plan::to_string() const {
   std::snprintf(line, sizeof(line), "residency plan: %s, io %s, prefetch %d, %d layers (%d resident, %d streamed, %d cached)\n",
                 residency.c_str(), io.c_str(), prefetch, n_layer, n_resident, n_streamed, n_cached);
   s += line;
+  if (layer_end - layer_begin != n_layer || !global_used[static_cast<int>(GlobalTensor::kOutputNorm)] ||
+      !global_used[static_cast<int>(GlobalTensor::kTokenEmbd)]) {
+    std::snprintf(line, sizeof(line), "  pipeline stage layers [%d, %d)%s%s; the other layers are read by other ranks\n",
+                  layer_begin, layer_end, global_used[static_cast<int>(GlobalTensor::kTokenEmbd)] ? " + token_embd" : "",
+                  global_used[static_cast<int>(GlobalTensor::kOutputNorm)] ? " + output head" : "");
+    s += line;
+  }
   s += "  weight memory  " + mb(weight_memory_bytes) + " (globals " + mb(global_bytes) + ", norms " + mb(norm_bytes) +
        ", resident layers " + mb(resident_layer_bytes) + ") of budget " +
        (vram_budget_bytes ? mb(vram_budget_bytes) : std::string("unlimited")) + "\n";
@@ -469,6 +499,8 @@ std::string Plan::to_json() const {
   j["io"] = io;
   j["prefetch"] = prefetch;
   j["n_layer"] = n_layer;
+  j["layer_begin"] = layer_begin;
+  j["layer_end"] = layer_end;
   j["n_resident"] = n_resident;
   j["n_streamed"] = n_streamed;
   j["n_cached"] = n_cached;

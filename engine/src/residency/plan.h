@@ -15,8 +15,9 @@
 
 namespace flea {
 
-enum class Placement { kResident, kStreamed, kCached };
-const char* placement_name(Placement p);  // "resident" "streamed" "cached"
+// kElsewhere: another pipeline stage's layer (ResidencyOptions::slice); this process never reads it.
+enum class Placement { kResident, kStreamed, kCached, kElsewhere };
+const char* placement_name(Placement p);  // "resident" "streamed" "cached" "elsewhere"
 
 // One read request: a 4096-aligned file range landing at `buffer_offset` in the layer's buffer.
 struct ReadSpan {
@@ -74,6 +75,11 @@ struct Plan {
   int prefetch = 0;
   int n_layer = 0;
   std::vector<LayerPlan> layers;
+  // The pipeline stage planned (the whole model unless ResidencyOptions::slice says otherwise):
+  // layers outside [layer_begin, layer_end) are kElsewhere, and the byte totals below count only
+  // this stage's layers and the globals it uses (global_used).
+  int layer_begin = 0, layer_end = 0;
+  std::array<bool, kGlobalTensorCount> global_used{};
 
   uint64_t model_bytes = 0;           // every tensor the forward pass uses
   uint64_t active_bytes = 0;          // what one token's compute touches: model_bytes less the
@@ -150,6 +156,7 @@ struct Plan {
 // refused with the numbers and the flag to pass instead: a --vram-budget-mb or --ram-budget-mb
 // above the machine, `full` of a model larger than the machine. Not with --io mmap, whose
 // "resident" bytes are page cache the kernel reclaims instead of killing the process.
+// With a slice (a pipeline stage), every rule above applies to the stage's own layers and globals.
 StatusOr<Plan> plan_residency(const gguf::File& file, const ModelLayout& layout,
                               const ResidencyOptions& opts, const MeasuredBandwidth* bw);
 

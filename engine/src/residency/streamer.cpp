@@ -92,7 +92,7 @@ class StreamingProvider final : public WeightProvider {
     FLEA_RETURN_IF_ERROR(load_fixed(layout));
     for (const LayerPlan& lp : plan_.layers) {
       base_.push_back(nullptr);
-      if (lp.placement == Placement::kStreamed || mapped_ != nullptr) continue;
+      if (lp.placement == Placement::kStreamed || lp.placement == Placement::kElsewhere || mapped_ != nullptr) continue;
       io::AlignedBuffer buf;
       if (!allocate(lp.buffer_bytes, &buf))
         return resource_exhausted("cannot allocate " + std::to_string(lp.buffer_bytes) + " bytes for layer " +
@@ -230,6 +230,9 @@ class StreamingProvider final : public WeightProvider {
   StatusOr<LayerWeights> acquire(int il) override {
     FLEA_CHECK(il >= 0 && il < static_cast<int>(rt_.size()), "acquire: layer out of range");
     const LayerPlan& lp = plan_.layers[il];
+    if (lp.placement == Placement::kElsewhere)
+      return invalid_argument("layer " + std::to_string(il) + " belongs to another pipeline stage (this one has [" +
+                                 std::to_string(plan_.layer_begin) + ", " + std::to_string(plan_.layer_end) + "))");
     std::unique_lock<std::mutex> lock(mu_);
     LayerRuntime& r = rt_[il];
     if (r.state != Rt::kActive) {
@@ -307,7 +310,7 @@ class StreamingProvider final : public WeightProvider {
 
   bool needs_io_locked(int il) const {
     const Placement p = plan_.layers[il].placement;
-    if (p == Placement::kResident) return false;
+    if (p == Placement::kResident || p == Placement::kElsewhere) return false;
     if (p == Placement::kCached) return rt_[il].state != Rt::kCachedReady && rt_[il].state != Rt::kActive;
     return true;
   }
@@ -649,8 +652,10 @@ class StreamingProvider final : public WeightProvider {
   // once and make RSS grow with the model. Each layer's range is dropped again after the copy.
   Status load_fixed(const ModelLayout& layout) {
     std::vector<std::pair<uint64_t, uint64_t>> globals, owned;
-    for (const gguf::TensorInfo* g : layout.globals)
-      if (g != nullptr) (mapped_ != nullptr ? globals : owned).emplace_back(g->file_offset, g->n_bytes);
+    for (int g = 0; g < kGlobalTensorCount; ++g) {
+      const gguf::TensorInfo* ti = layout.globals[g];
+      if (ti != nullptr && plan_.global_used[g]) (mapped_ != nullptr ? globals : owned).emplace_back(ti->file_offset, ti->n_bytes);
+    }
     tensor_offset_.resize(layout.layers.size());
     norms_.resize(layout.layers.size());
     for (size_t il = 0; il < layout.layers.size(); ++il) {
@@ -660,7 +665,8 @@ class StreamingProvider final : public WeightProvider {
           continue;
         }
         tensor_offset_[il][t] = layout.layers[il][t]->file_offset;
-        if (is_resident_vector(t))
+        if (is_resident_vector(t) && elsewhere(il)) tensor_offset_[il][t] = kNotInBuffer;  // another stage's norm
+        else if (is_resident_vector(t))
           owned.emplace_back(layout.layers[il][t]->file_offset, layout.layers[il][t]->n_bytes);
       }
     }
@@ -687,6 +693,7 @@ class StreamingProvider final : public WeightProvider {
         bytes += end - s.file_offset;
       }
       for (size_t il = 0; il < layout.layers.size(); ++il) {
+        if (elsewhere(il)) continue;
         uint64_t lo = UINT64_MAX, hi = 0;
         for (const gguf::TensorInfo* ti : layout.layers[il]) {
           if (ti == nullptr) continue;
@@ -704,13 +711,17 @@ class StreamingProvider final : public WeightProvider {
     };
     for (int g = 0; g < kGlobalTensorCount; ++g) {
       const gguf::TensorInfo* ti = layout.globals[g];
-      globals_[g] = ti == nullptr ? nullptr : mapped_ != nullptr ? mapped_ + ti->file_offset : locate(ti->file_offset);
+      globals_[g] = ti == nullptr || !plan_.global_used[g] ? nullptr
+                    : mapped_ != nullptr                     ? mapped_ + ti->file_offset
+                                                             : locate(ti->file_offset);
     }
     for (size_t il = 0; il < layout.layers.size(); ++il)
       for (int t = 0; t < kLayerTensorCount; ++t)
-        norms_[il][t] = is_resident_vector(t) && layout.layers[il][t] != nullptr ? locate(tensor_offset_[il][t]) : nullptr;
+        norms_[il][t] = is_resident_vector(t) && tensor_offset_[il][t] != kNotInBuffer ? locate(tensor_offset_[il][t]) : nullptr;
     return ok_status();
   }
+
+  bool elsewhere(size_t il) const { return plan_.layers[il].placement == Placement::kElsewhere; }
 
   // Every host buffer the provider owns goes through here (huge pages per --huge-pages).
   bool allocate(uint64_t bytes, io::AlignedBuffer* buf) {
