@@ -1,6 +1,7 @@
 // The transport between pipeline stages: one process per rank, point-to-point messages in order.
-// The only implementation is MPI (comm_mpi.cpp, built when CMake finds an MPI); nothing here
-// names MPI, so the engine and the CLI build without it and a single process never starts it.
+// The only implementation is MPI (comm_mpi.cpp, linked into flea-mpi only, built when CMake finds
+// an MPI); nothing here names MPI, so the engine and the flea binary carry no libmpi and a single
+// process never starts it (flea re-executes itself as flea-mpi under --pipeline: tools/pipeline_exec.cpp).
 #pragma once
 
 #include <cstddef>
@@ -26,8 +27,9 @@ class Comm {
   virtual std::string describe() const = 0;
 };
 
-// MPI_Init (threads: funneled) and the world communicator. Called only under --pipeline; an error
-// when this build has no MPI (FLEA_MPI off).
+// MPI_Init (threads: funneled) and the world communicator. Called only under --pipeline. In the
+// flea binary it does not return on success (it execs flea-mpi); an error when this build has no
+// MPI (FLEA_MPI off) or flea-mpi cannot be run.
 StatusOr<std::unique_ptr<Comm>> open_mpi_comm();
 
 }  // namespace flea::pipeline
